@@ -1,0 +1,109 @@
+"""Pure planning around balance_resources: from validated inputs to the exact writes of a task."""
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from balance_resources import balance_resources
+from utils.Custom_Exceptions import ResourceBalanceError
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One entry of an amend seq's array_of_distributions, validated."""
+    rtom: str
+    donor_drc_id: str
+    receiver_drc_id: str
+    transfer_count: int
+
+
+@dataclass(frozen=True)
+class AmendRequest:
+    """The open amend seq a task processes."""
+    transaction_id: object
+    batch_seq: int
+    distributions: tuple
+    prior_status_on: object
+    prior_status_on_present: bool
+    prior_summery_status: str
+    closes_transaction: bool
+
+
+@dataclass(frozen=True)
+class CaseChange:
+    case_id: int
+    old_drc: str
+    new_drc: str
+
+
+@dataclass(frozen=True)
+class SummaryCell:
+    drc: str
+    rtom: str
+    count: int
+    total_arrears: object
+
+
+@dataclass(frozen=True)
+class AmendPlan:
+    batch_id: object
+    request: AmendRequest
+    changes: tuple
+    summary: tuple
+    description: str
+
+
+def apply_distributions(assignment, distributions, min_share_kept):
+    """Apply each distribution to the result of the previous one (SPEC step 7)."""
+    for number, entry in enumerate(distributions, start=1):
+        try:
+            assignment = balance_resources(assignment, entry.receiver_drc_id, entry.donor_drc_id,
+                                           entry.rtom, entry.transfer_count, min_share_kept)
+        except ResourceBalanceError as exc:
+            if len(distributions) == 1:
+                raise
+            raise ResourceBalanceError(f"distribution {number} of {len(distributions)}: {exc}") from exc
+    return assignment
+
+
+def case_changes(initial, final):
+    """The cases whose DRC differs between two assignments, in Case_Id order."""
+    return tuple(CaseChange(case_id, initial[case_id][0], drc)
+                 for case_id, (drc, _) in sorted(final.items()) if initial[case_id][0] != drc)
+
+
+def total_arrears(amounts):
+    """Exact for integers; floats summed with fsum and rounded to cents."""
+    if all(isinstance(amount, int) for amount in amounts):
+        return sum(amounts)
+    return round(math.fsum(amounts), 2)
+
+
+def summary_cells(final, arrears, existing_cells):
+    """Count and Tot_Arrease for every cell of the batch; cells left without cases get 0."""
+    amounts = defaultdict(list)
+    for case_id, cell in sorted(final.items()):
+        amounts[cell].append(arrears.get(case_id, 0))
+    cells = set(amounts) | set(existing_cells)
+    return tuple(SummaryCell(drc, rtom, len(amounts.get((drc, rtom), ())), total_arrears(amounts.get((drc, rtom), [0])))
+                 for drc, rtom in sorted(cells))
+
+
+def describe_amend(batch_id, request, changes):
+    """The status_description of a completed task: what moved where."""
+    moves = Counter((change.old_drc, change.new_drc) for change in changes)
+    requested = "; ".join(
+        f"{entry.transfer_count} {entry.rtom} from {entry.donor_drc_id} to {entry.receiver_drc_id}"
+        for entry in request.distributions)
+    moved = ", ".join(f"{old}->{new} {count}" for (old, new), count in sorted(moves.items()))
+    return (f"Amended batch {batch_id} seq {request.batch_seq}: requested {requested}; "
+            f"{len(changes)} case(s) reassigned ({moved or 'none'})")
+
+
+def plan_amend(batch_id, request, assignment, arrears, existing_cells, min_share_kept):
+    """The complete, validated plan of one task: which cases move, the summary, the description."""
+    final = apply_distributions(assignment, request.distributions, min_share_kept)
+    changes = case_changes(assignment, final)
+    return AmendPlan(batch_id=batch_id, request=request, changes=changes,
+                     summary=summary_cells(final, arrears, existing_cells),
+                     description=describe_amend(batch_id, request, changes))

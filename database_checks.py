@@ -1,0 +1,268 @@
+"""Reads of the job and the validation of what they return.
+
+The fetch_* functions query the database; the validators below them are pure functions of
+the documents, so every rule is tested without a database. Every failure is a
+TaskValidationError whose message names the document and the field to fix.
+"""
+
+import math
+import re
+
+from bson.decimal128 import Decimal128
+
+from amend_plan import AmendRequest, Distribution
+from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
+                             TRANSACTIONS_COLLECTION)
+from utils.Custom_Exceptions import TaskValidationError
+
+AMEND_TASK_TYPE = "Case Amend Planning among DRC"
+DISTRIBUTION_KEYS = ("rtom", "donor_drc_id", "receiver_drc_id", "transfer_count")
+CASE_FIELDS = {"_id": 1, "Case_Id": 1, "DRC_Id": 1, "NEW_DRC_ID": 1, "RTOM": 1, "Arrease": 1}
+AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
+_INTEGRAL_TEXT = re.compile(r"[0-9]+")
+
+
+def _kind(value):
+    return type(value).__name__
+
+
+def is_empty(value):
+    return value is None or (isinstance(value, str) and not value.strip()) or \
+        (isinstance(value, (list, dict, tuple)) and not value)
+
+
+def require_code(value, where):
+    """A DRC id or RTOM code: a non-empty string without surrounding whitespace."""
+    if not isinstance(value, str) or not value.strip():
+        raise TaskValidationError(f"{where} must be a non-empty string, got {value!r} ({_kind(value)})")
+    if value != value.strip():
+        raise TaskValidationError(f"{where} {value!r} has surrounding whitespace")
+    return value
+
+
+# --- tasks and templates -------------------------------------------------------------
+
+def fetch_open_tasks(db):
+    """Open amend tasks, oldest first (created_dtm, then Task_Id); other task types are never read."""
+    cursor = db[TASKS_COLLECTION].find(
+        {"task_status": "open", "task_type": AMEND_TASK_TYPE},
+        {"_id": 1, "Task_Id": 1, "created_dtm": 1},
+    ).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)])
+    return list(cursor)
+
+
+def task_parameters(task):
+    parameters = task.get("parameters")
+    if not isinstance(parameters, dict):
+        raise TaskValidationError(f"task parameters must be an object, got {parameters!r} ({_kind(parameters)})")
+    return parameters
+
+
+def task_batch_id(task):
+    """parameters.Case_Distribution_Batch_ID: a non-empty string or an integer, never a query operator."""
+    batch_id = task_parameters(task).get("Case_Distribution_Batch_ID")
+    if isinstance(batch_id, str) and batch_id.strip() and batch_id == batch_id.strip():
+        return batch_id
+    if isinstance(batch_id, int) and not isinstance(batch_id, bool):
+        return batch_id
+    raise TaskValidationError(
+        f"parameters.Case_Distribution_Batch_ID must be a non-empty string or an integer, "
+        f"got {batch_id!r} ({_kind(batch_id)})")
+
+
+def validate_template_task_parameters(task, template, template_task_id):
+    """The task must follow the configured template: same id, same type, every parameter present."""
+    task_template_id = task.get("Template_Task_Id")
+    if isinstance(task_template_id, bool) or task_template_id != template_task_id:
+        raise TaskValidationError(
+            f"task Template_Task_Id is {task_template_id!r}; TEMPLATE_TASK_ID is {template_task_id}")
+    if task.get("task_type") != template.get("task_type"):
+        raise TaskValidationError(
+            f"task_type {task.get('task_type')!r} does not match the template's {template.get('task_type')!r}")
+    required = template.get("parameters")
+    if not isinstance(required, dict):
+        raise TaskValidationError(
+            f"Template_task {template_task_id} parameters must be an object, got {_kind(required)}")
+    parameters = task_parameters(task)
+    missing = sorted(key for key in required if is_empty(parameters.get(key)))
+    if missing:
+        raise TaskValidationError(f"task parameters missing or empty: {', '.join(missing)}")
+
+
+def fetch_and_validate_template_task(db, task, template_task_id):
+    """The configured Template_task of the amend type, checked against the task; templates are only read."""
+    templates = list(db[TEMPLATES_COLLECTION].find(
+        {"Template_Task_Id": template_task_id, "task_type": AMEND_TASK_TYPE}).limit(2))
+    if not templates:
+        raise TaskValidationError(
+            f"no Template_task with Template_Task_Id {template_task_id} and task_type {AMEND_TASK_TYPE!r}")
+    if len(templates) > 1:
+        raise TaskValidationError(
+            f"more than one Template_task has Template_Task_Id {template_task_id} and task_type {AMEND_TASK_TYPE!r}")
+    validate_template_task_parameters(task, templates[0], template_task_id)
+    return templates[0]
+
+
+# --- the amend request ---------------------------------------------------------------
+
+def parse_transfer_count(value, where):
+    """An integer >= 1; an integral numeric string ("5") or an integral float (5.0) is accepted."""
+    if isinstance(value, bool):
+        count = None
+    elif isinstance(value, int):
+        count = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        count = int(value)
+    elif isinstance(value, str) and _INTEGRAL_TEXT.fullmatch(value):
+        count = int(value)
+    else:
+        count = None
+    if count is None or count < 1:
+        raise TaskValidationError(f"{where}.transfer_count must be an integer of at least 1, got {value!r} ({_kind(value)})")
+    return count
+
+
+def validate_distributions(raw, where):
+    if not isinstance(raw, list) or not raw:
+        raise TaskValidationError(f"{where}.array_of_distributions must be a non-empty array, got {raw!r}")
+    distributions = []
+    for index, entry in enumerate(raw):
+        at = f"{where}.array_of_distributions[{index}]"
+        if not isinstance(entry, dict):
+            raise TaskValidationError(f"{at} must be an object, got {entry!r}")
+        missing = [key for key in DISTRIBUTION_KEYS if key not in entry]
+        if missing:
+            raise TaskValidationError(f"{at} lacks {', '.join(missing)}")
+        distribution = Distribution(
+            rtom=require_code(entry["rtom"], f"{at}.rtom"),
+            donor_drc_id=require_code(entry["donor_drc_id"], f"{at}.donor_drc_id"),
+            receiver_drc_id=require_code(entry["receiver_drc_id"], f"{at}.receiver_drc_id"),
+            transfer_count=parse_transfer_count(entry["transfer_count"], at),
+        )
+        if distribution.donor_drc_id == distribution.receiver_drc_id:
+            raise TaskValidationError(f"{at}: donor and receiver are the same DRC {distribution.donor_drc_id!r}")
+        distributions.append(distribution)
+    return tuple(distributions)
+
+
+def _is_open_amend(seq):
+    return isinstance(seq, dict) and seq.get("action_type") == "amend" and seq.get("CRD_Distribution_Status") == "open"
+
+
+def select_amend_request(transaction, batch_id):
+    """The lowest open amend seq of the transaction, validated."""
+    seqs = transaction.get("batch_seq_details")
+    if not isinstance(seqs, list):
+        raise TaskValidationError(f"transaction of batch {batch_id}: batch_seq_details must be an array")
+    open_amends = [seq for seq in seqs if _is_open_amend(seq)]
+    if not open_amends:
+        raise TaskValidationError(f"transaction of batch {batch_id} has no open amend seq")
+    for seq in open_amends:
+        number = seq.get("batch_seq")
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise TaskValidationError(
+                f"transaction of batch {batch_id}: an open amend seq has batch_seq {number!r}; expected an integer")
+    chosen = min(open_amends, key=lambda seq: seq["batch_seq"])
+    if sum(1 for seq in open_amends if seq["batch_seq"] == chosen["batch_seq"]) > 1:
+        raise TaskValidationError(
+            f"transaction of batch {batch_id} has more than one open amend seq numbered {chosen['batch_seq']}")
+    where = f"batch {batch_id} seq {chosen['batch_seq']}"
+    return AmendRequest(
+        transaction_id=transaction["_id"],
+        batch_seq=chosen["batch_seq"],
+        distributions=validate_distributions(chosen.get("array_of_distributions"), where),
+        prior_status_on=chosen.get("CRD_Distribution_Status_on"),
+        prior_status_on_present="CRD_Distribution_Status_on" in chosen,
+        prior_summery_status=transaction.get("summery_status"),
+        closes_transaction=len(open_amends) == 1,
+    )
+
+
+def fetch_transaction_details(db, batch_id):
+    """The open transaction of the batch holding an open amend seq, and that seq validated."""
+    transactions = list(db[TRANSACTIONS_COLLECTION].find({
+        "Case_Distribution_Batch_ID": batch_id,
+        "summery_status": "open",
+        "batch_seq_details": {"$elemMatch": {"action_type": "amend", "CRD_Distribution_Status": "open"}},
+    }).limit(2))
+    if not transactions:
+        raise TaskValidationError(f"no open transaction with an open amend seq for batch {batch_id}")
+    if len(transactions) > 1:
+        raise TaskValidationError(f"more than one open transaction with an open amend seq for batch {batch_id}")
+    return select_amend_request(transactions[0], batch_id)
+
+
+# --- cases and summary ---------------------------------------------------------------
+
+def _arrears(value, where):
+    if value is None:
+        return 0
+    if isinstance(value, Decimal128):
+        value = float(value.to_decimal())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TaskValidationError(f"{where}: Arrease must be a number, got {value!r} ({_kind(value)})")
+    return value
+
+
+def read_case(document, batch_id):
+    """(Case_Id, current DRC, RTOM, arrears) of one case document, or a TaskValidationError naming it."""
+    case_id = document.get("Case_Id")
+    if isinstance(case_id, bool) or not isinstance(case_id, int):
+        raise TaskValidationError(
+            f"case _id {document.get('_id')} in batch {batch_id}: Case_Id must be an integer, "
+            f"got {case_id!r} ({_kind(case_id)})")
+    where = f"case {case_id} in batch {batch_id}"
+    if "DRC_Id" not in document or "RTOM" not in document:
+        missing = [field for field in ("DRC_Id", "RTOM") if field not in document]
+        raise TaskValidationError(f"{where} lacks {', '.join(missing)}")
+    original = require_code(document["DRC_Id"], f"{where}: DRC_Id")
+    rtom = require_code(document["RTOM"], f"{where}: RTOM")
+    amended = document.get("NEW_DRC_ID")
+    current = original if amended in (None, "") else require_code(amended, f"{where}: NEW_DRC_ID")
+    return case_id, current, rtom, _arrears(document.get("Arrease"), where)
+
+
+def build_case_maps(documents, batch_id):
+    """Case_Id -> (current DRC, RTOM) and Case_Id -> arrears; a duplicated Case_Id is an error."""
+    assignment, arrears = {}, {}
+    for document in documents:
+        case_id, drc, rtom, amount = read_case(document, batch_id)
+        if case_id in assignment:
+            raise TaskValidationError(f"Case_Id {case_id} appears more than once in batch {batch_id}")
+        assignment[case_id] = (drc, rtom)
+        arrears[case_id] = amount
+    return assignment, arrears
+
+
+def fetch_cases_for_batch(db, batch_id):
+    """The batch's cases as plain maps, read with a projection and streamed from the cursor."""
+    cursor = db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)
+    return build_case_maps(cursor, batch_id)
+
+
+def fetch_case_prior_values(db, batch_id, case_ids, chunk_size):
+    """The amend fields of the given cases as they are now, to undo the case writes."""
+    priors = {}
+    projection = {"_id": 0, "Case_Id": 1, **{field: 1 for field in AMEND_FIELDS}}
+    for start in range(0, len(case_ids), chunk_size):
+        chunk = case_ids[start:start + chunk_size]
+        for document in db[CASES_COLLECTION].find(
+                {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": chunk}}, projection):
+            priors[document["Case_Id"]] = {field: document[field] for field in AMEND_FIELDS if field in document}
+    return priors
+
+
+def summary_cell_keys(rows, batch_id):
+    """The (DRC, RTOM) cells of the batch's summary rows; two rows for one cell is an error."""
+    cells = set()
+    for row in rows:
+        cell = (require_code(row.get("DRC_Id"), f"summary row {row.get('_id')} of batch {batch_id}: DRC_Id"),
+                require_code(row.get("RTOM"), f"summary row {row.get('_id')} of batch {batch_id}: RTOM"))
+        if cell in cells:
+            raise TaskValidationError(f"batch {batch_id} has more than one summary row for DRC {cell[0]} RTOM {cell[1]}")
+        cells.add(cell)
+    return cells
+
+
+def fetch_summary_rows(db, batch_id):
+    return list(db[SUMMARY_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}))

@@ -1,0 +1,117 @@
+"""Reset the job's five collections from JSON fixtures and create the indexes the job relies on."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from bson import json_util
+from bson.errors import BSONError
+from bson.json_util import RELAXED_JSON_OPTIONS
+from pymongo.errors import PyMongoError
+
+from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
+from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, SUMMARY_COLLECTION, TASKS_COLLECTION,
+                             TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION, database_session)
+from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+
+# (collection, index keys, index name); created idempotently, also listed in the README.
+INDEXES = (
+    (TASKS_COLLECTION, [("task_status", 1), ("task_type", 1), ("created_dtm", 1), ("Task_Id", 1)], "open_tasks"),
+    (TEMPLATES_COLLECTION, [("Template_Task_Id", 1), ("task_type", 1)], "template_id_type"),
+    (TRANSACTIONS_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("summery_status", 1)], "batch_status"),
+    (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("Case_Id", 1)], "batch_case"),
+    (SUMMARY_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("DRC_Id", 1), ("RTOM", 1)], "batch_drc_rtom"),
+)
+
+# Dates come back naive UTC, as pymongo returns them from a server.
+JSON_OPTIONS = RELAXED_JSON_OPTIONS.with_options(tz_aware=False)
+
+
+def read_fixture(path):
+    """The documents of one Extended JSON file: an array of objects or a single object."""
+    try:
+        content = json_util.loads(path.read_text(encoding="utf-8"), json_options=JSON_OPTIONS)
+    except FileNotFoundError:
+        raise DatabaseUpdateError(f"fixture {path} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError, BSONError) as exc:
+        raise DatabaseUpdateError(f"fixture {path} is not valid Extended JSON: {exc}") from exc
+    documents = content if isinstance(content, list) else [content]
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            raise DatabaseUpdateError(f"fixture {path}: element {index} is not an object")
+    return documents
+
+
+def read_fixtures(data_dir):
+    """Every fixture read and checked before anything is deleted."""
+    return {name: read_fixture(Path(data_dir) / f"{name}.json") for name in JOB_COLLECTIONS}
+
+
+def create_indexes(db):
+    for collection, keys, name in INDEXES:
+        db[collection].create_index(keys, name=name)
+
+
+def reset_collections(db, fixtures):
+    """Delete the documents of the five collections, insert the fixtures, create the indexes."""
+    counts = {}
+    for name, documents in fixtures.items():
+        db[name].delete_many({})
+        if documents:
+            db[name].insert_many(documents)
+        counts[name] = len(documents)
+    create_indexes(db)
+    return counts
+
+
+def confirmed(settings, assume_yes, ask=input, interactive=None):
+    """Deleting data outside the embedded default needs --yes or an interactive "yes"."""
+    if settings.is_embedded or assume_yes:
+        return True
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    if not interactive:
+        return False
+    answer = ask(f"Delete every document of {len(JOB_COLLECTIONS)} collections in {settings.db_name} "
+                 f"on {settings.redacted_uri} and import the fixtures? Type yes: ")
+    return answer.strip().lower() == "yes"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="database_update.py",
+        description="Delete the documents of the job's five collections, import DIR/<collection>.json "
+                    "for each (MongoDB Extended JSON) and create the indexes the job uses.",
+        epilog="exit codes: 0 done, 1 refused (no confirmation), 2 configuration, fixture or database error")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="folder of the fixtures (default: data/ of the project)")
+    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
+                        help="folder of the INI files (default: config/ of the project)")
+    parser.add_argument("--yes", action="store_true",
+                        help="do not ask before deleting data of a database other than the embedded default")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_database_settings(args.config_dir)
+        fixtures = read_fixtures(args.data_dir)
+        if not confirmed(settings, args.yes):
+            print(f"database_update: refused to reset {settings.db_name} on {settings.redacted_uri} "
+                  f"without confirmation; run it with --yes", file=sys.stderr)
+            return EXIT_REFUSED
+        with database_session(settings) as db:
+            counts = reset_collections(db, fixtures)
+    except (TaskProcessingError, PyMongoError) as exc:
+        print(f"database_update: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    imported = ", ".join(f"{name} {count}" for name, count in counts.items())
+    print(f"database_update: {settings.db_name} on {settings.redacted_uri} reset; imported {imported}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The named exceptions of the job. Every message is meant to be read by an operator."""
+
+
+class TaskProcessingError(Exception):
+    """Base class of every error the job raises on purpose."""
+
+
+class ConfigurationError(TaskProcessingError):
+    """A configuration file, setting or command-line argument is missing or invalid."""
+
+
+class DatabaseConnectionError(TaskProcessingError):
+    """The database cannot be reached or opened."""
+
+
+class TaskValidationError(TaskProcessingError):
+    """A task, its template, its amend request or its cases are not valid."""
+
+
+class ResourceBalanceError(TaskProcessingError):
+    """The requested amend breaks a balancing rule."""
+
+
+class DatabaseUpdateError(TaskProcessingError):
+    """A write to the database failed or did not match what was expected."""

@@ -1,0 +1,1 @@
+"""Shared helpers of the DRS Amend job: configuration, connection, exceptions, logging."""

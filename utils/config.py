@@ -1,0 +1,155 @@
+"""Reading the INI files under config/ and the environment variables that override them."""
+
+import configparser
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from utils.Custom_Exceptions import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+DEFAULT_LOG_DIR = PROJECT_ROOT / "logs"
+
+DB_CONFIG_FILE = "DB_Config.ini"
+TEMPLATE_CONFIG_FILE = "Set_Template_TaskID.ini"
+JOB_CONFIG_FILE = "Job_Settings.ini"
+LOGGING_CONFIG_FILE = "loggers.ini"
+
+ENV_MONGO_URI = "DRS_MONGO_URI"
+ENV_DB_NAME = "DRS_DB_NAME"
+
+EMBEDDED_SCHEME = "embedded://"
+SERVER_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
+DEFAULT_LOCK_TIMEOUT_SECONDS = 300
+DEFAULT_MIN_SHARE_KEPT = Fraction(1, 5)
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/]*)@")
+
+
+def redact_uri(uri):
+    """The URI with any password replaced by ***, fit for logs and error messages."""
+    match = _USERINFO.match(uri)
+    if not match:
+        return uri
+    user = match.group("userinfo").split(":", 1)[0]
+    return f"{match.group('scheme')}{user}:***@{uri[match.end():]}"
+
+
+def read_ini(path):
+    """Parse one INI file; a missing or unparsable file is a ConfigurationError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"configuration file {path} is missing")
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigurationError(f"configuration file {path} cannot be read: {reason}") from exc
+    return parser
+
+
+def ini_value(parser, path, section, key, required=True):
+    """One stripped value; a missing required section or key is a ConfigurationError."""
+    if not parser.has_section(section):
+        if not required:
+            return None
+        raise ConfigurationError(f"configuration file {path} has no [{section}] section")
+    value = parser.get(section, key, fallback="").strip()
+    if not value:
+        if not required:
+            return None
+        raise ConfigurationError(f"configuration file {path}: [{section}] {key} is missing or empty")
+    return value
+
+
+def parse_int_setting(text, where, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigurationError(f"{where} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{where} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    uri: str
+    db_name: str
+    server_selection_timeout_ms: int = DEFAULT_SERVER_SELECTION_TIMEOUT_MS
+    lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
+
+    @property
+    def is_embedded(self):
+        return self.uri.startswith(EMBEDDED_SCHEME)
+
+    @property
+    def embedded_path(self):
+        """The data file of an embedded:// URI, relative paths taken from the project root."""
+        path = Path(self.uri[len(EMBEDDED_SCHEME):])
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def redacted_uri(self):
+        return redact_uri(self.uri)
+
+    def __repr__(self):
+        return f"DatabaseSettings(uri={self.redacted_uri!r}, db_name={self.db_name!r})"
+
+
+def load_database_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
+    """Settings of [DATABASE] in DB_Config.ini, with DRS_MONGO_URI and DRS_DB_NAME taking precedence."""
+    environ = os.environ if environ is None else environ
+    path = Path(config_dir) / DB_CONFIG_FILE
+    parser = read_ini(path)
+    uri = environ.get(ENV_MONGO_URI, "").strip() or ini_value(parser, path, "DATABASE", "MONGO_URI")
+    db_name = environ.get(ENV_DB_NAME, "").strip() or ini_value(parser, path, "DATABASE", "DB_NAME")
+    if uri.startswith(EMBEDDED_SCHEME):
+        if not uri[len(EMBEDDED_SCHEME):].strip():
+            raise ConfigurationError(f"MONGO_URI {uri!r} names no file: use embedded://PATH")
+    elif not uri.startswith(SERVER_SCHEMES):
+        raise ConfigurationError(
+            f"MONGO_URI {redact_uri(uri)!r} is not supported: use mongodb://, mongodb+srv:// or embedded://PATH"
+        )
+    timeout = ini_value(parser, path, "DATABASE", "SERVER_SELECTION_TIMEOUT_MS", required=False)
+    lock_timeout = ini_value(parser, path, "DATABASE", "LOCK_TIMEOUT_SECONDS", required=False)
+    return DatabaseSettings(
+        uri=uri,
+        db_name=db_name,
+        server_selection_timeout_ms=(
+            parse_int_setting(timeout, f"{path}: [DATABASE] SERVER_SELECTION_TIMEOUT_MS", 1)
+            if timeout else DEFAULT_SERVER_SELECTION_TIMEOUT_MS
+        ),
+        lock_timeout_seconds=(
+            parse_int_setting(lock_timeout, f"{path}: [DATABASE] LOCK_TIMEOUT_SECONDS", 0)
+            if lock_timeout else DEFAULT_LOCK_TIMEOUT_SECONDS
+        ),
+    )
+
+
+def parse_share(text, where):
+    """A share in [0, 1) read exactly (0.2 is 1/5, not a binary float)."""
+    try:
+        share = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigurationError(f"{where} must be a number such as 0.2, got {text!r}") from None
+    if not 0 <= share < 1:
+        raise ConfigurationError(f"{where} must be at least 0 and below 1, got {text!r}")
+    return share
+
+
+def load_min_share_kept(config_dir=DEFAULT_CONFIG_DIR):
+    """[BALANCING] MIN_SHARE_KEPT of Job_Settings.ini; the spec's 0.2 when the file or key is absent."""
+    path = Path(config_dir) / JOB_CONFIG_FILE
+    if not path.exists():
+        return DEFAULT_MIN_SHARE_KEPT
+    parser = read_ini(path)
+    text = ini_value(parser, path, "BALANCING", "MIN_SHARE_KEPT", required=False)
+    return parse_share(text, f"{path}: [BALANCING] MIN_SHARE_KEPT") if text else DEFAULT_MIN_SHARE_KEPT

@@ -1,0 +1,68 @@
+"""The database connection: pymongo against a server, or the embedded default file."""
+
+from contextlib import contextmanager
+
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError as PyMongoConfigurationError
+from pymongo.errors import PyMongoError
+
+from utils.config import redact_uri
+from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
+from utils.embedded_db import EmbeddedDatabaseFile
+
+TASKS_COLLECTION = "System_tasks"
+TEMPLATES_COLLECTION = "Template_task"
+TRANSACTIONS_COLLECTION = "Case_distribution_drc_transactions"
+CASES_COLLECTION = "DRS.Tmp_Case_Distribution_DRC"
+SUMMARY_COLLECTION = "DRS_Database.Case_Distribution_DRC_Summary"
+JOB_COLLECTIONS = (TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
+                   CASES_COLLECTION, SUMMARY_COLLECTION)
+
+_session_database = None
+
+
+@contextmanager
+def _server_database(settings):
+    try:
+        client = MongoClient(settings.uri, serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+                             connectTimeoutMS=settings.server_selection_timeout_ms)
+    except PyMongoConfigurationError as exc:
+        raise ConfigurationError(f"MONGO_URI {settings.redacted_uri!r} is not valid: {redact_uri(str(exc))}") from None
+    try:
+        try:
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            reason = str(exc).split(", Timeout:")[0]
+            raise DatabaseConnectionError(
+                f"cannot reach MongoDB at {settings.redacted_uri} within "
+                f"{settings.server_selection_timeout_ms} ms: {reason}") from None
+        yield client[settings.db_name]
+    finally:
+        client.close()
+
+
+@contextmanager
+def database_session(settings):
+    """Open the configured database for the duration of a script; get_db_connection() returns it."""
+    global _session_database
+    if settings.is_embedded:
+        opened = EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds)
+    else:
+        opened = _server_database(settings)
+    with opened as database:
+        _session_database = database
+        try:
+            yield database
+        finally:
+            _session_database = None
+
+
+def get_db_connection():
+    """The database of the open session (see database_session)."""
+    if _session_database is None:
+        raise DatabaseConnectionError("no database session is open: open one with database_session(settings)")
+    return _session_database
+
+
+def get_collection(collection_name):
+    return get_db_connection()[collection_name]

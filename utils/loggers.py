@@ -1,0 +1,36 @@
+"""Logging set up from config/loggers.ini (logging.config.fileConfig)."""
+
+import configparser
+import logging
+import logging.config
+from pathlib import Path
+
+from utils.config import DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, LOGGING_CONFIG_FILE
+from utils.Custom_Exceptions import ConfigurationError
+
+LOGGER_NAME = "drs_amend"
+
+
+def setup_logging(config_dir=DEFAULT_CONFIG_DIR, log_dir=DEFAULT_LOG_DIR):
+    """Apply loggers.ini; its handlers may write under %(logdir)s, created here when missing."""
+    path = Path(config_dir) / LOGGING_CONFIG_FILE
+    if not path.is_file():
+        raise ConfigurationError(f"logging configuration {path} is missing")
+    log_dir = Path(log_dir)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"log folder {log_dir} cannot be created: {exc.strerror}") from exc
+    # fileConfig interpolates its defaults, so a % in the folder name must be doubled.
+    defaults = {"logdir": str(log_dir).replace("%", "%%")}
+    try:
+        logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError, configparser.Error, KeyError, ValueError, TypeError,
+            AttributeError, ImportError, NameError, SyntaxError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc
+
+
+def get_logger(name=None):
+    """The job's logger, or one of its children."""
+    return logging.getLogger(LOGGER_NAME if name is None else f"{LOGGER_NAME}.{name}")
