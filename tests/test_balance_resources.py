@@ -1,0 +1,206 @@
+"""balance_resources: the worked example, each refusal rule, the give-back order, and properties."""
+
+import random
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+
+from amend_plan import Distribution, apply_distributions
+from balance_resources import balance_resources
+from utils.Custom_Exceptions import ResourceBalanceError
+
+
+def build(layout, first_id=1):
+    """Case_Id -> (drc, rtom), ids dealt round-robin across the cells of `layout`."""
+    deepest = max(n for counts in layout.values() for n in counts.values())
+    mapping, case_id = {}, first_id
+    for k in range(deepest):
+        for drc, counts in layout.items():
+            for rtom, n in counts.items():
+                if k < n:
+                    mapping[case_id] = (drc, rtom)
+                    case_id += 1
+    return mapping
+
+
+def cell_counts(mapping):
+    return dict(Counter(mapping.values()))
+
+
+WORKED = {"D1": {"CW": 8, "AG": 4, "AD": 5}, "D2": {"CW": 3, "AG": 5, "AD": 6}}
+
+
+def test_worked_example_of_the_spec():
+    result = balance_resources(build(WORKED), "D1", "D2", "CW", 2)
+    assert cell_counts(result) == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
+                                   ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}
+
+
+def test_moves_the_lowest_case_ids_both_ways():
+    cases = build(WORKED)
+    result = balance_resources(cases, "D1", "D2", "CW", 2)
+    donor_cw = sorted(c for c, cell in cases.items() if cell == ("D2", "CW"))
+    receiver_ad = sorted(c for c, cell in cases.items() if cell == ("D1", "AD"))
+    receiver_ag = sorted(c for c, cell in cases.items() if cell == ("D1", "AG"))
+    changed = {c: result[c] for c in cases if result[c] != cases[c]}
+    assert changed == {donor_cw[0]: ("D1", "CW"), donor_cw[1]: ("D1", "CW"),
+                       receiver_ad[0]: ("D2", "AD"), receiver_ag[0]: ("D2", "AG")}
+
+
+def test_input_is_not_modified():
+    cases = build(WORKED)
+    before = dict(cases)
+    balance_resources(cases, "D1", "D2", "CW", 2)
+    assert cases == before
+
+
+def test_give_back_order_largest_first_ties_by_code():
+    layout = {"R": {"X": 2, "AD": 3, "AG": 3, "GM": 1}, "G": {"X": 10, "AD": 1, "AG": 1, "GM": 1}}
+    result = balance_resources(build(layout), "R", "G", "X", 4)
+    counts = cell_counts(result)
+    # visits AD, AG, GM, AD
+    assert (counts[("G", "AD")], counts[("G", "AG")], counts[("G", "GM")]) == (1 + 2, 1 + 1, 1 + 1)
+
+
+def test_give_back_skips_exhausted_rtoms():
+    layout = {"R": {"X": 1, "AD": 5, "GM": 1}, "G": {"X": 10, "AD": 1, "GM": 1}}
+    result = balance_resources(build(layout), "R", "G", "X", 4)
+    counts = cell_counts(result)
+    assert counts[("G", "AD")] == 1 + 3 and counts[("G", "GM")] == 1 + 1
+    assert ("R", "GM") not in counts
+
+
+def test_give_back_uses_only_rtoms_the_donor_holds():
+    layout = {"R": {"X": 1, "AD": 5, "ZZ": 50}, "G": {"X": 10, "AD": 1}}
+    result = balance_resources(build(layout), "R", "G", "X", 2)
+    assert cell_counts(result)[("R", "ZZ")] == 50
+    assert cell_counts(result)[("G", "AD")] == 3
+
+
+def test_other_drcs_are_untouched():
+    layout = dict(WORKED, D3={"CW": 4, "AG": 4})
+    cases = build(layout)
+    result = balance_resources(cases, "D1", "D2", "CW", 2)
+    assert {c: v for c, v in result.items() if v[0] == "D3"} == {c: v for c, v in cases.items() if v[0] == "D3"}
+
+
+def test_donor_rule_is_exact_at_the_boundary():
+    # 5 - 4 = 1 and 0.2 * 5 = 1: allowed exactly, although 0.2 * 5 is 1.0000000000000002 in floats.
+    layout = {"R": {"X": 1, "AD": 10}, "G": {"X": 5, "AD": 1}}
+    result = balance_resources(build(layout), "R", "G", "X", 4)
+    assert cell_counts(result)[("G", "X")] == 1
+
+
+@pytest.mark.parametrize("layout, receiver, donor, rtom, count, reason", [
+    (WORKED, "D1", "D2", "CW", 3, "donor DRC 'D2' in RTOM 'CW' holds 3; moving 3 leaves 0"),
+    ({"R": {"X": 1, "AD": 2}, "G": {"X": 10, "AD": 1}}, "R", "G", "X", 2, "receiver DRC 'R' in its give-back pool"),
+    ({"R": {"X": 1, "ZZ": 9}, "G": {"X": 10, "AD": 1}}, "R", "G", "X", 1, "no give-back pool"),
+    (WORKED, "D9", "D2", "CW", 1, "receiver DRC 'D9' holds no case"),
+    (WORKED, "D1", "D9", "CW", 1, "donor DRC 'D9' holds no case"),
+    (WORKED, "D1", "D2", "GM", 1, "donor DRC 'D2' holds no 'GM' case"),
+    ({"R": {"AD": 5}, "G": {"X": 10, "AD": 1}}, "R", "G", "X", 1, "receiver DRC 'R' holds no 'X' case"),
+    (WORKED, "D2", "D2", "CW", 1, "same DRC"),
+    (WORKED, "D1", "D2", "CW", 0, "at least 1"),
+    (WORKED, "D1", "D2", "CW", True, "at least 1"),
+    (WORKED, "D1", "D2", "CW", 1.0, "at least 1"),
+])
+def test_refusals(layout, receiver, donor, rtom, count, reason):
+    with pytest.raises(ResourceBalanceError, match=reason.replace("(", r"\(")):
+        balance_resources(build(layout), receiver, donor, rtom, count)
+
+
+def test_min_share_is_a_setting():
+    layout = {"R": {"X": 1, "AD": 10}, "G": {"X": 4, "AD": 1}}
+    balance_resources(build(layout), "R", "G", "X", 2, min_share_kept=Fraction(1, 2))
+    with pytest.raises(ResourceBalanceError, match="minimum share of 50%"):
+        balance_resources(build(layout), "R", "G", "X", 3, min_share_kept=Fraction(1, 2))
+
+
+def test_distributions_apply_in_sequence_and_name_the_failing_one():
+    cases = build({"D1": {"CW": 6, "AG": 5, "AD": 4}, "D2": {"CW": 5, "AG": 4, "AD": 6}})
+    first = Distribution("CW", "D2", "D1", 2)
+    result = apply_distributions(cases, (first, Distribution("CW", "D1", "D2", 2)), Fraction(1, 5))
+    assert Counter(drc for drc, _ in result.values()) == Counter(drc for drc, _ in cases.values())
+    with pytest.raises(ResourceBalanceError, match="distribution 2 of 2: donor DRC 'D2'"):
+        apply_distributions(cases, (first, Distribution("CW", "D2", "D1", 3)), Fraction(1, 5))
+
+
+# --- properties on random batches ------------------------------------------------------
+
+DRCS = ["D1", "D2", "D3", "D4"]
+RTOMS = ["AD", "AG", "CW", "GM", "KT"]
+
+
+@st.composite
+def amend_inputs(draw):
+    layout = {drc: {rtom: draw(st.integers(0, 9)) for rtom in RTOMS} for drc in DRCS}
+    rnd = draw(st.randoms(use_true_random=False))
+    ids = rnd.sample(range(1, 10**9), sum(n for counts in layout.values() for n in counts.values()))
+    cells = [(drc, rtom) for drc in DRCS for rtom in RTOMS for _ in range(layout[drc][rtom])]
+    mapping = dict(zip(ids, cells))
+    # Mostly distinct DRCs and small counts, so that most examples pass the rules.
+    donor, receiver = draw(st.permutations(DRCS))[:2]
+    return mapping, receiver, donor, draw(st.sampled_from(RTOMS)), draw(st.integers(1, 4)), rnd
+
+
+def expected_refusal(mapping, receiver, donor, rtom, count, share=Fraction(1, 5)):
+    """The rules of SPEC.md, computed independently: True when the move must be refused."""
+    held = Counter(mapping.values())
+    donor_rtoms = {r for (d, r) in held if d == donor}
+    receiver_rtoms = {r for (d, r) in held if d == receiver}
+    if donor == receiver or rtom not in donor_rtoms or rtom not in receiver_rtoms:
+        return True
+    d = held[(donor, rtom)]
+    pool = sum(held[(receiver, r)] for r in receiver_rtoms & donor_rtoms if r != rtom)
+    return d - count < share * d or pool == 0 or pool - count < share * pool
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(amend_inputs())
+def test_invariants_on_random_batches(inputs):
+    mapping, receiver, donor, rtom, count, rnd = inputs
+    if expected_refusal(mapping, receiver, donor, rtom, count):
+        with pytest.raises(ResourceBalanceError):
+            balance_resources(mapping, receiver, donor, rtom, count)
+        return
+    result = balance_resources(mapping, receiver, donor, rtom, count)
+    assert result.keys() == mapping.keys()
+    assert Counter(d for d, _ in result.values()) == Counter(d for d, _ in mapping.values())
+    assert Counter(r for _, r in result.values()) == Counter(r for _, r in mapping.values())
+    assert all(result[c][1] == mapping[c][1] for c in mapping)
+    moved = {c for c in mapping if result[c] != mapping[c]}
+    to_receiver = {c for c in moved if mapping[c] == (donor, rtom) and result[c][0] == receiver}
+    to_donor = {c for c in moved if mapping[c][0] == receiver and mapping[c][1] != rtom and result[c][0] == donor}
+    assert moved == to_receiver | to_donor
+    assert len(to_receiver) == count and len(to_donor) == count
+    assert to_receiver == set(sorted(c for c in mapping if mapping[c] == (donor, rtom))[:count])
+    # within each give-back RTOM, the receiver's lowest ids went back
+    for give_rtom in {mapping[c][1] for c in to_donor}:
+        given = sorted(c for c in to_donor if mapping[c][1] == give_rtom)
+        assert given == sorted(c for c in mapping if mapping[c] == (receiver, give_rtom))[:len(given)]
+    shuffled_items = list(mapping.items())
+    rnd.shuffle(shuffled_items)
+    assert balance_resources(dict(shuffled_items), receiver, donor, rtom, count) == result
+
+
+def test_round_robin_matches_an_independent_simulation():
+    rng = random.Random(7)
+    for _ in range(200):
+        layout = {"R": {r: rng.randint(1, 9) for r in RTOMS}, "G": {r: rng.randint(1, 9) for r in RTOMS}}
+        cases = build(layout)
+        count = rng.randint(1, 5)
+        rtom = rng.choice(RTOMS)
+        if expected_refusal(cases, "R", "G", rtom, count):
+            continue
+        result = balance_resources(cases, "R", "G", rtom, count)
+        remaining = {r: layout["R"][r] for r in RTOMS if r != rtom}
+        order = sorted(remaining, key=lambda r: (-remaining[r], r))
+        expected_back = Counter()
+        while sum(expected_back.values()) < count:
+            for r in order:
+                if sum(expected_back.values()) < count and expected_back[r] < remaining[r]:
+                    expected_back[r] += 1
+        got_back = Counter(r for c, (d, r) in result.items() if d == "G" and cases[c][0] == "R")
+        assert got_back == expected_back

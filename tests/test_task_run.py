@@ -1,0 +1,347 @@
+"""A full run on the shipped fixtures, and every validation failure ending its task in error."""
+
+import copy
+from collections import Counter
+
+import pytest
+from bson import ObjectId
+
+from task_processor import amend_task_processing
+from tests.conftest import FIXED_NOW, add_batch, fixed_clock, snapshot
+from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
+                             TRANSACTIONS_COLLECTION)
+
+TASK_005 = ObjectId("6740a0000000000000000101")
+TASK_006 = ObjectId("6740a0000000000000000102")
+OTHER_TYPE_TASK = ObjectId("6740a0000000000000000901")
+
+
+def current(case):
+    return case.get("NEW_DRC_ID") or case["DRC_Id"]
+
+
+def cells(db, batch_id):
+    return Counter((current(c), c["RTOM"]) for c in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}))
+
+
+def summary_of(db, batch_id):
+    return {(row["DRC_Id"], row["RTOM"]): (row["Count"], row["Tot_Arrease"])
+            for row in db[SUMMARY_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id})}
+
+
+def transaction_of(db, batch_id):
+    return db[TRANSACTIONS_COLLECTION].find_one({"Case_Distribution_Batch_ID": batch_id})
+
+
+def test_full_run_on_the_fixtures(db, settings):
+    cases_before = {c["Case_Id"]: c for c in db[CASES_COLLECTION].find()}
+    transactions_before = {t["Case_Distribution_Batch_ID"]: t for t in db[TRANSACTIONS_COLLECTION].find()}
+    other_task_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
+    templates_before = list(db[TEMPLATES_COLLECTION].find())
+
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+
+    assert [o.status for o in report.outcomes] == ["completed", "completed"]
+    assert report.exit_code == 0 and report.cases_moved == 4 + 6
+
+    # batch 005: the worked example of the spec
+    assert cells(db, "005") == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
+                                ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}
+    donor_cw = sorted(i for i, c in cases_before.items()
+                      if c["Case_Distribution_Batch_ID"] == "005" and (c["DRC_Id"], c["RTOM"]) == ("D2", "CW"))
+    d1_ad = sorted(i for i, c in cases_before.items()
+                   if c["Case_Distribution_Batch_ID"] == "005" and (c["DRC_Id"], c["RTOM"]) == ("D1", "AD"))
+    d1_ag = sorted(i for i, c in cases_before.items()
+                   if c["Case_Distribution_Batch_ID"] == "005" and (c["DRC_Id"], c["RTOM"]) == ("D1", "AG"))
+    expected_moves = {donor_cw[0]: ("D2", "D1"), donor_cw[1]: ("D2", "D1"), d1_ad[0]: ("D1", "D2"),
+                      d1_ag[0]: ("D1", "D2")}
+    for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": "005"}):
+        before = cases_before[case["Case_Id"]]
+        if case["Case_Id"] in expected_moves:
+            old, new = expected_moves[case["Case_Id"]]
+            assert case["DRC_Id"] == before["DRC_Id"] == old
+            assert case["NEW_DRC_ID"] == new
+            assert case["Proceed_On"] == FIXED_NOW
+            assert case["Amend_Status"] == "Completed"
+            assert case["Amend_Description"] == f"Amended from {old} to {new} by amend task 101 ({TASK_005})"
+            assert {k: v for k, v in case.items() if k not in
+                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")} == \
+                   {k: v for k, v in before.items() if k not in
+                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")}
+        else:
+            assert case == before
+
+    # summary recomputed from the final assignment, every cell of the batch
+    for batch_id in ("005", "006"):
+        expected = {}
+        for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}):
+            count, total = expected.get((current(case), case["RTOM"]), (0, 0.0))
+            expected[(current(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
+        assert summary_of(db, batch_id) == {cell: (n, round(t, 2)) for cell, (n, t) in expected.items()}
+    assert db[SUMMARY_COLLECTION].count_documents({}) == 16
+
+    # transactions: only the processed amend seq closed; summery closed as no amend seq is left open
+    for batch_id, processed in (("005", 2), ("006", 3)):
+        after, before = transaction_of(db, batch_id), transactions_before[batch_id]
+        assert after["summery_status"] == "close"
+        for seq_after, seq_before in zip(after["batch_seq_details"], before["batch_seq_details"]):
+            if seq_before["batch_seq"] == processed:
+                assert seq_after == dict(seq_before, CRD_Distribution_Status="close",
+                                         CRD_Distribution_Status_on=FIXED_NOW)
+            else:
+                assert seq_after == seq_before
+
+    # tasks
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
+    assert task["task_status"] == "completed"
+    assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
+    assert task["status_description"] == (
+        "Amended batch 005 seq 2: requested 2 CW from D2 to D1; 4 case(s) reassigned (D1->D2 2, D2->D1 2)")
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_006})
+    assert task["task_status"] == "completed"
+    assert "requested 2 AG from D3 to D1; 1 CW from D1 to D2; 6 case(s) reassigned" in task["status_description"]
+    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_task_before
+    assert list(db[TEMPLATES_COLLECTION].find()) == templates_before
+
+
+def test_batch_006_applies_its_two_distributions_in_sequence(db, settings):
+    amend_task_processing(db, settings, clock=fixed_clock)
+    assert cells(db, "006") == {("D1", "CW"): 4, ("D1", "AG"): 7, ("D1", "AD"): 5, ("D1", "GM"): 2,
+                                ("D2", "CW"): 6, ("D2", "AG"): 4, ("D2", "AD"): 5,
+                                ("D3", "CW"): 5, ("D3", "AG"): 5, ("D3", "GM"): 6}
+
+
+def test_an_amended_case_moves_from_its_current_drc(empty_db, settings):
+    db = empty_db
+    add_batch(db, "B1", {"D1": {"CW": 8, "AG": 6}, "D2": {"CW": 3, "AG": 5}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
+    lowest_d1_ag = db[CASES_COLLECTION].find_one({"DRC_Id": "D1", "RTOM": "AG"}, sort=[("Case_Id", 1)])
+    # amended earlier from D2 to D1: DRC_Id keeps the original assignment
+    db[CASES_COLLECTION].update_one({"_id": lowest_d1_ag["_id"]}, {"$set": {"DRC_Id": "D2", "NEW_DRC_ID": "D1"}})
+    amend_task_processing(db, settings, clock=fixed_clock)
+    after = db[CASES_COLLECTION].find_one({"_id": lowest_d1_ag["_id"]})
+    assert (after["DRC_Id"], after["NEW_DRC_ID"]) == ("D2", "D2")
+    assert after["Amend_Description"].startswith("Amended from D1 to D2 by amend task 1")
+    assert cells(db, "B1") == {("D1", "CW"): 9, ("D1", "AG"): 5, ("D2", "CW"): 2, ("D2", "AG"): 6}
+
+
+def test_a_second_run_has_nothing_to_do(db, settings):
+    amend_task_processing(db, settings, clock=fixed_clock)
+    state = snapshot(db)
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    assert report.outcomes == [] and report.exit_code == 0
+    assert snapshot(db) == state
+
+
+def test_only_the_lowest_open_amend_seq_is_closed(empty_db, settings):
+    db = empty_db
+    add_batch(db, "B1", {"D1": {"CW": 8, "AG": 4}, "D2": {"CW": 3, "AG": 5}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
+    db[TRANSACTIONS_COLLECTION].update_one({}, {"$push": {"batch_seq_details": {
+        "$each": [{"batch_seq": 3, "action_type": "amend", "CRD_Distribution_Status": "open",
+                   "array_of_distributions": [{"rtom": "AG", "donor_drc_id": "D2", "receiver_drc_id": "D1",
+                                               "transfer_count": 1}]}], "$position": 0}}})
+    amend_task_processing(db, settings, clock=fixed_clock)
+    transaction = db[TRANSACTIONS_COLLECTION].find_one()
+    status = {seq["batch_seq"]: seq["CRD_Distribution_Status"] for seq in transaction["batch_seq_details"]}
+    assert status == {1: "close", 2: "close", 3: "open"}
+    assert transaction["summery_status"] == "open"
+    assert cells(db, "B1")[("D1", "CW")] == 9
+
+
+def test_a_cell_that_drops_to_zero_is_written_as_zero(empty_db, settings):
+    db = empty_db
+    add_batch(db, "B1", {"D1": {"CW": 3, "AD": 9, "AG": 1}, "D2": {"CW": 3, "AD": 2, "AG": 2}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}], arrears=10)
+    amend_task_processing(db, settings, clock=fixed_clock)
+    assert summary_of(db, "B1")[("D1", "AG")] == (0, 0)
+    assert summary_of(db, "B1")[("D2", "AG")] == (3, 30)
+
+
+def test_a_missing_summary_row_is_upserted(empty_db, settings):
+    db = empty_db
+    add_batch(db, "B1", {"D1": {"CW": 8, "AG": 4}, "D2": {"CW": 3, "AG": 5}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}], arrears=10)
+    db[SUMMARY_COLLECTION].delete_one({"DRC_Id": "D1", "RTOM": "AG"})
+    amend_task_processing(db, settings, clock=fixed_clock)
+    assert summary_of(db, "B1") == {("D1", "CW"): (9, 90), ("D1", "AG"): (3, 30),
+                                    ("D2", "CW"): (2, 20), ("D2", "AG"): (6, 60)}
+
+
+def test_tasks_run_oldest_first_and_other_types_are_never_claimed(db, settings):
+    db[TASKS_COLLECTION].update_one({"_id": TASK_006}, {"$set": {"created_dtm": FIXED_NOW.replace(year=2020)}})
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    assert [o.object_id for o in report.outcomes] == [TASK_006, TASK_005]
+    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})["task_status"] == "open"
+
+
+def test_a_task_claimed_by_another_run_is_skipped(db, settings, monkeypatch):
+    import update_databases
+
+    real_claim = update_databases.claim_task
+
+    def claim_after_a_rival(database, object_id, now, description):
+        if object_id == TASK_005:
+            real_claim(database, object_id, now, "rival run")
+        return real_claim(database, object_id, now, description)
+
+    monkeypatch.setattr("task_processor.claim_task", claim_after_a_rival)
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    assert report.skipped == 1
+    assert [o.object_id for o in report.outcomes] == [TASK_006]
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
+    assert (task["task_status"], task["status_description"]) == ("processing", "rival run")
+
+
+# --- validation failures -----------------------------------------------------------------
+
+def _cases(db):
+    return db[CASES_COLLECTION]
+
+
+def _seq2(db, update):
+    db[TRANSACTIONS_COLLECTION].update_one(
+        {"Case_Distribution_Batch_ID": "005", "batch_seq_details.batch_seq": 2}, update)
+
+
+def set_distribution(**fields):
+    def mutate(db):
+        entry = {"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}
+        entry.update(fields)
+        _seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": [entry]}})
+    return mutate
+
+
+def drop_distribution_key(key):
+    def mutate(db):
+        entry = {"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}
+        del entry[key]
+        _seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": [entry]}})
+    return mutate
+
+
+def set_task(**fields):
+    return lambda db: db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": fields})
+
+
+def retag_rtom(drc, rtom, new_rtom):
+    return lambda db: _cases(db).update_many(
+        {"Case_Distribution_Batch_ID": "005", "DRC_Id": drc, "RTOM": rtom}, {"$set": {"RTOM": new_rtom}})
+
+
+def unset_case_field(field):
+    return lambda db: _cases(db).update_one({"Case_Distribution_Batch_ID": "005", "Case_Id": 1010},
+                                             {"$unset": {field: ""}})
+
+
+def duplicate_case(db):
+    case = _cases(db).find_one({"Case_Distribution_Batch_ID": "005", "Case_Id": 1010})
+    case.pop("_id")
+    _cases(db).insert_one(case)
+
+
+def require_template_parameter(db):
+    db[TEMPLATES_COLLECTION].update_one({"Template_Task_Id": 3}, {"$set": {"parameters.Requested_By": "string"}})
+    db[TASKS_COLLECTION].update_one({"_id": TASK_006}, {"$set": {"parameters.Requested_By": "operator_b"}})
+
+
+# (name, mutation of batch 005 / task 101, text of the reason, whether task 102 fails too)
+VALIDATION_FAILURES = [
+    ("missing template", lambda db: db[TEMPLATES_COLLECTION].delete_many({"Template_Task_Id": 3}),
+     "no Template_task with Template_Task_Id 3", True),
+    ("template of another type", lambda db: db[TEMPLATES_COLLECTION].update_one(
+        {"Template_Task_Id": 3}, {"$set": {"task_type": "Something else"}}), "no Template_task", True),
+    ("mismatched template id", set_task(Template_Task_Id=4), "Template_Task_Id is 4; TEMPLATE_TASK_ID is 3", False),
+    ("template id as text", set_task(Template_Task_Id="3"), "Template_Task_Id is '3'", False),
+    ("mismatched parameters", require_template_parameter, "missing or empty: Requested_By", False),
+    ("empty batch id", set_task(parameters={"Case_Distribution_Batch_ID": ""}),
+     "missing or empty: Case_Distribution_Batch_ID", False),
+    ("no open transaction", lambda db: db[TRANSACTIONS_COLLECTION].update_one(
+        {"Case_Distribution_Batch_ID": "005"}, {"$set": {"summery_status": "close"}}),
+     "no open transaction with an open amend seq for batch 005", False),
+    ("no open amend seq", lambda db: _seq2(db, {"$set": {"batch_seq_details.$.CRD_Distribution_Status": "close"}}),
+     "no open transaction with an open amend seq", False),
+    ("empty distributions", lambda db: _seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": []}}),
+     "array_of_distributions must be a non-empty array", False),
+    ("distributions not an array", lambda db: _seq2(
+        db, {"$set": {"batch_seq_details.$.array_of_distributions": {"rtom": "CW"}}}),
+     "array_of_distributions must be a non-empty array", False),
+    ("distribution not an object", lambda db: _seq2(
+        db, {"$set": {"batch_seq_details.$.array_of_distributions": ["CW D2 D1 2"]}}), "must be an object", False),
+    ("distribution without receiver", drop_distribution_key("receiver_drc_id"), "lacks receiver_drc_id", False),
+    ("distribution without rtom", drop_distribution_key("rtom"), "lacks rtom", False),
+    ("empty donor", set_distribution(donor_drc_id=""), "donor_drc_id must be a non-empty string", False),
+    ("donor is receiver", set_distribution(donor_drc_id="D1"), "donor and receiver are the same DRC", False),
+    ("transfer_count 0", set_distribution(transfer_count=0), "transfer_count must be an integer of at least 1", False),
+    ("transfer_count -1", set_distribution(transfer_count=-1), "got -1 (int)", False),
+    ("transfer_count 2.5", set_distribution(transfer_count=2.5), "got 2.5 (float)", False),
+    ("transfer_count True", set_distribution(transfer_count=True), "got True (bool)", False),
+    ("transfer_count None", set_distribution(transfer_count=None), "got None (NoneType)", False),
+    ("transfer_count abc", set_distribution(transfer_count="abc"), "got 'abc' (str)", False),
+    ("unknown receiver", set_distribution(receiver_drc_id="D9"), "receiver DRC 'D9' holds no case", False),
+    ("unknown donor", set_distribution(donor_drc_id="D9"), "donor DRC 'D9' holds no case", False),
+    ("rtom missing on the donor", retag_rtom("D2", "CW", "ZZ"), "donor DRC 'D2' holds no 'CW' case", False),
+    ("rtom missing on the receiver", retag_rtom("D1", "CW", "ZZ"), "receiver DRC 'D1' holds no 'CW' case", False),
+    ("donor rule", set_distribution(transfer_count=3), "donor DRC 'D2' in RTOM 'CW' holds 3; moving 3 leaves 0", False),
+    ("receiver rule", lambda db: (retag_rtom("D2", "AD", "ZZ")(db), set_distribution(
+        rtom="CW", donor_drc_id="D1", receiver_drc_id="D2", transfer_count=5)(db)),
+     "receiver DRC 'D2' in its give-back pool (AG) holds 5; moving 5 leaves 0", False),
+    ("empty give-back pool", lambda db: (retag_rtom("D2", "AD", "ZZ")(db), retag_rtom("D2", "AG", "ZZ")(db),
+                                         set_distribution(donor_drc_id="D1", receiver_drc_id="D2",
+                                                          transfer_count=1)(db)),
+     "receiver DRC 'D2' has no give-back pool", False),
+    ("case without Case_Id", unset_case_field("Case_Id"), "Case_Id must be an integer, got None", False),
+    ("case without DRC_Id", unset_case_field("DRC_Id"), "case 1010 in batch 005 lacks DRC_Id", False),
+    ("case without RTOM", unset_case_field("RTOM"), "case 1010 in batch 005 lacks RTOM", False),
+    ("duplicated Case_Id", duplicate_case, "Case_Id 1010 appears more than once in batch 005", False),
+]
+
+
+@pytest.mark.parametrize("name, mutate, reason, affects_all", VALIDATION_FAILURES,
+                         ids=[case[0] for case in VALIDATION_FAILURES])
+def test_validation_failure_ends_the_task_in_error_and_writes_nothing(db, settings, name, mutate, reason,
+                                                                      affects_all):
+    mutate(db)
+    before = snapshot(db, "005")
+    other_type_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
+
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
+    assert task["task_status"] == "error"
+    assert reason in task["status_description"]
+    assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
+    assert snapshot(db, "005") == before
+    assert report.exit_code == 1
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_006})["task_status"] == ("error" if affects_all else "completed")
+    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_type_before
+
+
+def test_validation_failures_cover_the_issue_list():
+    assert len(VALIDATION_FAILURES) >= 30
+    assert len({name for name, *_ in VALIDATION_FAILURES}) == len(VALIDATION_FAILURES)
+
+
+def test_an_integral_numeric_string_is_accepted(db, settings):
+    set_distribution(transfer_count="2")(db)
+    amend_task_processing(db, settings, clock=fixed_clock)
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_005})["task_status"] == "completed"
+    assert cells(db, "005")[("D1", "CW")] == 10
+
+
+def test_a_defect_ends_only_its_task_in_error(db, settings, monkeypatch):
+    import amend_plan
+
+    real = amend_plan.plan_amend
+
+    def broken_for_005(batch_id, *args):
+        if batch_id == "005":
+            raise KeyError("boom")
+        return real(batch_id, *args)
+
+    monkeypatch.setattr("task_processor.plan_amend", broken_for_005)
+    before = copy.deepcopy(snapshot(db, "005"))
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    assert [o.status for o in report.outcomes] == ["error", "completed"]
+    assert "internal error: KeyError" in db[TASKS_COLLECTION].find_one({"_id": TASK_005})["status_description"]
+    assert snapshot(db, "005") == before
