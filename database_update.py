@@ -36,7 +36,8 @@ def read_fixture(path):
         content = json_util.loads(path.read_text(encoding="utf-8"), json_options=JSON_OPTIONS)
     except FileNotFoundError:
         raise DatabaseUpdateError(f"fixture {path} is missing") from None
-    except (OSError, UnicodeDecodeError, ValueError, BSONError) as exc:
+    # json_util reports a malformed $date, $oid or $numberLong with any of these.
+    except (OSError, ValueError, TypeError, IndexError, KeyError, OverflowError, BSONError) as exc:
         raise DatabaseUpdateError(f"fixture {path} is not valid Extended JSON: {exc}") from exc
     documents = content if isinstance(content, list) else [content]
     for index, document in enumerate(documents):

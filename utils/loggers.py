@@ -1,6 +1,5 @@
 """Logging set up from config/loggers.ini (logging.config.fileConfig)."""
 
-import configparser
 import logging
 import logging.config
 from pathlib import Path
@@ -25,8 +24,7 @@ def setup_logging(config_dir=DEFAULT_CONFIG_DIR, log_dir=DEFAULT_LOG_DIR):
     defaults = {"logdir": str(log_dir).replace("%", "%%")}
     try:
         logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False, encoding="utf-8")
-    except (OSError, UnicodeDecodeError, configparser.Error, KeyError, ValueError, TypeError,
-            AttributeError, ImportError, NameError, SyntaxError) as exc:
+    except Exception as exc:  # fileConfig evaluates the file: any error it raises means the file is unusable
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc
 

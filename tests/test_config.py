@@ -1,0 +1,140 @@
+"""Configuration files, environment overrides, URI redaction and logging set-up."""
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from utils.config import (DEFAULT_MIN_SHARE_KEPT, load_database_settings, load_min_share_kept, redact_uri)
+from utils.Custom_Exceptions import ConfigurationError
+from utils.loggers import get_logger, setup_logging
+from utils.read_template_task_id_ini import read_template_task_id
+
+
+def write(folder, name, text):
+    path = Path(folder) / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+DB_INI = "[DATABASE]\nMONGO_URI = embedded://var/x.bson\nDB_NAME = drs\n"
+
+
+def test_shipped_configuration_is_the_embedded_default():
+    settings = load_database_settings(PROJECT_ROOT / "config", environ={})
+    assert settings.is_embedded and settings.db_name == "drs_case_distribution_db"
+    assert settings.embedded_path == PROJECT_ROOT / "var" / "drs_embedded_db.bson"
+    assert read_template_task_id(PROJECT_ROOT / "config") == 3
+    assert load_min_share_kept(PROJECT_ROOT / "config") == Fraction(1, 5)
+
+
+def test_environment_overrides_uri_and_name(tmp_path):
+    write(tmp_path, "DB_Config.ini", DB_INI)
+    settings = load_database_settings(tmp_path, environ={"DRS_MONGO_URI": "mongodb://u:secret@db:27017/",
+                                                         "DRS_DB_NAME": "prod"})
+    assert (settings.uri, settings.db_name) == ("mongodb://u:secret@db:27017/", "prod")
+    assert "secret" not in repr(settings) and "secret" not in settings.redacted_uri
+
+
+def test_absolute_embedded_path_is_kept(tmp_path):
+    write(tmp_path, "DB_Config.ini", DB_INI)
+    target = tmp_path / "db.bson"
+    settings = load_database_settings(tmp_path, environ={"DRS_MONGO_URI": f"embedded://{target}"})
+    assert settings.embedded_path == target
+
+
+@pytest.mark.parametrize("uri, redacted", [
+    ("mongodb://admin:p%40ss@host:27017/db", "mongodb://admin:***@host:27017/db"),
+    ("mongodb+srv://admin:pw@cluster.example.net/", "mongodb+srv://admin:***@cluster.example.net/"),
+    ("mongodb://host:27017/", "mongodb://host:27017/"),
+    ("embedded://var/x.bson", "embedded://var/x.bson"),
+])
+def test_redact_uri(uri, redacted):
+    assert redact_uri(uri) == redacted
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "DB_Config.ini is missing"),
+    ("not an ini file", "cannot be read: File contains no section headers"),
+    ("[OTHER]\nX = 1\n", "has no [DATABASE] section"),
+    ("[DATABASE]\nDB_NAME = drs\n", "[DATABASE] MONGO_URI is missing or empty"),
+    ("[DATABASE]\nMONGO_URI = embedded://x\n", "[DATABASE] DB_NAME is missing or empty"),
+    ("[DATABASE]\nMONGO_URI = postgres://x\nDB_NAME = d\n", "is not supported"),
+    ("[DATABASE]\nMONGO_URI = embedded://\nDB_NAME = d\n", "names no file"),
+    (DB_INI + "SERVER_SELECTION_TIMEOUT_MS = soon\n", "SERVER_SELECTION_TIMEOUT_MS must be an integer, got 'soon'"),
+    (DB_INI + "LOCK_TIMEOUT_SECONDS = -1\n", "LOCK_TIMEOUT_SECONDS must be at least 0"),
+])
+def test_database_configuration_errors(tmp_path, text, message):
+    if text is not None:
+        write(tmp_path, "DB_Config.ini", text)
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_database_settings(tmp_path, environ={})
+
+
+def test_a_password_never_reaches_a_configuration_error(tmp_path):
+    write(tmp_path, "DB_Config.ini", DB_INI)
+    with pytest.raises(ConfigurationError) as raised:
+        load_database_settings(tmp_path, environ={"DRS_MONGO_URI": "redis://u:hunter2@host/"})
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "Set_Template_TaskID.ini is missing"),
+    ("[TEMPLATE_TASK]\n", "TEMPLATE_TASK_ID is missing or empty"),
+    ("[TEMPLATE_TASK]\nTEMPLATE_TASK_ID = three\n", "TEMPLATE_TASK_ID must be an integer, got 'three'"),
+    ("[TEMPLATE_TASK]\nTEMPLATE_TASK_ID = 0\n", "TEMPLATE_TASK_ID must be at least 1"),
+    ("[OTHER]\n", "has no [TEMPLATE_TASK] section"),
+])
+def test_template_configuration_errors(tmp_path, text, message):
+    if text is not None:
+        write(tmp_path, "Set_Template_TaskID.ini", text)
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_template_task_id(tmp_path)
+
+
+def test_min_share_kept_setting(tmp_path):
+    assert load_min_share_kept(tmp_path) == DEFAULT_MIN_SHARE_KEPT
+    write(tmp_path, "Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = 0.25\n")
+    assert load_min_share_kept(tmp_path) == Fraction(1, 4)
+    for bad in ("1.5", "half", "-0.1"):
+        write(tmp_path, "Job_Settings.ini", f"[BALANCING]\nMIN_SHARE_KEPT = {bad}\n")
+        with pytest.raises(ConfigurationError, match="MIN_SHARE_KEPT must be"):
+            load_min_share_kept(tmp_path)
+
+
+@pytest.fixture
+def restore_logging():
+    logger = get_logger()
+    saved = logger.handlers[:], logger.level, logger.propagate
+    yield
+    for handler in logger.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_logging_writes_rotating_files_under_a_created_folder(tmp_path, restore_logging):
+    log_dir = tmp_path / "new" / "logs"
+    setup_logging(PROJECT_ROOT / "config", log_dir)
+    get_logger("tasks").error("something to fix")
+    for handler in get_logger().handlers:
+        handler.flush()
+    assert "something to fix" in (log_dir / "drs_amend.log").read_text()
+    assert "something to fix" in (log_dir / "drs_amend_errors.log").read_text()
+    assert any(isinstance(h, logging.handlers.RotatingFileHandler) for h in get_logger().handlers)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "loggers.ini is missing"),
+    ("[loggers]\nkeys=root\n", "is not usable"),
+    ("garbage", "is not usable"),
+    ("[loggers]\nkeys=root\n[handlers]\nkeys=h\n[formatters]\nkeys=\n[logger_root]\nhandlers=h\n"
+     "[handler_h]\nclass=NoSuchHandler\nargs=()\n", "is not usable"),
+])
+def test_logging_configuration_errors(tmp_path, restore_logging, text, message):
+    if text is not None:
+        write(tmp_path, "loggers.ini", text)
+    with pytest.raises(ConfigurationError, match=message):
+        setup_logging(tmp_path, tmp_path / "logs")

@@ -1,0 +1,198 @@
+"""main.py and database_update.py as an operator runs them: subprocesses, exit codes, stderr."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import mongomock
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+from utils.embedded_db import load_database
+
+PASSWORD = "hunter2-secret"
+
+
+def run(script, *args, env=None, cwd=None, timeout=120):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DRS_")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], capture_output=True, text=True,
+                          env=environment, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A folder outside the project, an embedded data file in it, logs written there too."""
+    return {"env": {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"},
+            "logs": ["--log-dir", str(tmp_path / "logs")], "path": tmp_path}
+
+
+def load(path):
+    db = mongomock.MongoClient()["drs_case_distribution_db"]
+    load_database(db, path)
+    return db
+
+
+def cells(db, batch_id):
+    return Counter((c.get("NEW_DRC_ID") or c["DRC_Id"], c["RTOM"])
+                   for c in db["DRS.Tmp_Case_Distribution_DRC"].find({"Case_Distribution_Batch_ID": batch_id}))
+
+
+def test_reset_then_run_on_an_embedded_file(workspace):
+    reset = run("database_update.py", "--yes", env=workspace["env"], cwd=workspace["path"])
+    assert reset.returncode == 0, reset.stderr
+    assert "DRS.Tmp_Case_Distribution_DRC 80" in reset.stdout
+    job = run("main.py", *workspace["logs"], env=workspace["env"], cwd=workspace["path"])
+    assert job.returncode == 0, job.stderr
+    assert "2 task(s) completed, 0 errored, 0 skipped (claimed by another run), 10 case(s) moved" in job.stderr
+    db = load(workspace["path"] / "db.bson")
+    assert cells(db, "005") == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
+                                ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}
+    assert (workspace["path"] / "logs" / "drs_amend.log").read_text().count("completed") >= 2
+    again = run("main.py", *workspace["logs"], env=workspace["env"], cwd=workspace["path"])
+    assert again.returncode == 0 and "0 task(s) completed" in again.stderr
+
+
+def test_a_task_in_error_gives_exit_code_1(workspace):
+    data = workspace["path"] / "data"
+    shutil.copytree(PROJECT_ROOT / "data", data)
+    transactions = data / "Case_distribution_drc_transactions.json"
+    transactions.write_text(transactions.read_text().replace('"transfer_count": 2}', '"transfer_count": 3}'))
+    assert run("database_update.py", "--data-dir", str(data), env=workspace["env"]).returncode == 0
+    job = run("main.py", *workspace["logs"], env=workspace["env"])
+    assert job.returncode == 1
+    assert "1 task(s) completed, 1 errored" in job.stderr
+    task = load(workspace["path"] / "db.bson")["System_tasks"].find_one({"Task_Id": 101, "task_status": "error"})
+    assert "holds 3; moving 3 leaves 0" in task["status_description"]
+
+
+def one_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_missing_configuration_folder(workspace):
+    result = run("main.py", "--config-dir", str(workspace["path"] / "nowhere"), *workspace["logs"])
+    assert result.returncode == 2
+    assert "DB_Config.ini is missing" in one_line(result.stderr)
+
+
+@pytest.fixture
+def config_copy(tmp_path):
+    folder = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", folder)
+    return folder
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("DB_Config.ini", "[DATABASE]\nMONGO_URI = embedded://x.bson\n", "DB_NAME is missing or empty"),
+    ("Set_Template_TaskID.ini", "[TEMPLATE_TASK]\nTEMPLATE_TASK_ID = abc\n", "must be an integer, got 'abc'"),
+    ("loggers.ini", "[loggers]\nkeys=root\n", "loggers.ini is not usable"),
+    ("Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = 2\n", "MIN_SHARE_KEPT must be at least 0 and below 1"),
+])
+def test_broken_configuration(workspace, config_copy, name, text, message):
+    (config_copy / name).write_text(text)
+    result = run("main.py", "--config-dir", str(config_copy), *workspace["logs"], env=workspace["env"])
+    assert result.returncode == 2
+    assert message in one_line(result.stderr)
+    assert not (workspace["path"] / "db.bson").exists()
+
+
+def test_unreachable_server_fails_fast_without_leaking_the_password(workspace, config_copy):
+    ini = config_copy / "DB_Config.ini"
+    ini.write_text(ini.read_text().replace("SERVER_SELECTION_TIMEOUT_MS = 5000", "SERVER_SELECTION_TIMEOUT_MS = 300"))
+    started = time.monotonic()
+    result = run("main.py", "--config-dir", str(config_copy), *workspace["logs"],
+                 env={"DRS_MONGO_URI": f"mongodb://operator:{PASSWORD}@127.0.0.1:1/"})
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "cannot reach MongoDB at mongodb://operator:***@127.0.0.1:1/" in line
+    logs = "".join(p.read_text() for p in (workspace["path"] / "logs").iterdir())
+    assert PASSWORD not in result.stderr + result.stdout + logs
+
+
+def test_help_explains_the_job():
+    result = run("main.py", "--help")
+    assert result.returncode == 0
+    for text in ("Case Amend Planning among DRC", "DRS_MONGO_URI", "TEMPLATE_TASK_ID", "exit codes", "2  configuration"):
+        assert text in result.stdout
+
+
+def test_unknown_argument_is_a_usage_error():
+    result = run("main.py", "--no-such-option")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_reset_refuses_a_server_without_yes(workspace):
+    result = run("database_update.py", env={"DRS_MONGO_URI": f"mongodb://operator:{PASSWORD}@127.0.0.1:1/"})
+    assert result.returncode == 1
+    assert "refused" in one_line(result.stderr) and PASSWORD not in result.stderr
+
+
+def test_reset_with_yes_reports_an_unreachable_server(config_copy):
+    ini = config_copy / "DB_Config.ini"
+    ini.write_text(ini.read_text().replace("SERVER_SELECTION_TIMEOUT_MS = 5000", "SERVER_SELECTION_TIMEOUT_MS = 300"))
+    result = run("database_update.py", "--yes", "--config-dir", str(config_copy),
+                 env={"DRS_MONGO_URI": "mongodb://127.0.0.1:1/"})
+    assert result.returncode == 2 and "cannot reach MongoDB" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("System_tasks.json", None, "System_tasks.json is missing"),
+    ("Template_task.json", "[{]", "Template_task.json is not valid Extended JSON"),
+    ("DRS.Tmp_Case_Distribution_DRC.json", "[1, 2]", "element 0 is not an object"),
+    ("Case_distribution_drc_transactions.json", '[{"x": {"$date": "never"}}]', "not valid Extended JSON"),
+    ("DRS_Database.Case_Distribution_DRC_Summary.json", '[{"_id": {"$oid": "zz"}}]', "not valid Extended JSON"),
+    ("System_tasks.json", '{"n": {"$numberLong": "x"}}', "not valid Extended JSON"),
+])
+def test_reset_with_a_bad_fixture_deletes_nothing(workspace, name, content, message):
+    assert run("database_update.py", env=workspace["env"]).returncode == 0
+    before = (workspace["path"] / "db.bson").read_bytes()
+    data = workspace["path"] / "data"
+    shutil.copytree(PROJECT_ROOT / "data", data)
+    if content is None:
+        (data / name).unlink()
+    else:
+        (data / name).write_text(content)
+    result = run("database_update.py", "--data-dir", str(data), env=workspace["env"])
+    assert result.returncode == 2
+    assert message in one_line(result.stderr)
+    assert (workspace["path"] / "db.bson").read_bytes() == before
+
+
+def test_reset_accepts_a_single_document_and_creates_indexes(workspace):
+    data = workspace["path"] / "data"
+    shutil.copytree(PROJECT_ROOT / "data", data)
+    templates = json.loads((data / "Template_task.json").read_text())
+    (data / "Template_task.json").write_text(json.dumps(templates[0]))
+    assert run("database_update.py", "--data-dir", str(data), env=workspace["env"]).returncode == 0
+    db = load(workspace["path"] / "db.bson")
+    assert db["Template_task"].count_documents({}) == 1
+    assert "batch_case" in db["DRS.Tmp_Case_Distribution_DRC"].index_information()
+    assert db["System_tasks"].find_one({"Task_Id": 102})["created_dtm"].tzinfo is None
+
+
+def test_reset_asks_before_deleting_a_server_database():
+    from database_update import confirmed
+    from utils.config import DatabaseSettings
+
+    server = DatabaseSettings(uri="mongodb://db:27017/", db_name="prod")
+    questions = []
+
+    def answer(text):
+        return lambda question: questions.append(question) or text
+
+    assert confirmed(server, assume_yes=False, ask=answer("yes"), interactive=True)
+    assert not confirmed(server, assume_yes=False, ask=answer("y"), interactive=True)
+    assert not confirmed(server, assume_yes=False, ask=answer("yes"), interactive=False)
+    assert confirmed(server, assume_yes=True, ask=answer("no"), interactive=True)
+    assert confirmed(DatabaseSettings(uri="embedded://x.bson", db_name="d"), assume_yes=False,
+                     ask=answer("no"), interactive=True)
+    assert len(questions) == 2 and "prod on mongodb://db:27017/" in questions[0]
