@@ -4,6 +4,8 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+import bson
+
 from balance_resources import balance_resources
 from utils.Custom_Exceptions import ResourceBalanceError
 
@@ -107,3 +109,67 @@ def plan_amend(batch_id, request, assignment, arrears, existing_cells, min_share
     return AmendPlan(batch_id=batch_id, request=request, changes=changes,
                      summary=summary_cells(final, arrears, existing_cells),
                      description=describe_amend(batch_id, request, changes))
+
+
+def group_priors(case_priors):
+    """[(fields, sorted case ids)]: cases that had the same prior amend fields, grouped.
+
+    The BSON encoding is the grouping key, since a prior value may be of any BSON type.
+    """
+    groups = defaultdict(list)
+    for case_id, fields in case_priors.items():
+        groups[bson.encode(fields)].append(case_id)
+    return [(bson.decode(encoded), sorted(case_ids)) for encoded, case_ids in sorted(groups.items())]
+
+
+@dataclass(frozen=True)
+class PlannedWrites:
+    """Everything needed to land a task's writes or to undo them, also after a crash.
+
+    It is stored in the task's journal before the first data write (to_document) and read
+    back by a recovering run (from_document).
+    """
+    batch_id: object
+    request: AmendRequest
+    changes: tuple
+    summary: tuple
+    description: str
+    case_priors: dict
+    summary_rows: tuple
+    now: object
+    label: str
+
+    def to_document(self):
+        moves = {}
+        for change in self.changes:
+            moves.setdefault((change.old_drc, change.new_drc), []).append(change.case_id)
+        request = self.request
+        return {
+            "batch_id": self.batch_id, "now": self.now, "label": self.label, "description": self.description,
+            "request": {"transaction_id": request.transaction_id, "batch_seq": request.batch_seq,
+                        "prior_status_on": request.prior_status_on,
+                        "prior_status_on_present": request.prior_status_on_present,
+                        "prior_summery_status": request.prior_summery_status,
+                        "closes_transaction": request.closes_transaction},
+            "moves": [{"old": old, "new": new, "case_ids": ids} for (old, new), ids in sorted(moves.items())],
+            "summary": [{"drc": c.drc, "rtom": c.rtom, "count": c.count, "total": c.total_arrears}
+                        for c in self.summary],
+            "case_priors": [{"fields": fields, "case_ids": ids} for fields, ids in group_priors(self.case_priors)],
+            "summary_rows": list(self.summary_rows),
+        }
+
+    @classmethod
+    def from_document(cls, document):
+        request = document["request"]
+        return cls(
+            batch_id=document["batch_id"], now=document["now"], label=document["label"],
+            description=document["description"],
+            request=AmendRequest(distributions=(), **request),
+            changes=tuple(sorted((CaseChange(case_id, move["old"], move["new"])
+                                  for move in document["moves"] for case_id in move["case_ids"]),
+                                 key=lambda change: change.case_id)),
+            summary=tuple(SummaryCell(c["drc"], c["rtom"], c["count"], c["total"]) for c in document["summary"]),
+            case_priors={case_id: dict(group["fields"])
+                         for group in document["case_priors"] for case_id in group["case_ids"]},
+            summary_rows=tuple(document["summary_rows"]),
+        )

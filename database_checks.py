@@ -11,7 +11,8 @@ import re
 from bson.decimal128 import Decimal128
 
 from amend_plan import AmendRequest, Distribution
-from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
+from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
+                             TEMPLATES_COLLECTION,
                              TRANSACTIONS_COLLECTION)
 from utils.Custom_Exceptions import TaskValidationError
 
@@ -266,3 +267,27 @@ def summary_cell_keys(rows, batch_id):
 
 def fetch_summary_rows(db, batch_id):
     return list(db[SUMMARY_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}))
+
+
+# --- claims and journals -------------------------------------------------------------
+
+def fetch_expired_claims(db, now, lease):
+    """Amend tasks in processing whose claim expired (or, claimed without a lease, went quiet for one)."""
+    return list(db[TASKS_COLLECTION].find(
+        {"task_status": "processing", "task_type": AMEND_TASK_TYPE,
+         "$or": [{"claim_expires_dtm": {"$lt": now}},
+                 {"claim_expires_dtm": None, "status_changed_dtm": {"$lt": now - lease}}]},
+        {"_id": 1, "Task_Id": 1}).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)]))
+
+
+def fetch_task_status(db, task_object_id):
+    task = db[TASKS_COLLECTION].find_one({"_id": task_object_id}, {"task_status": 1})
+    return None if task is None else task.get("task_status")
+
+
+def fetch_journals(db):
+    return list(db[JOURNAL_COLLECTION].find({}, {"_id": 1, "task_object_id": 1}))
+
+
+def fetch_journal_of_task(db, task_object_id):
+    return db[JOURNAL_COLLECTION].find_one({"task_object_id": task_object_id})

@@ -10,8 +10,8 @@ from bson.json_util import RELAXED_JSON_OPTIONS
 from pymongo.errors import PyMongoError
 
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
-from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, SUMMARY_COLLECTION, TASKS_COLLECTION,
-                             TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION, database_session)
+from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, SUMMARY_COLLECTION,
+                             TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION, database_session)
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
@@ -24,6 +24,7 @@ INDEXES = (
     (TRANSACTIONS_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("summery_status", 1)], "batch_status"),
     (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("Case_Id", 1)], "batch_case"),
     (SUMMARY_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("DRC_Id", 1), ("RTOM", 1)], "batch_drc_rtom"),
+    (JOURNAL_COLLECTION, [("task_object_id", 1)], "journal_task"),
 )
 
 # Dates come back naive UTC, as pymongo returns them from a server.
@@ -57,7 +58,8 @@ def create_indexes(db):
 
 
 def reset_collections(db, fixtures):
-    """Delete the documents of the five collections, insert the fixtures, create the indexes."""
+    """Delete the documents of the five collections and the job's journal, insert the fixtures, create the indexes."""
+    db[JOURNAL_COLLECTION].delete_many({})
     counts = {}
     for name, documents in fixtures.items():
         db[name].delete_many({})

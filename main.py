@@ -6,14 +6,15 @@ from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from task_processor import JobSettings, amend_task_processing
+from task_processor import amend_task_processing
 from utils.config import (DB_CONFIG_FILE, DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, ENV_DB_NAME, ENV_MONGO_URI,
                           JOB_CONFIG_FILE, LOGGING_CONFIG_FILE, TEMPLATE_CONFIG_FILE, load_database_settings,
-                          load_min_share_kept)
+                          load_job_settings)
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.read_template_task_id_ini import read_template_task_id
+from utils.secrets import register_uri_secrets, scrub
 
 EXIT_OK, EXIT_TASK_ERROR, EXIT_SETUP_ERROR = 0, 1, 2
 
@@ -29,7 +30,8 @@ configuration (in --config-dir, default config/ of the project):
   {DB_CONFIG_FILE:<24} [DATABASE] MONGO_URI, DB_NAME; overridden by the environment
                            variables {ENV_MONGO_URI} and {ENV_DB_NAME}
   {TEMPLATE_CONFIG_FILE:<24} [TEMPLATE_TASK] TEMPLATE_TASK_ID
-  {JOB_CONFIG_FILE:<24} [BALANCING] MIN_SHARE_KEPT (optional, default 0.2)
+  {JOB_CONFIG_FILE:<24} optional: [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30),
+                           [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8)
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
 
 exit codes:
@@ -53,7 +55,8 @@ def main(argv=None):
     log = None
     try:
         database_settings = load_database_settings(args.config_dir)
-        settings = JobSettings(read_template_task_id(args.config_dir), load_min_share_kept(args.config_dir))
+        register_uri_secrets(database_settings.uri)
+        settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
         setup_logging(args.config_dir, args.log_dir)
         log = get_logger()
         with database_session(database_settings) as db:
@@ -61,7 +64,7 @@ def main(argv=None):
                      database_settings.redacted_uri, database_settings.db_name, settings.template_task_id)
             report = amend_task_processing(db, settings)
     except (TaskProcessingError, PyMongoError) as exc:
-        message = f"drs-amend: {exc}"
+        message = scrub(f"drs-amend: {exc}")
         if log is None:
             print(message, file=sys.stderr)
         else:

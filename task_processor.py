@@ -1,20 +1,27 @@
-"""Orchestration of a run: select, claim, validate, plan, write, and record each task's outcome."""
+"""Orchestration of a run: recover stopped runs' tasks, then select, claim, validate, plan, journal,
+write and record each open task's outcome."""
 
 import os
 import socket
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from fractions import Fraction
 
 from pymongo.errors import PyMongoError
 
-from amend_plan import plan_amend
+from amend_plan import PlannedWrites, plan_amend
 from database_checks import (fetch_and_validate_template_task, fetch_case_prior_values, fetch_cases_for_batch,
-                             fetch_open_tasks, fetch_summary_rows, fetch_transaction_details, summary_cell_keys,
+                             fetch_expired_claims, fetch_journal_of_task, fetch_journals, fetch_open_tasks,
+                             fetch_summary_rows, fetch_task_status, fetch_transaction_details, summary_cell_keys,
                              task_batch_id)
-from update_databases import CASE_CHUNK_SIZE, AmendWriteUnit, claim_task, update_task_status
-from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+from update_databases import (CASE_CHUNK_SIZE, AmendWriteUnit, claim_task, close_journal, mark_journal_undoing,
+                              open_journal, record_planned_writes, release_task, renew_claim, take_over_expired_claim,
+                              take_over_journal, update_task_status)
+from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger
+from utils.retry import RetryingDatabase
+from utils.secrets import scrub
 
 log = get_logger("tasks")
 
@@ -26,9 +33,22 @@ def utc_now():
 
 
 @dataclass(frozen=True)
-class JobSettings:
-    template_task_id: int
-    min_share_kept: Fraction
+class RunIdentity:
+    """Who holds a claim: written into the task and the journal."""
+    run_id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def new(cls):
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid())
+
+    @property
+    def label(self):
+        return f"DRS Amend run {self.run_id[:12]} on {self.host} pid {self.pid}"
+
+    def document(self):
+        return {"run_id": self.run_id, "host": self.host, "pid": self.pid}
 
 
 @dataclass(frozen=True)
@@ -58,73 +78,184 @@ class RunReport:
 
     def summary_line(self):
         return (f"DRS Amend run finished: {self.count('completed')} task(s) completed, {self.count('error')} errored, "
-                f"{self.skipped} skipped (claimed by another run), {self.cases_moved} case(s) moved")
+                f"{self.count('deferred')} deferred (batch busy), {self.skipped} skipped (claimed by another run), "
+                f"{self.cases_moved} case(s) moved")
 
 
-def _task_label(task):
+def task_label(task):
     return f"amend task {task.get('Task_Id')} ({task['_id']})"
 
 
-def _undo(unit):
-    """Undo a task's started writes; the sentence to append to its error description."""
-    if unit is None:
-        return "nothing was written"
+def end_in_error(db, task, run, reason, clock):
+    """Record `reason` on the task; a task that cannot be marked stays processing for recovery."""
+    reason = scrub(reason)
+    log.error("%s ended in error: %s", task_label(task), reason)
     try:
-        unit.undo()
-    except DatabaseUpdateError as exc:
-        return str(exc)
-    return "every write of the task was undone"
-
-
-def process_single_batch(db, task, settings, clock=utc_now):
-    """Validate, plan and write one claimed task; it ends `completed`, or `error` with nothing of it left."""
-    label = _task_label(task)
-    unit = None
-    try:
-        fetch_and_validate_template_task(db, task, settings.template_task_id)
-        batch_id = task_batch_id(task)
-        request = fetch_transaction_details(db, batch_id)
-        assignment, arrears = fetch_cases_for_batch(db, batch_id)
-        summary_rows = fetch_summary_rows(db, batch_id)
-        plan = plan_amend(batch_id, request, assignment, arrears, summary_cell_keys(summary_rows, batch_id),
-                          settings.min_share_kept)
-        case_priors = fetch_case_prior_values(db, batch_id, [change.case_id for change in plan.changes],
-                                              CASE_CHUNK_SIZE)
-        now = clock()
-        unit = AmendWriteUnit(db, plan, case_priors, summary_rows, now, label)
-        unit.apply()
-        update_task_status(db, task["_id"], "completed", plan.description, now)
-    except TaskProcessingError as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-    except PyMongoError as exc:
-        reason = f"database error: {type(exc).__name__}: {exc}"
-    except Exception as exc:  # a defect must end this task in error, not the whole run
-        log.exception("%s failed unexpectedly", label)
-        reason = f"internal error: {type(exc).__name__}: {exc}"
-    else:
-        log.info("%s completed: %s", label, plan.description)
-        return TaskOutcome(task["_id"], task.get("Task_Id"), "completed", plan.description, len(plan.changes))
-
-    reason = f"{reason}; {_undo(unit)}"
-    log.error("%s ended in error: %s", label, reason)
-    try:
-        update_task_status(db, task["_id"], "error", reason, clock(), expected_statuses=("processing", "completed"))
-    except (DatabaseUpdateError, PyMongoError) as exc:
-        log.critical("%s could not be marked error, it stays in processing: %s", label, exc)
+        update_task_status(db, task["_id"], run, "error", reason, clock())
+    except (DatabaseUpdateError, ClaimLostError) as exc:
+        log.critical("%s could not be marked error; it stays in processing until recovered: %s",
+                     task_label(task), exc)
     return TaskOutcome(task["_id"], task.get("Task_Id"), "error", reason)
 
 
-def amend_task_processing(db, settings, clock=utc_now):
-    """Process every open amend task, oldest first; each task is claimed atomically on its _id."""
+def _close_journal_quietly(db, batch_id, task):
+    """A journal left behind only keeps the batch busy until the next run clears it."""
+    try:
+        close_journal(db, batch_id, task["_id"])
+    except DatabaseUpdateError as exc:
+        log.warning("%s: %s; the next run clears it", task_label(task), exc)
+
+
+def _failure_reason(exc, label):
+    if isinstance(exc, TaskProcessingError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PyMongoError):
+        return f"database error: {type(exc).__name__}: {exc}"
+    log.exception("%s failed unexpectedly", label)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def undo_and_end(db, task, run, writes, reason, clock):
+    """Journal the undo, undo every write of the task, then end it in error.
+
+    When the undo itself fails the journal stays `undoing` and the task stays in processing:
+    a later run restores the batch once the lease expired.
+    """
+    reason = scrub(reason)
+    try:
+        mark_journal_undoing(db, writes.batch_id, run, reason)
+        AmendWriteUnit(db, writes).undo()
+    except DatabaseUpdateError as exc:
+        log.critical("%s: %s; a later run restores batch %s after the lease", task_label(task), exc, writes.batch_id)
+        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", f"{reason}; undo incomplete, left for recovery")
+    outcome = end_in_error(db, task, run, f"{reason}; every write of the task was undone", clock)
+    _close_journal_quietly(db, writes.batch_id, task)
+    return outcome
+
+
+def land_writes(db, task, run, writes, clock, note=""):
+    """Apply journaled writes and complete the task; on any failure undo them and end in error."""
+    label = task_label(task)
+    try:
+        AmendWriteUnit(db, writes).apply()
+        update_task_status(db, task["_id"], run, "completed", writes.description + note, clock())
+    except ClaimLostError as exc:
+        log.error("%s: %s; left to the run that took it over", label, exc)
+        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the writes must be undone
+        return undo_and_end(db, task, run, writes, _failure_reason(exc, label) + note, clock)
+    _close_journal_quietly(db, writes.batch_id, task)
+    log.info("%s completed: %s", label, writes.description + note)
+    return TaskOutcome(task["_id"], task.get("Task_Id"), "completed", writes.description + note, len(writes.changes))
+
+
+def read_and_plan(db, task, batch_id, settings, clock):
+    """The read phase of a task: validation and planning, with the prior values an undo needs."""
+    request = fetch_transaction_details(db, batch_id)
+    assignment, arrears = fetch_cases_for_batch(db, batch_id)
+    summary_rows = fetch_summary_rows(db, batch_id)
+    plan = plan_amend(batch_id, request, assignment, arrears, summary_cell_keys(summary_rows, batch_id),
+                      settings.min_share_kept)
+    case_priors = fetch_case_prior_values(db, batch_id, [change.case_id for change in plan.changes],
+                                          CASE_CHUNK_SIZE)
+    return PlannedWrites(batch_id=batch_id, request=request, changes=plan.changes, summary=plan.summary,
+                         description=plan.description, case_priors=case_priors, summary_rows=tuple(summary_rows),
+                         now=clock(), label=task_label(task))
+
+
+def process_single_batch(db, task, settings, run, clock=utc_now):
+    """Validate, plan and write one claimed task: it ends `completed`, or `error` with nothing of it left.
+
+    `db` is a RetryingDatabase. The batch's journal is opened before its data is read, so
+    no other task amends the batch meanwhile, and it holds the planned writes and the prior
+    values before the first data write, so that a crash at any point can be recovered.
+    """
+    label = task_label(task)
+    try:
+        db.retry(lambda: fetch_and_validate_template_task(db, task, settings.template_task_id), "reading the template")
+        batch_id = task_batch_id(task)
+        open_journal(db, batch_id, task, run, clock())
+    except BatchBusyError as exc:
+        release_task(db, task["_id"], run, clock(), f"Waiting for a later run: {exc}")
+        log.info("%s deferred: %s", label, exc)
+        return TaskOutcome(task["_id"], task.get("Task_Id"), "deferred", str(exc))
+    except Exception as exc:  # noqa: BLE001 - any failure before the journal ends the task, nothing written
+        return end_in_error(db, task, run, _failure_reason(exc, label) + "; nothing was written", clock)
+
+    try:
+        writes = db.retry(lambda: read_and_plan(db, task, batch_id, settings, clock), f"reading batch {batch_id}")
+        renew_claim(db, task["_id"], run, clock(), settings.lease)
+        record_planned_writes(db, batch_id, run, writes)
+    except ClaimLostError as exc:
+        log.error("%s: %s; left to the run that took it over", label, exc)
+        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - no data was written yet
+        outcome = end_in_error(db, task, run, _failure_reason(exc, label) + "; nothing was written", clock)
+        _close_journal_quietly(db, batch_id, task)
+        return outcome
+    return land_writes(db, task, run, writes, clock)
+
+
+# --- recovery of runs that stopped ------------------------------------------------------
+
+def recover_task(db, task, settings, run, clock):
+    """Bring a task taken over from a stopped run to a consistent end (see README, "Crash recovery").
+
+    Nothing journaled or only planned: nothing was written, the task ends in error.
+    Phase `writing`: roll forward, the writes are idempotent; the task ends completed.
+    Phase `undoing`: the stopped run had decided to undo; the restore is finished, error.
+    """
+    prefix = f"recovered by {run.label} after the run that claimed it stopped"
+    journal = db.retry(lambda: fetch_journal_of_task(db, task["_id"]), "reading the journal")
+    if journal is None or "writes" not in journal:
+        outcome = end_in_error(db, task, run, f"Interrupted before any write, nothing changed; {prefix}. "
+                                              "Queue the amend again to retry it.", clock)
+        if journal is not None:
+            _close_journal_quietly(db, journal["_id"], task)
+        return outcome
+    take_over_journal(db, journal, run)
+    writes = PlannedWrites.from_document(journal["writes"])
+    if journal["phase"] == "writing":
+        return land_writes(db, task, run, writes, clock, note=f" ({prefix}; its writes were finished)")
+    return undo_and_end(db, task, run, writes, f"{journal.get('error')} ({prefix})", clock)
+
+
+def clear_finished_journals(db):
+    """Remove journals whose task already ended: a run stopped between its last two writes."""
+    for journal in db.retry(lambda: fetch_journals(db), "reading the journals"):
+        status = db.retry(lambda: fetch_task_status(db, journal["task_object_id"]), "reading a task")
+        if status not in ("processing", "open"):
+            log.info("clearing the journal of batch %s: its task is %s", journal["_id"], status or "gone")
+            close_journal(db, journal["_id"], journal["task_object_id"])
+
+
+def recover_interrupted_tasks(db, settings, run, clock=utc_now):
+    """Tasks in processing whose claim expired are taken over, one run each, and brought to an end."""
+    clear_finished_journals(db)
+    now = clock()
+    outcomes = []
+    for reference in db.retry(lambda: fetch_expired_claims(db, now, settings.lease), "selecting expired claims"):
+        task = take_over_expired_claim(db, reference["_id"], run, clock(), settings.lease)
+        if task is None:
+            continue
+        log.warning("%s: its claim expired; recovering it", task_label(task))
+        outcomes.append(recover_task(db, task, settings, run, clock))
+    return outcomes
+
+
+def amend_task_processing(db, settings, clock=utc_now, run=None, sleep=time.sleep):
+    """Recover interrupted tasks, then process every open amend task once, oldest first."""
+    run = run or RunIdentity.new()
+    db = RetryingDatabase(db, settings.retry, sleep)
     report = RunReport()
-    claimant = f"Claimed by DRS Amend on {socket.gethostname()} pid {os.getpid()}"
-    open_tasks = fetch_open_tasks(db)
+    report.outcomes.extend(recover_interrupted_tasks(db, settings, run, clock))
+    open_tasks = db.retry(lambda: fetch_open_tasks(db), "selecting open tasks")
     log.info("%d open amend task(s)", len(open_tasks))
     for reference in open_tasks:
-        task = claim_task(db, reference["_id"], clock(), claimant)
+        task = claim_task(db, reference["_id"], run, clock(), settings.lease)
         if task is None:
             report.skipped += 1
             log.info("task %s (%s) was claimed by another run; skipped", reference.get("Task_Id"), reference["_id"])
             continue
-        report.outcomes.append(process_single_batch(db, task, settings, clock))
+        report.outcomes.append(process_single_batch(db, task, settings, run, clock))
     return report

@@ -1,21 +1,26 @@
 """Every write of the job, and the undo of each.
 
-One owner per collection: System_tasks (claim_task, update_task_status), cases
-(update_case_distribution_collection), summary (update_summary_in_mongo) and transactions
-(close_amend_sequence), each with its rollback_*. AmendWriteUnit runs a task's data writes
-as one unit that can be undone, newest step first.
+One owner per collection: System_tasks (claim_task, take_over_expired_claim, renew_claim,
+release_task, update_task_status), the journal (open_journal, record_planned_writes,
+mark_journal_undoing, close_journal), cases (update_case_distribution_collection), summary
+(update_summary_in_mongo) and transactions (close_amend_sequence), each data write with its
+rollback_*.
+
+Every write is idempotent: running it twice, as a retry after a lost reply or a recovery
+after a crash does, leaves what running it once leaves.
 """
 
 from collections import defaultdict
 from contextlib import contextmanager
 
-import bson
 from pymongo import DeleteMany, ReplaceOne, ReturnDocument, UpdateOne
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from amend_plan import group_priors
 from database_checks import AMEND_FIELDS, AMEND_TASK_TYPE
-from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION
-from utils.Custom_Exceptions import DatabaseUpdateError
+from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
+                             TRANSACTIONS_COLLECTION)
+from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
 from utils.loggers import get_logger
 
 CASE_CHUNK_SIZE = 10_000
@@ -40,27 +45,130 @@ def _chunks(items, size):
 
 # --- System_tasks ----------------------------------------------------------------------
 
-def claim_task(db, task_object_id, now, description):
-    """open -> processing in one atomic update on _id; None when another run claimed it first."""
+def _claim_fields(run, now, lease, description):
+    return {"task_status": "processing", "status_changed_dtm": now, "status_description": description,
+            "claimed_by": run.document(), "claim_expires_dtm": now + lease}
+
+
+def claim_task(db, task_object_id, run, now, lease):
+    """open -> processing in one atomic update on _id; None when another run claimed it first.
+
+    A retry after a lost reply finds the task claimed by this very run and returns it again.
+    """
     with _writing(f"claiming task {task_object_id}"):
         return db[TASKS_COLLECTION].find_one_and_update(
-            {"_id": task_object_id, "task_status": "open", "task_type": AMEND_TASK_TYPE},
-            {"$set": {"task_status": "processing", "status_changed_dtm": now, "status_description": description}},
+            {"_id": task_object_id, "task_type": AMEND_TASK_TYPE,
+             "$or": [{"task_status": "open"}, {"task_status": "processing", "claimed_by.run_id": run.run_id}]},
+            {"$set": _claim_fields(run, now, lease, f"Claimed by {run.label}")},
             return_document=ReturnDocument.AFTER,
         )
 
 
-def update_task_status(db, task_object_id, status, description, now, expected_statuses=("processing",)):
-    """Move a claimed task to `status`; a final status also sets end_dtm."""
+def take_over_expired_claim(db, task_object_id, run, now, lease):
+    """A processing task whose lease expired becomes this run's; None when it is not (or no longer) expired."""
+    with _writing(f"taking over task {task_object_id}"):
+        return db[TASKS_COLLECTION].find_one_and_update(
+            {"_id": task_object_id, "task_type": AMEND_TASK_TYPE, "task_status": "processing",
+             "$or": [{"claim_expires_dtm": {"$lt": now}}, {"claimed_by.run_id": run.run_id},
+                     {"claim_expires_dtm": None, "status_changed_dtm": {"$lt": now - lease}}]},
+            {"$set": _claim_fields(run, now, lease, f"Being recovered by {run.label}")},
+            return_document=ReturnDocument.AFTER,
+        )
+
+
+def renew_claim(db, task_object_id, run, now, lease):
+    """Extend this run's lease before writing; ClaimLostError when another run took the task over."""
+    with _writing(f"renewing the claim of task {task_object_id}"):
+        result = db[TASKS_COLLECTION].update_one(
+            {"_id": task_object_id, "task_status": "processing", "claimed_by.run_id": run.run_id},
+            {"$set": {"claim_expires_dtm": now + lease}})
+    if result.matched_count != 1:
+        raise ClaimLostError(f"task {task_object_id} is no longer claimed by {run.label}")
+
+
+def release_task(db, task_object_id, run, now, description):
+    """processing -> open again, for a task that has to wait for a later run."""
+    with _writing(f"releasing task {task_object_id}"):
+        db[TASKS_COLLECTION].update_one(
+            {"_id": task_object_id, "task_status": "processing", "claimed_by.run_id": run.run_id},
+            {"$set": {"task_status": "open", "status_changed_dtm": now, "status_description": description},
+             "$unset": {"claimed_by": "", "claim_expires_dtm": ""}})
+
+
+def update_task_status(db, task_object_id, run, status, description, now):
+    """Move a task this run holds to `status`; a final status also sets end_dtm.
+
+    When the reply is lost the task is read back: a status that landed counts as written,
+    so a completed task is never undone because its acknowledgement went missing.
+    """
     fields = {"task_status": status, "status_description": description, "status_changed_dtm": now}
     if status in FINAL_STATUSES:
         fields["end_dtm"] = now
-    with _writing(f"setting task {task_object_id} to {status}"):
-        result = db[TASKS_COLLECTION].update_one(
-            {"_id": task_object_id, "task_status": {"$in": list(expected_statuses)}}, {"$set": fields})
+    held = {"_id": task_object_id, "claimed_by.run_id": run.run_id}
+    try:
+        with _writing(f"setting task {task_object_id} to {status}"):
+            result = db[TASKS_COLLECTION].update_one(
+                dict(held, task_status={"$in": ["processing", status]}), {"$set": fields})
+    except DatabaseUpdateError:
+        with _writing(f"reading back task {task_object_id}"):
+            landed = db[TASKS_COLLECTION].find_one(dict(held, task_status=status, status_changed_dtm=now))
+        if landed is None:
+            raise
+        log.warning("task %s: the reply to setting it %s was lost, but the write landed", task_object_id, status)
+        return
     if result.matched_count != 1:
-        raise DatabaseUpdateError(
-            f"task {task_object_id} is no longer in status {' or '.join(expected_statuses)}; not set to {status}")
+        raise ClaimLostError(f"task {task_object_id} is no longer held by {run.label}; not set to {status}")
+
+
+# --- the journal: one document per batch being amended ---------------------------------
+
+def open_journal(db, batch_id, task, run, now):
+    """Take the batch for this task: insert its journal (phase `planning`); BatchBusyError if another task holds it."""
+    document = {"_id": batch_id, "task_object_id": task["_id"], "Task_Id": task.get("Task_Id"),
+                "run": run.document(), "phase": "planning", "created_dtm": now}
+    try:
+        with _writing(f"opening the journal of batch {batch_id}"):
+            db[JOURNAL_COLLECTION].insert_one(document)
+    except DatabaseUpdateError as exc:
+        if not isinstance(exc.__cause__, DuplicateKeyError):
+            raise
+        with _writing(f"reading the journal of batch {batch_id}"):
+            holder = db[JOURNAL_COLLECTION].find_one({"_id": batch_id})
+        if holder is None or holder.get("task_object_id") != task["_id"]:
+            owner = "another task" if holder is None else f"amend task {holder.get('Task_Id')} ({holder.get('task_object_id')})"
+            raise BatchBusyError(f"batch {batch_id} is being amended by {owner}") from None
+        # Our own insert whose reply was lost, or this task's journal left by a run that stopped.
+        with _writing(f"taking the journal of batch {batch_id}"):
+            db[JOURNAL_COLLECTION].update_one({"_id": batch_id}, {"$set": {"run": run.document()}})
+
+
+def record_planned_writes(db, batch_id, run, writes):
+    """Store the planned writes and prior values (phase `writing`) before the first data write."""
+    with _writing(f"journaling the writes of batch {batch_id}"):
+        result = db[JOURNAL_COLLECTION].update_one(
+            {"_id": batch_id, "run.run_id": run.run_id},
+            {"$set": {"phase": "writing", "writes": writes.to_document()}})
+    if result.matched_count != 1:
+        raise ClaimLostError(f"the journal of batch {batch_id} is no longer held by {run.label}")
+
+
+def mark_journal_undoing(db, batch_id, run, reason):
+    """From here on, the task's writes are to be undone (also by a run recovering from a crash)."""
+    with _writing(f"marking the journal of batch {batch_id} for undo"):
+        db[JOURNAL_COLLECTION].update_one({"_id": batch_id, "run.run_id": run.run_id},
+                                          {"$set": {"phase": "undoing", "error": reason}})
+
+
+def take_over_journal(db, journal, run):
+    with _writing(f"taking the journal of batch {journal['_id']}"):
+        db[JOURNAL_COLLECTION].update_one({"_id": journal["_id"], "task_object_id": journal["task_object_id"]},
+                                          {"$set": {"run": run.document()}})
+
+
+def close_journal(db, batch_id, task_object_id):
+    """Free the batch once its task is completed or error."""
+    with _writing(f"closing the journal of batch {batch_id}"):
+        db[JOURNAL_COLLECTION].delete_one({"_id": batch_id, "task_object_id": task_object_id})
 
 
 # --- DRS.Tmp_Case_Distribution_DRC -----------------------------------------------------
@@ -84,22 +192,15 @@ def update_case_distribution_collection(db, batch_id, changes, now, task_label):
                     f"{result.matched_count} of {len(chunk)}; the batch changed while the task ran")
 
 
-def rollback_case_distribution_collection(db, batch_id, priors):
+def rollback_case_distribution_collection(db, batch_id, case_priors):
     """Put back the amend fields each case had before the task (absent fields are removed again)."""
-    groups = defaultdict(list)
-    for case_id, fields in priors.items():
-        ordered = {field: fields[field] for field in AMEND_FIELDS if field in fields}
-        groups[bson.encode(ordered)].append(case_id)
     collection = db[CASES_COLLECTION]
-    for encoded, case_ids in groups.items():
-        fields = bson.decode(encoded)
-        update = {}
-        if fields:
-            update["$set"] = fields
+    for fields, case_ids in group_priors(case_priors):
+        update = {"$set": fields} if fields else {}
         absent = [field for field in AMEND_FIELDS if field not in fields]
         if absent:
             update["$unset"] = {field: "" for field in absent}
-        for chunk in _chunks(sorted(case_ids), CASE_CHUNK_SIZE):
+        for chunk in _chunks(case_ids, CASE_CHUNK_SIZE):
             with _writing(f"restoring {len(chunk)} case(s) of batch {batch_id}"):
                 collection.update_many({"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": chunk}}, update)
 
@@ -121,17 +222,18 @@ def update_summary_in_mongo(db, batch_id, cells):
 def rollback_summary_in_mongo(db, batch_id, prior_rows):
     """Remove the rows the task added and put back every row as it was."""
     requests = [DeleteMany({"Case_Distribution_Batch_ID": batch_id, "_id": {"$nin": [row["_id"] for row in prior_rows]}})]
-    requests += [ReplaceOne({"_id": row["_id"]}, row) for row in prior_rows]
+    requests += [ReplaceOne({"_id": row["_id"]}, row, upsert=True) for row in prior_rows]
     with _writing(f"restoring the summary of batch {batch_id}"):
         db[SUMMARY_COLLECTION].bulk_write(requests, ordered=True)
 
 
 # --- Case_distribution_drc_transactions ------------------------------------------------
 
-def _seq_filter(request, status):
+def _seq_filter(request):
+    # The batch's journal guarantees that no other task touches this seq meanwhile, so the
+    # filter does not test its status: closing (or reopening) twice lands the same document.
     return {"_id": request.transaction_id,
-            "batch_seq_details": {"$elemMatch": {"batch_seq": request.batch_seq, "action_type": "amend",
-                                                 "CRD_Distribution_Status": status}}}
+            "batch_seq_details": {"$elemMatch": {"batch_seq": request.batch_seq, "action_type": "amend"}}}
 
 
 def close_amend_sequence(db, request, now):
@@ -141,10 +243,9 @@ def close_amend_sequence(db, request, now):
     if request.closes_transaction:
         fields["summery_status"] = "close"
     with _writing(f"closing amend seq {request.batch_seq} of transaction {request.transaction_id}"):
-        result = db[TRANSACTIONS_COLLECTION].update_one(_seq_filter(request, "open"), {"$set": fields})
+        result = db[TRANSACTIONS_COLLECTION].update_one(_seq_filter(request), {"$set": fields})
     if result.matched_count != 1:
-        raise DatabaseUpdateError(
-            f"amend seq {request.batch_seq} of transaction {request.transaction_id} is no longer open")
+        raise DatabaseUpdateError(f"amend seq {request.batch_seq} of transaction {request.transaction_id} is gone")
 
 
 def rollback_amend_sequence(db, request):
@@ -155,40 +256,37 @@ def rollback_amend_sequence(db, request):
     else:
         update["$unset"] = {"batch_seq_details.$.CRD_Distribution_Status_on": ""}
     with _writing(f"reopening amend seq {request.batch_seq} of transaction {request.transaction_id}"):
-        db[TRANSACTIONS_COLLECTION].update_one(_seq_filter(request, "close"), update)
+        db[TRANSACTIONS_COLLECTION].update_one(_seq_filter(request), update)
 
 
 # --- one task's writes as a unit -------------------------------------------------------
 
 class AmendWriteUnit:
-    """The data writes of one task. When apply() or anything after it fails, undo() reverts
-    every step apply() started, the failing one included (each undo is idempotent)."""
+    """The data writes of one task (a PlannedWrites). apply() lands them; undo() reverts every
+    step, so it is safe after a failure at any point, including in another process after a crash."""
 
-    def __init__(self, db, plan, case_priors, summary_rows, now, task_label):
-        batch_id = plan.batch_id
+    def __init__(self, db, writes):
         self._steps = (
             ("cases",
-             lambda: update_case_distribution_collection(db, batch_id, plan.changes, now, task_label),
-             lambda: rollback_case_distribution_collection(db, batch_id, case_priors)),
+             lambda: update_case_distribution_collection(db, writes.batch_id, writes.changes, writes.now,
+                                                         writes.label),
+             lambda: rollback_case_distribution_collection(db, writes.batch_id, writes.case_priors)),
             ("summary",
-             lambda: update_summary_in_mongo(db, batch_id, plan.summary),
-             lambda: rollback_summary_in_mongo(db, batch_id, summary_rows)),
+             lambda: update_summary_in_mongo(db, writes.batch_id, writes.summary),
+             lambda: rollback_summary_in_mongo(db, writes.batch_id, writes.summary_rows)),
             ("transaction",
-             lambda: close_amend_sequence(db, plan.request, now),
-             lambda: rollback_amend_sequence(db, plan.request)),
+             lambda: close_amend_sequence(db, writes.request, writes.now),
+             lambda: rollback_amend_sequence(db, writes.request)),
         )
-        self._started = []
 
     def apply(self):
-        for name, write, undo in self._steps:
-            self._started.append((name, undo))
+        for _, write, _ in self._steps:
             write()
 
     def undo(self):
-        """Undo every started step, newest first; report the steps whose undo failed."""
+        """Undo every step, newest first (each undo is idempotent); report the steps whose undo failed."""
         failures = []
-        while self._started:
-            name, undo = self._started.pop()
+        for name, _, undo in reversed(self._steps):
             try:
                 undo()
             except DatabaseUpdateError as exc:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from database_checks import AMEND_TASK_TYPE  # noqa: E402
 from database_update import read_fixtures, reset_collections  # noqa: E402
-from task_processor import JobSettings  # noqa: E402
+from utils.config import JobSettings  # noqa: E402
 from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,  # noqa: E402
                              TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION)
 

@@ -1,17 +1,37 @@
-"""A database wrapper that fails the k-th write, before or after it reaches the data."""
+"""Database wrappers for tests: fail or crash at the k-th write; serialize commands like a server."""
 
-from pymongo.errors import AutoReconnect
+import threading
+
+from pymongo.errors import AutoReconnect, OperationFailure
 
 WRITE_METHODS = frozenset({"update_one", "update_many", "bulk_write", "find_one_and_update", "replace_one",
                            "delete_many", "delete_one", "insert_one", "insert_many"})
 
 
-class FaultInjector:
-    """Counts writes; raises AutoReconnect at the write numbers in `fail_at` (1 is the first)."""
+class SimulatedCrash(BaseException):
+    """The process dies here: a BaseException, which the job does not (and must not) catch."""
 
-    def __init__(self, fail_at=(), after_write=False):
+
+def transient(message):
+    return AutoReconnect(message)
+
+
+def permanent(message):
+    return OperationFailure(message, code=8000)
+
+
+def crash(message):
+    return SimulatedCrash(message)
+
+
+class FaultInjector:
+    """Counts writes; at the write numbers in `fail_at` (1 is the first) raises `error(message)`,
+    before the write reaches the data or, with after_write, after it landed (a lost reply)."""
+
+    def __init__(self, fail_at=(), after_write=False, error=transient):
         self.fail_at = frozenset(fail_at)
         self.after_write = after_write
+        self.error = error
         self.writes = []
 
     def call(self, collection_name, method_name, method, args, kwargs):
@@ -21,7 +41,7 @@ class FaultInjector:
             return method(*args, **kwargs)
         if self.after_write:
             method(*args, **kwargs)
-        raise AutoReconnect(f"injected fault at write {number} ({collection_name}.{method_name})")
+        raise self.error(f"injected fault at write {number} ({collection_name}.{method_name})")
 
 
 class FaultyCollection:
@@ -43,3 +63,61 @@ class FaultyDatabase:
 
     def __getitem__(self, name):
         return FaultyCollection(self._database[name], self._injector)
+
+
+class _LockedCursor:
+    """A find() whose result is read at once under the lock (sort and limit applied first)."""
+
+    def __init__(self, lock, make_cursor):
+        self._lock = lock
+        self._make_cursor = make_cursor
+        self._steps = []
+
+    def sort(self, *args, **kwargs):
+        self._steps.append(("sort", args, kwargs))
+        return self
+
+    def limit(self, *args, **kwargs):
+        self._steps.append(("limit", args, kwargs))
+        return self
+
+    def __iter__(self):
+        with self._lock:
+            cursor = self._make_cursor()
+            for name, args, kwargs in self._steps:
+                cursor = getattr(cursor, name)(*args, **kwargs)
+            return iter(list(cursor))
+
+
+class SerializedCollection:
+    def __init__(self, collection, lock):
+        self._collection = collection
+        self._lock = lock
+
+    @property
+    def name(self):
+        return self._collection.name
+
+    def find(self, *args, **kwargs):
+        return _LockedCursor(self._lock, lambda: self._collection.find(*args, **kwargs))
+
+    def __getattr__(self, name):
+        method = getattr(self._collection, name)
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return method(*args, **kwargs)
+        return locked
+
+
+class SerializedDatabase:
+    """mongomock runs find_one_and_update as a read then a write, so two threads could both
+    claim one task; a server runs each command atomically. This wrapper gives mongomock the
+    server's guarantee: one command at a time, nothing more."""
+
+    def __init__(self, database):
+        self._database = database
+        self._lock = threading.RLock()
+
+    def __getitem__(self, name):
+        return SerializedCollection(self._database[name], self._lock)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from utils.config import (DEFAULT_MIN_SHARE_KEPT, load_database_settings, load_min_share_kept, redact_uri)
+from utils.config import DEFAULT_LEASE, DEFAULT_MIN_SHARE_KEPT, load_database_settings, load_job_settings
+from utils.retry import RetryPolicy
+from utils.secrets import redact_uri
 from utils.Custom_Exceptions import ConfigurationError
 from utils.loggers import get_logger, setup_logging
 from utils.read_template_task_id_ini import read_template_task_id
@@ -27,7 +29,7 @@ def test_shipped_configuration_is_the_embedded_default():
     assert settings.is_embedded and settings.db_name == "drs_case_distribution_db"
     assert settings.embedded_path == PROJECT_ROOT / "var" / "drs_embedded_db.bson"
     assert read_template_task_id(PROJECT_ROOT / "config") == 3
-    assert load_min_share_kept(PROJECT_ROOT / "config") == Fraction(1, 5)
+    assert load_job_settings(3, PROJECT_ROOT / "config") == load_job_settings(3, PROJECT_ROOT / "nowhere")
 
 
 def test_environment_overrides_uri_and_name(tmp_path):
@@ -94,14 +96,33 @@ def test_template_configuration_errors(tmp_path, text, message):
         read_template_task_id(tmp_path)
 
 
-def test_min_share_kept_setting(tmp_path):
-    assert load_min_share_kept(tmp_path) == DEFAULT_MIN_SHARE_KEPT
-    write(tmp_path, "Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = 0.25\n")
-    assert load_min_share_kept(tmp_path) == Fraction(1, 4)
-    for bad in ("1.5", "half", "-0.1"):
-        write(tmp_path, "Job_Settings.ini", f"[BALANCING]\nMIN_SHARE_KEPT = {bad}\n")
-        with pytest.raises(ConfigurationError, match="MIN_SHARE_KEPT must be"):
-            load_min_share_kept(tmp_path)
+def test_job_settings_defaults_and_values(tmp_path):
+    defaults = load_job_settings(3, tmp_path)
+    assert (defaults.min_share_kept, defaults.lease, defaults.retry) == (DEFAULT_MIN_SHARE_KEPT, DEFAULT_LEASE,
+                                                                         RetryPolicy())
+    write(tmp_path, "Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = 0.25\n[RECOVERY]\nLEASE_MINUTES = 5\n"
+                                        "[RETRY]\nATTEMPTS = 2\nINITIAL_DELAY_SECONDS = 0.1\nMAX_DELAY_SECONDS = 1\n")
+    settings = load_job_settings(3, tmp_path)
+    assert settings.min_share_kept == Fraction(1, 4)
+    assert settings.lease.total_seconds() == 300
+    assert settings.retry == RetryPolicy(attempts=2, initial_delay_seconds=0.1, max_delay_seconds=1.0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[BALANCING]\nMIN_SHARE_KEPT = 1.5\n", "MIN_SHARE_KEPT must be at least 0 and below 1"),
+    ("[BALANCING]\nMIN_SHARE_KEPT = half\n", "MIN_SHARE_KEPT must be a number such as 0.2, got 'half'"),
+    ("[BALANCING]\nMIN_SHARE_KEPT = -0.1\n", "MIN_SHARE_KEPT must be at least 0"),
+    ("[RECOVERY]\nLEASE_MINUTES = 0\n", "LEASE_MINUTES must be at least 1"),
+    ("[RECOVERY]\nLEASE_MINUTES = 2.5\n", "LEASE_MINUTES must be an integer"),
+    ("[RETRY]\nATTEMPTS = 0\n", "ATTEMPTS must be at least 1"),
+    ("[RETRY]\nINITIAL_DELAY_SECONDS = soon\n", "INITIAL_DELAY_SECONDS must be a number of seconds"),
+    ("[RETRY]\nMAX_DELAY_SECONDS = 99999\n", "MAX_DELAY_SECONDS must be between 0 and 3600"),
+    ("no section", "Job_Settings.ini cannot be read"),
+])
+def test_job_settings_errors(tmp_path, text, message):
+    write(tmp_path, "Job_Settings.ini", text)
+    with pytest.raises(ConfigurationError, match=message):
+        load_job_settings(3, tmp_path)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def test_reset_then_run_on_an_embedded_file(workspace):
     assert "DRS.Tmp_Case_Distribution_DRC 80" in reset.stdout
     job = run("main.py", *workspace["logs"], env=workspace["env"], cwd=workspace["path"])
     assert job.returncode == 0, job.stderr
-    assert "2 task(s) completed, 0 errored, 0 skipped (claimed by another run), 10 case(s) moved" in job.stderr
+    assert "2 task(s) completed, 0 errored, 0 deferred (batch busy), 0 skipped (claimed by another run), 10 case(s) moved" in job.stderr
     db = load(workspace["path"] / "db.bson")
     assert cells(db, "005") == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
                                 ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}

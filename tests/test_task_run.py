@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from bson import ObjectId
 
-from task_processor import amend_task_processing
+from task_processor import RunIdentity, amend_task_processing
 from tests.conftest import FIXED_NOW, add_batch, fixed_clock, snapshot
 from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
                              TRANSACTIONS_COLLECTION)
@@ -179,18 +179,19 @@ def test_a_task_claimed_by_another_run_is_skipped(db, settings, monkeypatch):
     import update_databases
 
     real_claim = update_databases.claim_task
+    rival = RunIdentity("rival", "elsewhere", 1)
 
-    def claim_after_a_rival(database, object_id, now, description):
+    def claim_after_a_rival(database, object_id, run, now, lease):
         if object_id == TASK_005:
-            real_claim(database, object_id, now, "rival run")
-        return real_claim(database, object_id, now, description)
+            real_claim(database, object_id, rival, now, lease)
+        return real_claim(database, object_id, run, now, lease)
 
     monkeypatch.setattr("task_processor.claim_task", claim_after_a_rival)
     report = amend_task_processing(db, settings, clock=fixed_clock)
     assert report.skipped == 1
     assert [o.object_id for o in report.outcomes] == [TASK_006]
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
-    assert (task["task_status"], task["status_description"]) == ("processing", "rival run")
+    assert task["task_status"] == "processing" and task["claimed_by"]["run_id"] == "rival"
 
 
 # --- validation failures -----------------------------------------------------------------

@@ -23,3 +23,11 @@ class ResourceBalanceError(TaskProcessingError):
 
 class DatabaseUpdateError(TaskProcessingError):
     """A write to the database failed or did not match what was expected."""
+
+
+class BatchBusyError(TaskProcessingError):
+    """Another task is amending the same batch; this one waits for a later run."""
+
+
+class ClaimLostError(TaskProcessingError):
+    """The task's claim expired and another run took it over; this run must not touch it again."""

@@ -2,12 +2,14 @@
 
 import configparser
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
 
 from utils.Custom_Exceptions import ConfigurationError
+from utils.retry import RetryPolicy
+from utils.secrets import redact_uri
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
@@ -27,18 +29,7 @@ SERVER_SCHEMES = ("mongodb://", "mongodb+srv://")
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_SECONDS = 300
 DEFAULT_MIN_SHARE_KEPT = Fraction(1, 5)
-
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/]*)@")
-
-
-def redact_uri(uri):
-    """The URI with any password replaced by ***, fit for logs and error messages."""
-    match = _USERINFO.match(uri)
-    if not match:
-        return uri
-    user = match.group("userinfo").split(":", 1)[0]
-    return f"{match.group('scheme')}{user}:***@{uri[match.end():]}"
-
+DEFAULT_LEASE = timedelta(minutes=30)
 
 def read_ini(path):
     """Parse one INI file; a missing or unparsable file is a ConfigurationError naming it."""
@@ -145,11 +136,58 @@ def parse_share(text, where):
     return share
 
 
-def load_min_share_kept(config_dir=DEFAULT_CONFIG_DIR):
-    """[BALANCING] MIN_SHARE_KEPT of Job_Settings.ini; the spec's 0.2 when the file or key is absent."""
+def parse_seconds(text, where):
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigurationError(f"{where} must be a number of seconds, got {text!r}") from None
+    if not 0 <= seconds <= 3600:
+        raise ConfigurationError(f"{where} must be between 0 and 3600 seconds, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything a run needs besides the database: the template and the rules of Job_Settings.ini."""
+    template_task_id: int
+    min_share_kept: Fraction = DEFAULT_MIN_SHARE_KEPT
+    lease: timedelta = DEFAULT_LEASE
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def load_job_settings(template_task_id, config_dir=DEFAULT_CONFIG_DIR):
+    """Job_Settings.ini: every section and key is optional; absent ones take the documented defaults.
+
+    [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30),
+    [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8).
+    """
     path = Path(config_dir) / JOB_CONFIG_FILE
     if not path.exists():
-        return DEFAULT_MIN_SHARE_KEPT
+        return JobSettings(template_task_id)
     parser = read_ini(path)
-    text = ini_value(parser, path, "BALANCING", "MIN_SHARE_KEPT", required=False)
-    return parse_share(text, f"{path}: [BALANCING] MIN_SHARE_KEPT") if text else DEFAULT_MIN_SHARE_KEPT
+
+    def value(section, key):
+        return ini_value(parser, path, section, key, required=False)
+
+    def where(section, key):
+        return f"{path}: [{section}] {key}"
+
+    defaults = RetryPolicy()
+    share = value("BALANCING", "MIN_SHARE_KEPT")
+    lease = value("RECOVERY", "LEASE_MINUTES")
+    attempts = value("RETRY", "ATTEMPTS")
+    initial = value("RETRY", "INITIAL_DELAY_SECONDS")
+    maximum = value("RETRY", "MAX_DELAY_SECONDS")
+    return JobSettings(
+        template_task_id=template_task_id,
+        min_share_kept=parse_share(share, where("BALANCING", "MIN_SHARE_KEPT")) if share else DEFAULT_MIN_SHARE_KEPT,
+        lease=(timedelta(minutes=parse_int_setting(lease, where("RECOVERY", "LEASE_MINUTES"), 1))
+               if lease else DEFAULT_LEASE),
+        retry=RetryPolicy(
+            attempts=parse_int_setting(attempts, where("RETRY", "ATTEMPTS"), 1) if attempts else defaults.attempts,
+            initial_delay_seconds=(parse_seconds(initial, where("RETRY", "INITIAL_DELAY_SECONDS"))
+                                   if initial else defaults.initial_delay_seconds),
+            max_delay_seconds=(parse_seconds(maximum, where("RETRY", "MAX_DELAY_SECONDS"))
+                               if maximum else defaults.max_delay_seconds),
+        ),
+    )

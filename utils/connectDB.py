@@ -6,7 +6,7 @@ from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 
-from utils.config import redact_uri
+from utils.secrets import redact_uri
 from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
 from utils.embedded_db import EmbeddedDatabaseFile
 
@@ -17,6 +17,8 @@ CASES_COLLECTION = "DRS.Tmp_Case_Distribution_DRC"
 SUMMARY_COLLECTION = "DRS_Database.Case_Distribution_DRC_Summary"
 JOB_COLLECTIONS = (TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
                    CASES_COLLECTION, SUMMARY_COLLECTION)
+# The job's own collection: one document per batch being amended (see update_databases).
+JOURNAL_COLLECTION = "DRS_Amend.Task_Journal"
 
 _session_database = None
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from utils.config import DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, LOGGING_CONFIG_FILE
 from utils.Custom_Exceptions import ConfigurationError
+from utils.secrets import SecretFilter
 
 LOGGER_NAME = "drs_amend"
 
@@ -27,6 +28,10 @@ def setup_logging(config_dir=DEFAULT_CONFIG_DIR, log_dir=DEFAULT_LOG_DIR):
     except Exception as exc:  # fileConfig evaluates the file: any error it raises means the file is unusable
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc
+    secret_filter = SecretFilter()
+    for logger in (logging.getLogger(), get_logger()):
+        for handler in logger.handlers:
+            handler.addFilter(secret_filter)
 
 
 def get_logger(name=None):
