@@ -142,20 +142,33 @@ def validate_distributions(raw, where):
         )
         if distribution.donor_drc_id == distribution.receiver_drc_id:
             raise TaskValidationError(f"{at}: donor and receiver are the same DRC {distribution.donor_drc_id!r}")
+        if distribution in distributions:
+            # Most likely a request submitted twice; applying it twice would move twice the cases.
+            raise TaskValidationError(
+                f"{at} repeats array_of_distributions[{distributions.index(distribution)}]")
         distributions.append(distribution)
     return tuple(distributions)
 
 
 def _is_open_amend(seq):
-    return isinstance(seq, dict) and seq.get("action_type") == "amend" and seq.get("CRD_Distribution_Status") == "open"
+    return seq.get("action_type") == "amend" and seq.get("CRD_Distribution_Status") == "open"
+
+
+def open_amend_seqs(transaction, batch_id):
+    """The open amend seqs of a transaction; a malformed batch_seq_details is an error naming it."""
+    where = f"transaction {transaction.get('_id')} of batch {batch_id}"
+    seqs = transaction.get("batch_seq_details")
+    if not isinstance(seqs, list):
+        raise TaskValidationError(f"{where}: batch_seq_details must be an array, got {_kind(seqs)}")
+    for index, seq in enumerate(seqs):
+        if not isinstance(seq, dict):
+            raise TaskValidationError(f"{where}: batch_seq_details[{index}] must be an object, got {seq!r}")
+    return [seq for seq in seqs if _is_open_amend(seq)]
 
 
 def select_amend_request(transaction, batch_id):
     """The lowest open amend seq of the transaction, validated."""
-    seqs = transaction.get("batch_seq_details")
-    if not isinstance(seqs, list):
-        raise TaskValidationError(f"transaction of batch {batch_id}: batch_seq_details must be an array")
-    open_amends = [seq for seq in seqs if _is_open_amend(seq)]
+    open_amends = open_amend_seqs(transaction, batch_id)
     if not open_amends:
         raise TaskValidationError(f"transaction of batch {batch_id} has no open amend seq")
     for seq in open_amends:
@@ -180,17 +193,17 @@ def select_amend_request(transaction, batch_id):
 
 
 def fetch_transaction_details(db, batch_id):
-    """The open transaction of the batch holding an open amend seq, and that seq validated."""
-    transactions = list(db[TRANSACTIONS_COLLECTION].find({
-        "Case_Distribution_Batch_ID": batch_id,
-        "summery_status": "open",
-        "batch_seq_details": {"$elemMatch": {"action_type": "amend", "CRD_Distribution_Status": "open"}},
-    }).limit(2))
+    """The batch's open transaction that holds an open amend seq, and that seq validated."""
+    transactions = list(db[TRANSACTIONS_COLLECTION].find(
+        {"Case_Distribution_Batch_ID": batch_id, "summery_status": "open"}))
     if not transactions:
-        raise TaskValidationError(f"no open transaction with an open amend seq for batch {batch_id}")
-    if len(transactions) > 1:
+        raise TaskValidationError(f"no open transaction for batch {batch_id}")
+    with_open_amend = [t for t in transactions if open_amend_seqs(t, batch_id)]
+    if not with_open_amend:
+        raise TaskValidationError(f"the open transaction of batch {batch_id} has no open amend seq")
+    if len(with_open_amend) > 1:
         raise TaskValidationError(f"more than one open transaction with an open amend seq for batch {batch_id}")
-    return select_amend_request(transactions[0], batch_id)
+    return select_amend_request(with_open_amend[0], batch_id)
 
 
 # --- cases and summary ---------------------------------------------------------------
@@ -238,7 +251,10 @@ def build_case_maps(documents, batch_id):
 def fetch_cases_for_batch(db, batch_id):
     """The batch's cases as plain maps, read with a projection and streamed from the cursor."""
     cursor = db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)
-    return build_case_maps(cursor, batch_id)
+    assignment, arrears = build_case_maps(cursor, batch_id)
+    if not assignment:
+        raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
+    return assignment, arrears
 
 
 def fetch_case_prior_values(db, batch_id, case_ids, chunk_size):

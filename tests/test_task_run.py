@@ -4,16 +4,14 @@ import copy
 from collections import Counter
 
 import pytest
-from bson import ObjectId
 
 from task_processor import RunIdentity, amend_task_processing
 from tests.conftest import FIXED_NOW, add_batch, fixed_clock, snapshot
+from tests.mutations import (OTHER_TYPE_TASK, TASK_005, TASK_006, drop_distribution_key, duplicate_case, retag_rtom,
+                             require_template_parameter, set_distribution, set_task, seq2, unset_case_field)
 from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
                              TRANSACTIONS_COLLECTION)
 
-TASK_005 = ObjectId("6740a0000000000000000101")
-TASK_006 = ObjectId("6740a0000000000000000102")
-OTHER_TYPE_TASK = ObjectId("6740a0000000000000000901")
 
 
 def current(case):
@@ -196,56 +194,6 @@ def test_a_task_claimed_by_another_run_is_skipped(db, settings, monkeypatch):
 
 # --- validation failures -----------------------------------------------------------------
 
-def _cases(db):
-    return db[CASES_COLLECTION]
-
-
-def _seq2(db, update):
-    db[TRANSACTIONS_COLLECTION].update_one(
-        {"Case_Distribution_Batch_ID": "005", "batch_seq_details.batch_seq": 2}, update)
-
-
-def set_distribution(**fields):
-    def mutate(db):
-        entry = {"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}
-        entry.update(fields)
-        _seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": [entry]}})
-    return mutate
-
-
-def drop_distribution_key(key):
-    def mutate(db):
-        entry = {"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}
-        del entry[key]
-        _seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": [entry]}})
-    return mutate
-
-
-def set_task(**fields):
-    return lambda db: db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": fields})
-
-
-def retag_rtom(drc, rtom, new_rtom):
-    return lambda db: _cases(db).update_many(
-        {"Case_Distribution_Batch_ID": "005", "DRC_Id": drc, "RTOM": rtom}, {"$set": {"RTOM": new_rtom}})
-
-
-def unset_case_field(field):
-    return lambda db: _cases(db).update_one({"Case_Distribution_Batch_ID": "005", "Case_Id": 1010},
-                                             {"$unset": {field: ""}})
-
-
-def duplicate_case(db):
-    case = _cases(db).find_one({"Case_Distribution_Batch_ID": "005", "Case_Id": 1010})
-    case.pop("_id")
-    _cases(db).insert_one(case)
-
-
-def require_template_parameter(db):
-    db[TEMPLATES_COLLECTION].update_one({"Template_Task_Id": 3}, {"$set": {"parameters.Requested_By": "string"}})
-    db[TASKS_COLLECTION].update_one({"_id": TASK_006}, {"$set": {"parameters.Requested_By": "operator_b"}})
-
-
 # (name, mutation of batch 005 / task 101, text of the reason, whether task 102 fails too)
 VALIDATION_FAILURES = [
     ("missing template", lambda db: db[TEMPLATES_COLLECTION].delete_many({"Template_Task_Id": 3}),
@@ -259,15 +207,15 @@ VALIDATION_FAILURES = [
      "missing or empty: Case_Distribution_Batch_ID", False),
     ("no open transaction", lambda db: db[TRANSACTIONS_COLLECTION].update_one(
         {"Case_Distribution_Batch_ID": "005"}, {"$set": {"summery_status": "close"}}),
-     "no open transaction with an open amend seq for batch 005", False),
-    ("no open amend seq", lambda db: _seq2(db, {"$set": {"batch_seq_details.$.CRD_Distribution_Status": "close"}}),
-     "no open transaction with an open amend seq", False),
-    ("empty distributions", lambda db: _seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": []}}),
+     "no open transaction for batch 005", False),
+    ("no open amend seq", lambda db: seq2(db, {"$set": {"batch_seq_details.$.CRD_Distribution_Status": "close"}}),
+     "the open transaction of batch 005 has no open amend seq", False),
+    ("empty distributions", lambda db: seq2(db, {"$set": {"batch_seq_details.$.array_of_distributions": []}}),
      "array_of_distributions must be a non-empty array", False),
-    ("distributions not an array", lambda db: _seq2(
+    ("distributions not an array", lambda db: seq2(
         db, {"$set": {"batch_seq_details.$.array_of_distributions": {"rtom": "CW"}}}),
      "array_of_distributions must be a non-empty array", False),
-    ("distribution not an object", lambda db: _seq2(
+    ("distribution not an object", lambda db: seq2(
         db, {"$set": {"batch_seq_details.$.array_of_distributions": ["CW D2 D1 2"]}}), "must be an object", False),
     ("distribution without receiver", drop_distribution_key("receiver_drc_id"), "lacks receiver_drc_id", False),
     ("distribution without rtom", drop_distribution_key("rtom"), "lacks rtom", False),

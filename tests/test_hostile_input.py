@@ -1,0 +1,122 @@
+"""Malformed documents nobody planned for: each ends its task in error with a message naming the
+field, writes nothing of that task, never acts as a query operator, and stops no other task."""
+
+import math
+
+import pytest
+
+from task_processor import amend_task_processing
+from tests.conftest import fixed_clock, snapshot
+from tests.mutations import (OTHER_TYPE_TASK, REQUEST, TASK_005, TASK_006, cases, set_case_field, set_distribution,
+                             set_seq2_field, set_task, set_template, set_transaction)
+from utils.connectDB import CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
+
+
+def add_summary_row(**fields):
+    row = {"Case_Distribution_Batch_ID": "005", "DRC_Id": "D1", "RTOM": "CW", "Count": 0, "Tot_Arrease": 0}
+    return lambda db: db[SUMMARY_COLLECTION].insert_one(dict(row, **fields))
+
+
+def drop_cases(db):
+    cases(db).delete_many({"Case_Distribution_Batch_ID": "005"})
+
+
+def unset_task_parameters(db):
+    db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$unset": {"parameters": ""}})
+
+
+def drop_batch_seq_details(db):
+    db["Case_distribution_drc_transactions"].update_one({"Case_Distribution_Batch_ID": "005"},
+                                                         {"$unset": {"batch_seq_details": ""}})
+
+
+# (name, mutation, text the status_description must contain, whether task 102 fails too)
+HOSTILE_INPUTS = [
+    ("Case_Id as a string", set_case_field("Case_Id", "1010"), "Case_Id must be an integer, got '1010' (str)", False),
+    ("Case_Id as a float", set_case_field("Case_Id", 1010.0), "Case_Id must be an integer, got 1010.0 (float)", False),
+    ("Case_Id as a boolean", set_case_field("Case_Id", True), "got True (bool)", False),
+    ("Case_Id null", set_case_field("Case_Id", None), "Case_Id must be an integer, got None", False),
+    ("DRC_Id as a number", set_case_field("DRC_Id", 1), "case 1010 in batch 005: DRC_Id must be a non-empty string, got 1 (int)", False),
+    ("DRC_Id with whitespace", set_case_field("DRC_Id", " D1"), "DRC_Id ' D1' has surrounding whitespace", False),
+    ("RTOM empty", set_case_field("RTOM", ""), "case 1010 in batch 005: RTOM must be a non-empty string", False),
+    ("RTOM as a list", set_case_field("RTOM", ["CW"]), "RTOM must be a non-empty string, got ['CW'] (list)", False),
+    ("NEW_DRC_ID as a number", set_case_field("NEW_DRC_ID", 2), "NEW_DRC_ID must be a non-empty string, got 2", False),
+    ("NEW_DRC_ID as an operator", set_case_field("NEW_DRC_ID", {"$ne": None}), "NEW_DRC_ID must be a non-empty string", False),
+    ("Arrease as text", set_case_field("Arrease", "abc"), "case 1010 in batch 005: Arrease must be a number, got 'abc'", False),
+    ("Arrease NaN", set_case_field("Arrease", math.nan), "Arrease must be a number, got nan", False),
+    ("Arrease infinite", set_case_field("Arrease", math.inf), "Arrease must be a number, got inf", False),
+    ("donor as a number", set_distribution(donor_drc_id=2), "array_of_distributions[0].donor_drc_id must be a non-empty string, got 2 (int)", False),
+    ("receiver with whitespace", set_distribution(receiver_drc_id="D1 "), "receiver_drc_id 'D1 ' has surrounding whitespace", False),
+    ("donor as an operator", set_distribution(donor_drc_id={"$ne": None}), "donor_drc_id must be a non-empty string, got {'$ne': None} (dict)", False),
+    ("rtom as a list", set_distribution(rtom=["CW"]), "rtom must be a non-empty string, got ['CW'] (list)", False),
+    ("rtom that looks like an operator", set_distribution(rtom="$ne"), "donor DRC 'D2' holds no '$ne' case", False),
+    ("transfer_count NaN", set_distribution(transfer_count=math.nan), "transfer_count must be an integer of at least 1, got nan (float)", False),
+    ("transfer_count infinite", set_distribution(transfer_count=math.inf), "got inf (float)", False),
+    ("transfer_count 10**18", set_distribution(transfer_count=10**18), "moving 1000000000000000000 leaves", False),
+    ("transfer_count 1e30", set_distribution(transfer_count=1e30), "donor DRC 'D2' in RTOM 'CW' holds 3; moving 1000000000000000019884624838656", False),
+    ("transfer_count '2.0'", set_distribution(transfer_count="2.0"), "got '2.0' (str)", False),
+    ("transfer_count as a list", set_distribution(transfer_count=[2]), "got [2] (list)", False),
+    ("transfer_count as an operator", set_distribution(transfer_count={"$gt": 0}), "got {'$gt': 0} (dict)", False),
+    ("parameters missing", unset_task_parameters, "task parameters must be an object, got None", False),
+    ("parameters null", set_task(parameters=None), "task parameters must be an object, got None", False),
+    ("parameters a list", set_task(parameters=["005"]), "task parameters must be an object, got ['005'] (list)", False),
+    ("batch id as an operator", set_task(parameters={"Case_Distribution_Batch_ID": {"$ne": None}}),
+     "Case_Distribution_Batch_ID must be a non-empty string or an integer, got {'$ne': None} (dict)", False),
+    ("batch id as a list", set_task(parameters={"Case_Distribution_Batch_ID": ["005", "006"]}), "got ['005', '006'] (list)", False),
+    ("batch id as a boolean", set_task(parameters={"Case_Distribution_Batch_ID": True}), "got True (bool)", False),
+    ("distributions null", set_seq2_field("array_of_distributions", None), "array_of_distributions must be a non-empty array, got None", False),
+    ("distributions a string", set_seq2_field("array_of_distributions", "CW D2 D1 2"), "must be a non-empty array, got 'CW D2 D1 2'", False),
+    ("distributions repeated", set_seq2_field("array_of_distributions", [REQUEST, REQUEST]),
+     "array_of_distributions[1] repeats array_of_distributions[0]", False),
+    ("transaction without batch_seq_details", drop_batch_seq_details, "batch_seq_details must be an array, got NoneType", False),
+    ("batch_seq_details an object", set_transaction(batch_seq_details={"batch_seq": 2}), "batch_seq_details must be an array, got dict", False),
+    ("batch_seq_details holding text", lambda db: db["Case_distribution_drc_transactions"].update_one(
+        {"Case_Distribution_Batch_ID": "005"}, {"$push": {"batch_seq_details": "seq 3"}}),
+     "batch_seq_details[2] must be an object, got 'seq 3'", False),
+    ("batch_seq as text", set_seq2_field("batch_seq", "2"), "has batch_seq '2'; expected an integer", False),
+    ("batch with zero cases", drop_cases, "batch 005 has no cases in DRS.Tmp_Case_Distribution_DRC", False),
+    ("template parameters a list", set_template(parameters=["Case_Distribution_Batch_ID"]),
+     "Template_task 3 parameters must be an object, got list", True),
+    ("template parameters null", set_template(parameters=None), "Template_task 3 parameters must be an object, got NoneType", True),
+    ("summary row without DRC_Id", add_summary_row(DRC_Id=None, RTOM="ZZ"), "DRC_Id must be a non-empty string, got None", False),
+    ("summary row twice for one cell", add_summary_row(), "more than one summary row for DRC D1 RTOM CW", False),
+    ("task Template_Task_Id as an operator", set_task(Template_Task_Id={"$gt": 0}), "Template_Task_Id is {'$gt': 0}", False),
+]
+
+
+@pytest.mark.parametrize("name, mutate, reason, affects_all", HOSTILE_INPUTS, ids=[h[0] for h in HOSTILE_INPUTS])
+def test_hostile_input_ends_its_task_in_error_and_loses_nothing(db, settings, name, mutate, reason, affects_all):
+    mutate(db)
+    before = snapshot(db, "005")
+    other_type_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
+    assert task["task_status"] == "error"
+    assert reason in task["status_description"]
+    assert task["status_description"].endswith("nothing was written")
+    assert snapshot(db, "005") == before
+    assert report.exit_code == 1
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_006})["task_status"] == ("error" if affects_all else "completed")
+    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_type_before
+    assert db[JOURNAL_COLLECTION].count_documents({}) == 0
+
+
+def test_at_least_thirty_distinct_hostile_inputs():
+    assert len({name for name, *_ in HOSTILE_INPUTS}) == len(HOSTILE_INPUTS) >= 30
+
+
+def test_a_batch_id_operator_never_reaches_a_query(db, settings):
+    """With {"$ne": null} as batch id a query would match every batch; the task fails before any read."""
+    set_task(parameters={"Case_Distribution_Batch_ID": {"$ne": None}})(db)
+    before = snapshot(db)
+    amend_task_processing(db, settings, clock=fixed_clock)
+    after = snapshot(db)
+    assert after[CASES_COLLECTION] != before[CASES_COLLECTION]  # batch 006 was amended by its own task
+    assert [c for c in after[CASES_COLLECTION] if c["Case_Distribution_Batch_ID"] == "005"] == \
+           [c for c in before[CASES_COLLECTION] if c["Case_Distribution_Batch_ID"] == "005"]
+
+
+def test_a_task_with_an_odd_created_dtm_is_still_processed(db, settings):
+    db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": {"created_dtm": "yesterday"}})
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    assert sorted(o.status for o in report.outcomes) == ["completed", "completed"]
