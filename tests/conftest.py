@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import mongomock
+from bson import ObjectId
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,8 @@ from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECT
                              TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION)
 
 FIXED_NOW = datetime(2026, 11, 25, 10, 30, 0, 123000)
+# Every date in the fixtures is older; every date a run writes (fixed clock or real one) is newer.
+RUN_TIMES_START = datetime(2026, 11, 21)
 TEMPLATE_TASK_ID = 3
 
 
@@ -73,7 +76,7 @@ def add_batch(db, batch_id, layout, distributions, first_case_id=1, task_id=1, a
             {"batch_seq": 2, "action_type": "amend", "CRD_Distribution_Status": "open",
              "array_of_distributions": distributions}]})
     db[TASKS_COLLECTION].insert_one({
-        "Task_Id": task_id, "Template_Task_Id": TEMPLATE_TASK_ID, "task_type": AMEND_TASK_TYPE,
+        "_id": ObjectId(f"{task_id:024x}"), "Task_Id": task_id, "Template_Task_Id": TEMPLATE_TASK_ID, "task_type": AMEND_TASK_TYPE,
         "parameters": {"Case_Distribution_Batch_ID": batch_id}, "task_status": "open",
         "created_dtm": datetime(2026, 11, 20, 8, 0, task_id % 60)})
     return cases
@@ -86,3 +89,25 @@ def snapshot(db, batch_id=None):
         name: sorted(db[name].find(batch_filter), key=lambda doc: str(doc["_id"]))
         for name in (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
     } | {TEMPLATES_COLLECTION: list(db[TEMPLATES_COLLECTION].find())}
+
+
+def normalized(value):
+    """A document with the times written by a run replaced by a marker and without _id, so that
+    the results of runs at different times, or with upserted rows, compare equal."""
+    if isinstance(value, datetime) and value >= RUN_TIMES_START:
+        return "<run time>"
+    if isinstance(value, dict):
+        return {key: normalized(item) for key, item in value.items() if key != "_id"}
+    if isinstance(value, list):
+        return [normalized(item) for item in value]
+    return value
+
+
+def batch_state(db, batch_id):
+    """Cases, summary and transaction of one batch, normalized."""
+    query = {"Case_Distribution_Batch_ID": batch_id}
+    return normalized({
+        "cases": list(db[CASES_COLLECTION].find(query).sort("Case_Id", 1)),
+        "summary": list(db[SUMMARY_COLLECTION].find(query).sort([("DRC_Id", 1), ("RTOM", 1)])),
+        "transaction": db[TRANSACTIONS_COLLECTION].find_one(query),
+    })

@@ -6,7 +6,7 @@ lease. Afterwards every amend task must be `completed` with its batch exactly as
 undisturbed run leaves it, or `error` with its batch exactly as before; no journal is left.
 """
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import mongomock
 import pytest
@@ -14,7 +14,7 @@ from bson import ObjectId
 
 from database_update import read_fixtures, reset_collections
 from task_processor import amend_task_processing
-from tests.conftest import FIXED_NOW, PROJECT_ROOT, fixed_clock
+from tests.conftest import FIXED_NOW, PROJECT_ROOT, batch_state, fixed_clock
 from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, crash, permanent, transient
 from utils.config import JobSettings
 from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
@@ -40,26 +40,6 @@ def no_sleep(_seconds):
 
 def run_job(database, clock=fixed_clock, sleep=no_sleep):
     return amend_task_processing(database, SETTINGS, clock=clock, sleep=sleep)
-
-
-def normalized(value):
-    """Times written by a run (at or after FIXED_NOW) compare equal whichever run wrote them."""
-    if isinstance(value, datetime) and value >= FIXED_NOW:
-        return "<run time>"
-    if isinstance(value, dict):
-        return {key: normalized(item) for key, item in value.items() if key != "_id"}
-    if isinstance(value, list):
-        return [normalized(item) for item in value]
-    return value
-
-
-def batch_state(database, batch_id):
-    query = {"Case_Distribution_Batch_ID": batch_id}
-    return normalized({
-        "cases": list(database[CASES_COLLECTION].find(query).sort("Case_Id", 1)),
-        "summary": list(database[SUMMARY_COLLECTION].find(query).sort([("DRC_Id", 1), ("RTOM", 1)])),
-        "transaction": database[TRANSACTIONS_COLLECTION].find_one(query),
-    })
 
 
 def _undisturbed():

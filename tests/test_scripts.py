@@ -90,14 +90,31 @@ def config_copy(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("name, text, message", [
+BROKEN_CONFIGURATIONS = [
     ("DB_Config.ini", "[DATABASE]\nMONGO_URI = embedded://x.bson\n", "DB_NAME is missing or empty"),
+    ("DB_Config.ini", "[DB]\nMONGO_URI = embedded://x.bson\n", "has no [DATABASE] section"),
+    ("DB_Config.ini", None, "DB_Config.ini is missing"),
+    ("DB_Config.ini", b"\xff\xfe[DATABASE]", "DB_Config.ini cannot be read"),
     ("Set_Template_TaskID.ini", "[TEMPLATE_TASK]\nTEMPLATE_TASK_ID = abc\n", "must be an integer, got 'abc'"),
+    ("Set_Template_TaskID.ini", "[TEMPLATE_TASK]\nTEMPLATE_TASK_ID = 3.5\n", "must be an integer, got '3.5'"),
+    ("Set_Template_TaskID.ini", "[TEMPLATE_TASK]\n", "TEMPLATE_TASK_ID is missing or empty"),
+    ("Set_Template_TaskID.ini", None, "Set_Template_TaskID.ini is missing"),
     ("loggers.ini", "[loggers]\nkeys=root\n", "loggers.ini is not usable"),
+    ("loggers.ini", b"\x80\x81 not text", "loggers.ini is not usable"),
+    ("loggers.ini", None, "loggers.ini is missing"),
     ("Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = 2\n", "MIN_SHARE_KEPT must be at least 0 and below 1"),
-])
+    ("Job_Settings.ini", "[RETRY]\nATTEMPTS = many\n", "ATTEMPTS must be an integer, got 'many'"),
+]
+
+
+@pytest.mark.parametrize("name, text, message", BROKEN_CONFIGURATIONS)
 def test_broken_configuration(workspace, config_copy, name, text, message):
-    (config_copy / name).write_text(text)
+    if text is None:
+        (config_copy / name).unlink()
+    elif isinstance(text, bytes):
+        (config_copy / name).write_bytes(text)
+    else:
+        (config_copy / name).write_text(text)
     result = run("main.py", "--config-dir", str(config_copy), *workspace["logs"], env=workspace["env"])
     assert result.returncode == 2
     assert message in one_line(result.stderr)
