@@ -239,7 +239,12 @@ def recover_interrupted_tasks(db, settings, run, clock=utc_now):
         if task is None:
             continue
         log.warning("%s: its claim expired; recovering it", task_label(task))
-        outcomes.append(recover_task(db, task, settings, run, clock))
+        try:
+            outcomes.append(recover_task(db, task, settings, run, clock))
+        except Exception as exc:  # noqa: BLE001 - one unrecoverable journal must not stop the run
+            reason = _failure_reason(exc, task_label(task))
+            log.critical("%s could not be recovered, it stays in processing: %s", task_label(task), reason)
+            outcomes.append(TaskOutcome(task["_id"], task.get("Task_Id"), "error", f"recovery failed: {reason}"))
     return outcomes
 
 

@@ -126,20 +126,18 @@ def open_journal(db, batch_id, task, run, now):
     """Take the batch for this task: insert its journal (phase `planning`); BatchBusyError if another task holds it."""
     document = {"_id": batch_id, "task_object_id": task["_id"], "Task_Id": task.get("Task_Id"),
                 "run": run.document(), "phase": "planning", "created_dtm": now}
-    try:
-        with _writing(f"opening the journal of batch {batch_id}"):
+    with _writing(f"opening the journal of batch {batch_id}"):
+        try:
             db[JOURNAL_COLLECTION].insert_one(document)
-    except DatabaseUpdateError as exc:
-        if not isinstance(exc.__cause__, DuplicateKeyError):
-            raise
-        with _writing(f"reading the journal of batch {batch_id}"):
+            return
+        except DuplicateKeyError:
             holder = db[JOURNAL_COLLECTION].find_one({"_id": batch_id})
-        if holder is None or holder.get("task_object_id") != task["_id"]:
-            owner = "another task" if holder is None else f"amend task {holder.get('Task_Id')} ({holder.get('task_object_id')})"
-            raise BatchBusyError(f"batch {batch_id} is being amended by {owner}") from None
-        # Our own insert whose reply was lost, or this task's journal left by a run that stopped.
-        with _writing(f"taking the journal of batch {batch_id}"):
+        if holder is not None and holder.get("task_object_id") == task["_id"]:
+            # Our own insert whose reply was lost, or this task's journal from a stopped run.
             db[JOURNAL_COLLECTION].update_one({"_id": batch_id}, {"$set": {"run": run.document()}})
+            return
+    owner = "another task" if holder is None else f"amend task {holder.get('Task_Id')} ({holder.get('task_object_id')})"
+    raise BatchBusyError(f"batch {batch_id} is being amended by {owner}")
 
 
 def record_planned_writes(db, batch_id, run, writes):

@@ -204,3 +204,15 @@ def test_a_crash_after_the_claim_ends_in_error_with_nothing_changed():
     assert task["task_status"] == "error"
     assert task["status_description"].startswith("Interrupted before any write, nothing changed; recovered by")
     assert batch_state(database, "005") == BEFORE["005"]
+
+
+def test_a_corrupt_journal_is_reported_and_the_run_goes_on():
+    database = fresh_db()
+    with pytest.raises(SimulatedCrash):
+        run_job(FaultyDatabase(database, FaultInjector({5}, False, crash)))  # journaled, nothing written
+    database[JOURNAL_COLLECTION].update_one({"_id": "005"}, {"$unset": {"writes.moves": ""}})
+    report = run_job(database, clock=lambda: LATER)
+    assert [o.status for o in report.outcomes] == ["error", "completed"]
+    assert report.outcomes[0].message.startswith("recovery failed: internal error: KeyError")
+    assert database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})["task_status"] == "processing"
+    assert batch_state(database, "005") == BEFORE["005"]
