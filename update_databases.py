@@ -13,7 +13,7 @@ after a crash does, leaves what running it once leaves.
 from collections import defaultdict
 from contextlib import contextmanager
 
-from pymongo import DeleteMany, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import DeleteMany, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from amend_plan import group_priors
@@ -171,36 +171,47 @@ def close_journal(db, batch_id, task_object_id):
 
 # --- DRS.Tmp_Case_Distribution_DRC -----------------------------------------------------
 
+def _case_chunk_filter(batch_id, case_ids):
+    return {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": case_ids}}
+
+
 def update_case_distribution_collection(db, batch_id, changes, now, task_label):
-    """NEW_DRC_ID and the amend fields of every changed case, one UpdateMany per (old, new) DRC and chunk."""
+    """NEW_DRC_ID and the amend fields of every changed case: one UpdateMany per (old, new) DRC and
+    chunk of CASE_CHUNK_SIZE ids (a few hundred KB, far under the 16 MB limit), all in one bulk_write."""
     by_move = defaultdict(list)
     for change in changes:
         by_move[(change.old_drc, change.new_drc)].append(change.case_id)
-    collection = db[CASES_COLLECTION]
-    for (old_drc, new_drc), case_ids in sorted(by_move.items()):
-        fields = {"NEW_DRC_ID": new_drc, "Proceed_On": now, "Amend_Status": "Completed",
-                  "Amend_Description": f"Amended from {old_drc} to {new_drc} by {task_label}"}
-        for chunk in _chunks(case_ids, CASE_CHUNK_SIZE):
-            with _writing(f"updating {len(chunk)} case(s) of batch {batch_id} from {old_drc} to {new_drc}"):
-                result = collection.update_many(
-                    {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": chunk}}, {"$set": fields})
-            if result.matched_count != len(chunk):
-                raise DatabaseUpdateError(
-                    f"updating cases of batch {batch_id} from {old_drc} to {new_drc}: matched "
-                    f"{result.matched_count} of {len(chunk)}; the batch changed while the task ran")
+    requests = [
+        UpdateMany(_case_chunk_filter(batch_id, chunk),
+                   {"$set": {"NEW_DRC_ID": new_drc, "Proceed_On": now, "Amend_Status": "Completed",
+                             "Amend_Description": f"Amended from {old_drc} to {new_drc} by {task_label}"}})
+        for (old_drc, new_drc), case_ids in sorted(by_move.items())
+        for chunk in _chunks(case_ids, CASE_CHUNK_SIZE)
+    ]
+    if not requests:
+        return
+    with _writing(f"updating {len(changes)} case(s) of batch {batch_id}"):
+        result = db[CASES_COLLECTION].bulk_write(requests, ordered=True)
+    # Each Case_Id is unique in the batch and named once, so every case must be matched once.
+    if result.matched_count != len(changes):
+        raise DatabaseUpdateError(
+            f"updating cases of batch {batch_id}: matched {result.matched_count} of {len(changes)}; "
+            f"the batch changed while the task ran")
 
 
 def rollback_case_distribution_collection(db, batch_id, case_priors):
     """Put back the amend fields each case had before the task (absent fields are removed again)."""
-    collection = db[CASES_COLLECTION]
+    requests = []
     for fields, case_ids in group_priors(case_priors):
         update = {"$set": fields} if fields else {}
         absent = [field for field in AMEND_FIELDS if field not in fields]
         if absent:
             update["$unset"] = {field: "" for field in absent}
-        for chunk in _chunks(case_ids, CASE_CHUNK_SIZE):
-            with _writing(f"restoring {len(chunk)} case(s) of batch {batch_id}"):
-                collection.update_many({"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": chunk}}, update)
+        requests += [UpdateMany(_case_chunk_filter(batch_id, chunk), update)
+                     for chunk in _chunks(case_ids, CASE_CHUNK_SIZE)]
+    if requests:
+        with _writing(f"restoring {len(case_priors)} case(s) of batch {batch_id}"):
+            db[CASES_COLLECTION].bulk_write(requests, ordered=True)
 
 
 # --- DRS_Database.Case_Distribution_DRC_Summary ----------------------------------------

@@ -74,20 +74,19 @@ def disturbed_run(database, injector):
     return True
 
 
-def task_writes(case_groups):
-    return ([(TASKS_COLLECTION, "find_one_and_update"), (JOURNAL_COLLECTION, "insert_one"),
-             (TASKS_COLLECTION, "update_one"), (JOURNAL_COLLECTION, "update_one")]
-            + [(CASES_COLLECTION, "update_many")] * case_groups
-            + [(SUMMARY_COLLECTION, "bulk_write"), (TRANSACTIONS_COLLECTION, "update_one"),
-               (TASKS_COLLECTION, "update_one"), (JOURNAL_COLLECTION, "delete_one")])
+TASK_WRITES = [(TASKS_COLLECTION, "find_one_and_update"), (JOURNAL_COLLECTION, "insert_one"),
+               (TASKS_COLLECTION, "update_one"), (JOURNAL_COLLECTION, "update_one"),
+               (CASES_COLLECTION, "bulk_write"), (SUMMARY_COLLECTION, "bulk_write"),
+               (TRANSACTIONS_COLLECTION, "update_one"), (TASKS_COLLECTION, "update_one"),
+               (JOURNAL_COLLECTION, "delete_one")]
 
 
 def test_the_run_has_the_expected_write_points():
-    """claim, journal, lease renewal, journaled plan, cases per (old, new) DRC, summary, seq, status, journal."""
+    """claim, journal, lease renewal, journaled plan, cases, summary, seq, status, journal: per task."""
     injector = FaultInjector()
     run_job(FaultyDatabase(fresh_db(), injector))
-    assert injector.writes == task_writes(2) + task_writes(4)
-    assert WRITES == 22
+    assert injector.writes == TASK_WRITES * 2
+    assert WRITES == 18
 
 
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
@@ -168,20 +167,43 @@ def test_permanent_failure_at_every_write_point(k, after_write):
 
 def test_a_data_write_failure_is_undone_within_the_run():
     database = fresh_db()
-    # write 7 is the summary of batch 005 (see test_the_run_has_the_expected_write_points)
-    report = run_job(FaultyDatabase(database, FaultInjector({7}, True, permanent)))
+    # write 6 is the summary of batch 005 (see test_the_run_has_the_expected_write_points)
+    report = run_job(FaultyDatabase(database, FaultInjector({6}, True, permanent)))
     task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
     assert task["task_status"] == "error"
-    assert "injected fault at write 7" in task["status_description"]
+    assert "injected fault at write 6" in task["status_description"]
     assert task["status_description"].endswith("every write of the task was undone")
     assert batch_state(database, "005") == BEFORE["005"]
     assert [o.status for o in report.outcomes] == ["error", "completed"]
 
 
+class CrashInsideCaseBulkWrite(FaultyDatabase):
+    """The ordered bulk_write of the cases lands its first UpdateMany, then the process dies."""
+
+    def __init__(self, database):
+        super().__init__(database, FaultInjector())
+
+    def __getitem__(self, name):
+        collection = self._database[name]
+        if name != CASES_COLLECTION:
+            return collection
+
+        class Collection:
+            def __getattr__(self, attribute):
+                return getattr(collection, attribute)
+
+            def bulk_write(self, requests, **kwargs):
+                collection.bulk_write(requests[:1], **kwargs)
+                raise SimulatedCrash("died inside the case bulk_write")
+
+        return Collection()
+
+
 def test_a_crash_mid_write_is_rolled_forward():
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({6}, True, crash)))  # between the two case writes
+        run_job(CrashInsideCaseBulkWrite(database))
+    assert batch_state(database, "005")["cases"] not in (BEFORE["005"]["cases"], AFTER["005"]["cases"])
     assert database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})["task_status"] == "processing"
     not_yet = run_job(database, clock=lambda: FIXED_NOW + SETTINGS.lease - timedelta(minutes=1))
     assert database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})["task_status"] == "processing"
@@ -209,7 +231,7 @@ def test_a_crash_after_the_claim_ends_in_error_with_nothing_changed():
 def test_a_corrupt_journal_is_reported_and_the_run_goes_on():
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({5}, False, crash)))  # journaled, nothing written
+        run_job(FaultyDatabase(database, FaultInjector({5}, False, crash)))  # journaled, no data written
     database[JOURNAL_COLLECTION].update_one({"_id": "005"}, {"$unset": {"writes.moves": ""}})
     report = run_job(database, clock=lambda: LATER)
     assert [o.status for o in report.outcomes] == ["error", "completed"]
