@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import bson
 
-from balance_resources import balance_resources
+from balance_resources import apply_moves, plan_transfer
 from utils.Custom_Exceptions import ResourceBalanceError
 
 
@@ -47,6 +47,21 @@ class SummaryCell:
 
 
 @dataclass(frozen=True)
+class BatchCases:
+    """A batch's cases as read, in the shapes planning needs (see database_checks.build_case_maps).
+
+    assignment: Case_Id -> (current DRC, RTOM); arrears: Case_Id -> amount;
+    holdings: (DRC, RTOM) -> [Case_Id]; amounts: (DRC, RTOM) -> [amount];
+    integral: every amount is an integer (totals are then exact integers).
+    """
+    assignment: dict
+    arrears: dict
+    holdings: dict
+    amounts: dict
+    integral: bool
+
+
+@dataclass(frozen=True)
 class AmendPlan:
     batch_id: object
     request: AmendRequest
@@ -55,40 +70,60 @@ class AmendPlan:
     description: str
 
 
-def apply_distributions(assignment, distributions, min_share_kept):
-    """Apply each distribution to the result of the previous one (SPEC step 7)."""
+def apply_distributions(holdings, distributions, min_share_kept):
+    """Apply each distribution to the result of the previous one (SPEC step 7).
+
+    Returns the final index {(drc, rtom): [Case_Id]} and {Case_Id: final cell} of every case
+    a distribution moved.
+    """
+    moved = {}
     for number, entry in enumerate(distributions, start=1):
         try:
-            assignment = balance_resources(assignment, entry.receiver_drc_id, entry.donor_drc_id,
-                                           entry.rtom, entry.transfer_count, min_share_kept)
+            moves = plan_transfer(holdings, entry.receiver_drc_id, entry.donor_drc_id, entry.rtom,
+                                  entry.transfer_count, min_share_kept)
         except ResourceBalanceError as exc:
             if len(distributions) == 1:
                 raise
             raise ResourceBalanceError(f"distribution {number} of {len(distributions)}: {exc}") from exc
-    return assignment
+        holdings = apply_moves(holdings, moves)
+        moved.update((case_id, to_cell) for case_id, _, to_cell in moves)
+    return holdings, moved
 
 
-def case_changes(initial, final):
-    """The cases whose DRC differs between two assignments, in Case_Id order."""
-    return tuple(CaseChange(case_id, initial[case_id][0], drc)
-                 for case_id, (drc, _) in sorted(final.items()) if initial[case_id][0] != drc)
+def case_changes(initial, moved):
+    """The moved cases whose DRC differs from their initial one (a case moved back is unchanged)."""
+    return tuple(CaseChange(case_id, initial[case_id][0], cell[0])
+                 for case_id, cell in sorted(moved.items()) if cell[0] != initial[case_id][0])
 
 
-def total_arrears(amounts):
-    """Exact for integers; floats summed with fsum and rounded to cents."""
-    if all(isinstance(amount, int) for amount in amounts):
-        return sum(amounts)
-    return round(math.fsum(amounts), 2)
+def _without(amounts, removed):
+    """`amounts` less one occurrence of each value in `removed` (equal amounts are interchangeable)."""
+    left = Counter(amounts)
+    left.subtract(removed)
+    return list(left.elements())
 
 
-def summary_cells(final, arrears, existing_cells):
-    """Count and Tot_Arrease for every cell of the batch; cells left without cases get 0."""
-    amounts = defaultdict(list)
-    for case_id, cell in sorted(final.items()):
-        amounts[cell].append(arrears.get(case_id, 0))
-    cells = set(amounts) | set(existing_cells)
-    return tuple(SummaryCell(drc, rtom, len(amounts.get((drc, rtom), ())), total_arrears(amounts.get((drc, rtom), [0])))
-                 for drc, rtom in sorted(cells))
+def summary_cells(cases, changes, existing_cells):
+    """Count and Tot_Arrease of every cell of the batch after `changes`; emptied cells get 0.
+
+    Only the cells a change touches are recomputed. Floats are summed with math.fsum,
+    exact whatever the order, and rounded to cents; integers are summed exactly.
+    """
+    leaving, arriving = defaultdict(list), defaultdict(list)
+    for change in changes:
+        rtom = cases.assignment[change.case_id][1]
+        amount = cases.arrears[change.case_id]
+        leaving[(change.old_drc, rtom)].append(amount)
+        arriving[(change.new_drc, rtom)].append(amount)
+    cells = []
+    for cell in sorted(set(cases.amounts) | set(existing_cells) | set(arriving)):
+        amounts = cases.amounts.get(cell, [])
+        if cell in leaving:
+            amounts = _without(amounts, leaving[cell])
+        amounts = amounts + arriving.get(cell, [])
+        total = sum(amounts) if cases.integral else round(math.fsum(amounts), 2)
+        cells.append(SummaryCell(cell[0], cell[1], len(amounts), total))
+    return tuple(cells)
 
 
 def describe_amend(batch_id, request, changes):
@@ -102,12 +137,12 @@ def describe_amend(batch_id, request, changes):
             f"{len(changes)} case(s) reassigned ({moved or 'none'})")
 
 
-def plan_amend(batch_id, request, assignment, arrears, existing_cells, min_share_kept):
+def plan_amend(batch_id, request, cases, existing_cells, min_share_kept):
     """The complete, validated plan of one task: which cases move, the summary, the description."""
-    final = apply_distributions(assignment, request.distributions, min_share_kept)
-    changes = case_changes(assignment, final)
+    _, moved = apply_distributions(cases.holdings, request.distributions, min_share_kept)
+    changes = case_changes(cases.assignment, moved)
     return AmendPlan(batch_id=batch_id, request=request, changes=changes,
-                     summary=summary_cells(final, arrears, existing_cells),
+                     summary=summary_cells(cases, changes, existing_cells),
                      description=describe_amend(batch_id, request, changes))
 
 

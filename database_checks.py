@@ -10,7 +10,7 @@ import re
 
 from bson.decimal128 import Decimal128
 
-from amend_plan import AmendRequest, Distribution
+from amend_plan import AmendRequest, BatchCases, Distribution
 from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
                              TEMPLATES_COLLECTION,
                              TRANSACTIONS_COLLECTION)
@@ -236,25 +236,55 @@ def read_case(document, batch_id):
     return case_id, current, rtom, _arrears(document.get("Arrease"), where)
 
 
+_NUMBER_TYPES = (int, float)
+
+
 def build_case_maps(documents, batch_id):
-    """Case_Id -> (current DRC, RTOM) and Case_Id -> arrears; a duplicated Case_Id is an error."""
-    assignment, arrears = {}, {}
-    for document in documents:
-        case_id, drc, rtom, amount = read_case(document, batch_id)
-        if case_id in assignment:
-            raise TaskValidationError(f"Case_Id {case_id} appears more than once in batch {batch_id}")
-        assignment[case_id] = (drc, rtom)
+    """The batch's cases as a BatchCases, in one pass; a duplicated Case_Id is an error.
+
+    A batch holds up to millions of cases with a handful of distinct codes, so a case whose
+    fields are of the plain expected types and whose codes were already validated takes a
+    fast path; any other case goes through read_case, which validates it field by field and
+    names what is wrong. Cases of one (DRC, RTOM) cell share one tuple.
+    """
+    assignment, arrears, cells = {}, {}, {}
+    valid_codes = set()
+    integral = True
+    for count, document in enumerate(documents, start=1):
+        get = document.get
+        case_id, original, amended, rtom, amount = (get("Case_Id"), get("DRC_Id"), get("NEW_DRC_ID"), get("RTOM"),
+                                                    get("Arrease", 0))
+        current = amended or original
+        if not (type(case_id) is int and type(original) is str and original in valid_codes
+                and (amended is None or type(amended) is str) and current in valid_codes
+                and type(rtom) is str and rtom in valid_codes
+                and type(amount) in _NUMBER_TYPES and -math.inf < amount < math.inf):
+            case_id, current, rtom, amount = read_case(document, batch_id)
+            valid_codes.update((document["DRC_Id"], current, rtom))
+        key = (current, rtom)
+        entry = cells.get(key)
+        if entry is None:
+            entry = cells[key] = (key, [], [])
+        cell, case_ids, amounts = entry
+        assignment[case_id] = cell
         arrears[case_id] = amount
-    return assignment, arrears
+        case_ids.append(case_id)
+        amounts.append(amount)
+        integral = integral and type(amount) is int
+        if len(assignment) != count:
+            raise TaskValidationError(f"Case_Id {case_id} appears more than once in batch {batch_id}")
+    return BatchCases(assignment=assignment, arrears=arrears,
+                      holdings={cell: case_ids for cell, case_ids, _ in cells.values()},
+                      amounts={cell: amounts for cell, _, amounts in cells.values()}, integral=integral)
 
 
 def fetch_cases_for_batch(db, batch_id):
     """The batch's cases as plain maps, read with a projection and streamed from the cursor."""
     cursor = db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)
-    assignment, arrears = build_case_maps(cursor, batch_id)
-    if not assignment:
+    cases = build_case_maps(cursor, batch_id)
+    if not cases.assignment:
         raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
-    return assignment, arrears
+    return cases
 
 
 def fetch_case_prior_values(db, batch_id, case_ids, chunk_size):

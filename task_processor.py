@@ -152,10 +152,9 @@ def land_writes(db, task, run, writes, clock, note=""):
 def read_and_plan(db, task, batch_id, settings, clock):
     """The read phase of a task: validation and planning, with the prior values an undo needs."""
     request = fetch_transaction_details(db, batch_id)
-    assignment, arrears = fetch_cases_for_batch(db, batch_id)
+    cases = fetch_cases_for_batch(db, batch_id)
     summary_rows = fetch_summary_rows(db, batch_id)
-    plan = plan_amend(batch_id, request, assignment, arrears, summary_cell_keys(summary_rows, batch_id),
-                      settings.min_share_kept)
+    plan = plan_amend(batch_id, request, cases, summary_cell_keys(summary_rows, batch_id), settings.min_share_kept)
     case_priors = fetch_case_prior_values(db, batch_id, [change.case_id for change in plan.changes],
                                           CASE_CHUNK_SIZE)
     return PlannedWrites(batch_id=batch_id, request=request, changes=plan.changes, summary=plan.summary,

@@ -1,5 +1,6 @@
 """balance_resources: the worked example, each refusal rule, the give-back order, and properties."""
 
+import math
 import random
 from collections import Counter
 from fractions import Fraction
@@ -7,8 +8,9 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from amend_plan import Distribution, apply_distributions
-from balance_resources import balance_resources
+from amend_plan import CaseChange, Distribution, SummaryCell, apply_distributions, case_changes, summary_cells
+from balance_resources import balance_resources, index_by_cell
+from database_checks import build_case_maps
 from utils.Custom_Exceptions import ResourceBalanceError
 
 
@@ -120,11 +122,66 @@ def test_min_share_is_a_setting():
 
 def test_distributions_apply_in_sequence_and_name_the_failing_one():
     cases = build({"D1": {"CW": 6, "AG": 5, "AD": 4}, "D2": {"CW": 5, "AG": 4, "AD": 6}})
-    first = Distribution("CW", "D2", "D1", 2)
-    result = apply_distributions(cases, (first, Distribution("CW", "D1", "D2", 2)), Fraction(1, 5))
-    assert Counter(drc for drc, _ in result.values()) == Counter(drc for drc, _ in cases.values())
+    first, second = Distribution("CW", "D2", "D1", 2), Distribution("AG", "D1", "D2", 1)
+    holdings, moved = apply_distributions(index_by_cell(cases), (first, second), Fraction(1, 5))
+    expected = balance_resources(balance_resources(cases, "D1", "D2", "CW", 2), "D2", "D1", "AG", 1)
+    assert {cell: sorted(ids) for cell, ids in holdings.items()} == \
+           {cell: sorted(ids) for cell, ids in index_by_cell(expected).items()}
+    assert {c: cell for c, cell in moved.items() if cell != cases[c]} == \
+           {c: cell for c, cell in expected.items() if cell != cases[c]}
     with pytest.raises(ResourceBalanceError, match="distribution 2 of 2: donor DRC 'D2'"):
-        apply_distributions(cases, (first, Distribution("CW", "D2", "D1", 3)), Fraction(1, 5))
+        apply_distributions(index_by_cell(cases), (first, Distribution("CW", "D2", "D1", 3)), Fraction(1, 5))
+
+
+def test_a_case_moved_back_is_not_a_change():
+    cases = build({"D1": {"CW": 6, "AG": 5}, "D2": {"CW": 5, "AG": 4}})
+    there, back = Distribution("CW", "D2", "D1", 1), Distribution("CW", "D1", "D2", 1)
+    holdings, moved = apply_distributions(index_by_cell(cases), (there, back), Fraction(1, 5))
+    changes = case_changes(cases, moved)
+    assert len(moved) > len(changes)
+    assert all(cases[change.case_id][0] == change.old_drc != change.new_drc for change in changes)
+
+
+def cases_of(documents):
+    return build_case_maps(documents, "B")
+
+
+def doc(case_id, drc, rtom, amount):
+    return {"Case_Id": case_id, "DRC_Id": drc, "RTOM": rtom, "Arrease": amount}
+
+
+def test_summary_cells_count_every_cell_and_zero_the_emptied_ones():
+    cases = cases_of([doc(1, "D1", "CW", 10), doc(2, "D1", "CW", 2.5), doc(3, "D1", "AG", 4)])
+    changes = (CaseChange(3, "D1", "D2"),)
+    assert summary_cells(cases, changes, {("D9", "GM")}) == (
+        SummaryCell("D1", "AG", 0, 0), SummaryCell("D1", "CW", 2, 12.5), SummaryCell("D2", "AG", 1, 4),
+        SummaryCell("D9", "GM", 0, 0))
+
+
+def test_summary_totals_are_exact_integers_or_cents():
+    integral = summary_cells(cases_of([doc(1, "D1", "CW", 10), doc(2, "D1", "CW", 5)]), (), set())
+    assert integral[0].total_arrears == 15 and type(integral[0].total_arrears) is int
+    floats = summary_cells(cases_of([doc(i, "D1", "CW", a) for i, a in enumerate([0.1, 0.2, 0.3], 1)]), (), set())
+    assert floats[0].total_arrears == 0.6
+
+
+def test_summary_after_moves_equals_a_full_recount():
+    rng = random.Random(3)
+    documents = [doc(i, rng.choice(["D1", "D2", "D3"]), rng.choice(["CW", "AG", "AD"]), rng.choice([1.5, 2.25, 7.0, 0.1]))
+                 for i in range(1, 400)]
+    cases = cases_of(documents)
+    holdings, moved = apply_distributions(cases.holdings, (Distribution("CW", "D2", "D1", 5),
+                                                           Distribution("AG", "D1", "D3", 4)), Fraction(1, 5))
+    changes = case_changes(cases.assignment, moved)
+    final = dict(cases.assignment)
+    final.update((change.case_id, (change.new_drc, final[change.case_id][1])) for change in changes)
+    recount = {}
+    for case_id, cell in final.items():
+        recount.setdefault(cell, []).append(cases.arrears[case_id])
+    assert {(c.drc, c.rtom): (c.count, c.total_arrears) for c in summary_cells(cases, changes, set())} == \
+           {cell: (len(v), round(math.fsum(v), 2)) for cell, v in recount.items()}
+    assert {cell: sorted(ids) for cell, ids in holdings.items() if ids} == \
+           {cell: sorted(c for c, v in final.items() if v == cell) for cell in recount}
 
 
 # --- properties on random batches ------------------------------------------------------

@@ -130,6 +130,28 @@ def test_case_refusals(document, message):
         read_case(document, "005")
 
 
+def test_build_case_maps_shapes():
+    cases = build_case_maps([case(), case(Case_Id=8, DRC_Id="D2", NEW_DRC_ID="D1", Arrease=2),
+                             case(Case_Id=9, RTOM="AG", Arrease=1)], "005")
+    assert cases.assignment == {7: ("D1", "CW"), 8: ("D1", "CW"), 9: ("D1", "AG")}
+    assert cases.assignment[7] is cases.assignment[8]
+    assert cases.holdings == {("D1", "CW"): [7, 8], ("D1", "AG"): [9]}
+    assert cases.amounts == {("D1", "CW"): [10.5, 2], ("D1", "AG"): [1]}
+    assert cases.arrears == {7: 10.5, 8: 2, 9: 1} and cases.integral is False
+    assert build_case_maps([case(Arrease=3)], "005").integral is True
+
+
+def test_the_fast_path_validates_like_the_slow_one():
+    valid = case()
+    for bad, message in ((case(Case_Id=8, DRC_Id=" D1"), "surrounding whitespace"),
+                         (case(Case_Id=8, NEW_DRC_ID=0), "NEW_DRC_ID must be a non-empty string"),
+                         (case(Case_Id=8, Arrease=True), "Arrease must be a number"),
+                         (case(Case_Id=8, RTOM=["CW"]), "RTOM must be a non-empty string"),
+                         (case(Case_Id=True), "Case_Id must be an integer")):
+        with pytest.raises(TaskValidationError, match=message):
+            build_case_maps([valid, bad], "005")
+
+
 def test_duplicate_case_ids_are_refused():
     with pytest.raises(TaskValidationError, match="Case_Id 7 appears more than once in batch 005"):
         build_case_maps([case(), case(DRC_Id="D2")], "005")

@@ -1,0 +1,118 @@
+"""A deterministic generator of large, realistic batches, for trying the job at scale.
+
+Used by `database_update.py --generate N` and by the benchmarks. The same arguments always
+give the same documents.
+"""
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+from balance_resources import apply_moves, index_by_cell, plan_transfer
+from database_checks import AMEND_TASK_TYPE
+from utils.Custom_Exceptions import ResourceBalanceError
+from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
+                             TRANSACTIONS_COLLECTION)
+
+RTOM_CODES = ("CW", "AG", "AD", "GM", "KT", "KX", "MH", "NG", "RM", "WE", "BC", "HK", "JA", "KG", "MT", "PH")
+CREATED = datetime(2026, 11, 18, 6, 0)
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    cases: int
+    drcs: int = 10
+    rtoms: int = 8
+    distributions: int = 3
+    seed: int = 1
+    batch_id: str = "GEN"
+    template_task_id: int = 3
+    transfer_share: float = 0.05
+
+    def __post_init__(self):
+        checks = ((self.cases >= 1, "cases must be at least 1"), (self.drcs >= 2, "drcs must be at least 2"),
+                  (1 <= self.rtoms, "rtoms must be at least 1"),
+                  (self.distributions >= 1, "distributions must be at least 1"),
+                  (0 < self.transfer_share <= 0.5, "transfer_share must be above 0 and at most 0.5"))
+        for holds, message in checks:
+            if not holds:
+                raise ValueError(message)
+
+
+def rtom_codes(count):
+    return [RTOM_CODES[i] if i < len(RTOM_CODES) else f"R{i:02d}" for i in range(count)]
+
+
+def generate_cells(shape):
+    """(Case_Id, DRC, RTOM, arrears) per case: uneven DRC and RTOM sizes, ids dealt in random order."""
+    rng = random.Random(shape.seed)
+    drcs = [f"D{i + 1:02d}" for i in range(shape.drcs)]
+    rtoms = rtom_codes(shape.rtoms)
+    drc_weights = [rng.uniform(0.5, 1.5) for _ in drcs]
+    rtom_weights = [rng.uniform(0.5, 1.5) for _ in rtoms]
+    case_ids = list(range(1, shape.cases + 1))
+    rng.shuffle(case_ids)
+    chosen_drcs = rng.choices(drcs, drc_weights, k=shape.cases)
+    chosen_rtoms = rng.choices(rtoms, rtom_weights, k=shape.cases)
+    return [(case_id, drc, rtom, rng.randrange(50_000, 5_000_000) / 100)
+            for case_id, drc, rtom in zip(case_ids, chosen_drcs, chosen_rtoms)]
+
+
+def generate_distributions(shape, cells):
+    """M distinct requests, each moving transfer_share (5% by default) of the donor's RTOM cases as the
+    batch stands after the previous ones; a count the rules refuse is halved until they accept it."""
+    rng = random.Random(shape.seed + 1)
+    holdings = index_by_cell({case_id: (drc, rtom) for case_id, drc, rtom, _ in cells})
+    triples = [(rtom, donor, receiver) for (donor, rtom) in holdings for receiver in sorted({d for d, _ in holdings})
+               if receiver != donor and (receiver, rtom) in holdings]
+    distributions = []
+    for rtom, donor, receiver in rng.sample(sorted(triples), min(shape.distributions, len(triples))):
+        count = max(1, int(len(holdings[(donor, rtom)]) * shape.transfer_share))
+        while True:
+            try:
+                moves = plan_transfer(holdings, receiver, donor, rtom, count)
+                break
+            except ResourceBalanceError:
+                if count == 1:
+                    raise
+                count //= 2
+        holdings = apply_moves(holdings, moves)
+        distributions.append({"rtom": rtom, "donor_drc_id": donor, "receiver_drc_id": receiver,
+                              "transfer_count": count})
+    return distributions
+
+
+def generate_batch(shape):
+    """The documents of the five collections for one generated batch and its open amend task."""
+    cells = generate_cells(shape)
+    cases = ({"Case_Id": case_id, "Case_Distribution_Batch_ID": shape.batch_id, "DRC_Id": drc, "RTOM": rtom,
+              "Arrease": arrears, "NEW_DRC_ID": None, "Proceed_On": None, "Amend_Status": None,
+              "Amend_Description": None, "created_dtm": CREATED}
+             for case_id, drc, rtom, arrears in cells)
+    totals = {}
+    for _, drc, rtom, arrears in cells:
+        count, total = totals.get((drc, rtom), (0, 0.0))
+        totals[(drc, rtom)] = (count + 1, total + arrears)
+    return {
+        TASKS_COLLECTION: [{
+            "Task_Id": shape.seed, "Template_Task_Id": shape.template_task_id, "task_type": AMEND_TASK_TYPE,
+            "parameters": {"Case_Distribution_Batch_ID": shape.batch_id}, "task_status": "open",
+            "created_dtm": CREATED, "status_changed_dtm": CREATED, "status_description": "Amend request queued",
+            "end_dtm": None}],
+        TEMPLATES_COLLECTION: [{
+            "Template_Task_Id": shape.template_task_id, "task_type": AMEND_TASK_TYPE,
+            "parameters": {"Case_Distribution_Batch_ID": "string"}, "created_dtm": CREATED,
+            "last_updated_dtm": CREATED}],
+        TRANSACTIONS_COLLECTION: [{
+            "Case_Distribution_Batch_ID": shape.batch_id, "summery_status": "open", "created_dtm": CREATED,
+            "batch_seq_details": [
+                {"batch_seq": 1, "action_type": "distribution", "CRD_Distribution_Status": "close",
+                 "CRD_Distribution_Status_on": CREATED, "array_of_distributions": []},
+                {"batch_seq": 2, "action_type": "amend", "CRD_Distribution_Status": "open",
+                 "CRD_Distribution_Status_on": None,
+                 "array_of_distributions": generate_distributions(shape, cells)}]}],
+        CASES_COLLECTION: cases,
+        SUMMARY_COLLECTION: [{"Case_Distribution_Batch_ID": shape.batch_id, "DRC_Id": drc, "RTOM": rtom,
+                              "Count": count, "Tot_Arrease": round(total, 2), "created_dtm": CREATED}
+                             for (drc, rtom), (count, total) in sorted(totals.items())],
+    }
