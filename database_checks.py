@@ -278,10 +278,11 @@ def build_case_maps(documents, batch_id):
                       amounts={cell: amounts for cell, _, amounts in cells.values()}, integral=integral)
 
 
-def fetch_cases_for_batch(db, batch_id):
-    """The batch's cases as plain maps, read with a projection and streamed from the cursor."""
+def fetch_cases_for_batch(db, batch_id, progress=iter):
+    """The batch's cases as a BatchCases, read with a projection and streamed from the cursor
+    (through `progress`, which may show a progress bar)."""
     cursor = db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)
-    cases = build_case_maps(cursor, batch_id)
+    cases = build_case_maps(progress(cursor), batch_id)
     if not cases.assignment:
         raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
     return cases

@@ -1,6 +1,7 @@
 """Reset the job's five collections from JSON fixtures and create the indexes the job relies on."""
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -9,10 +10,12 @@ from bson.errors import BSONError
 from bson.json_util import RELAXED_JSON_OPTIONS
 from pymongo.errors import PyMongoError
 
+from fixture_generator import BatchShape, generate_batch
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
 from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, SUMMARY_COLLECTION,
                              TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION, database_session)
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+from utils.read_template_task_id_ini import read_template_task_id
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
@@ -57,15 +60,22 @@ def create_indexes(db):
         db[collection].create_index(keys, name=name)
 
 
+INSERT_CHUNK = 10_000
+
+
 def reset_collections(db, fixtures):
-    """Delete the documents of the five collections and the job's journal, insert the fixtures, create the indexes."""
+    """Delete the documents of the five collections and the job's journal, insert the fixtures
+    (any iterable, inserted in chunks so a generated million cases never sit in memory at once),
+    create the indexes."""
     db[JOURNAL_COLLECTION].delete_many({})
     counts = {}
     for name, documents in fixtures.items():
         db[name].delete_many({})
-        if documents:
-            db[name].insert_many(documents)
-        counts[name] = len(documents)
+        counts[name] = 0
+        iterator = iter(documents)
+        while chunk := list(itertools.islice(iterator, INSERT_CHUNK)):
+            db[name].insert_many(chunk)
+            counts[name] += len(chunk)
     create_indexes(db)
     return counts
 
@@ -94,14 +104,38 @@ def build_parser():
                         help="folder of the INI files (default: config/ of the project)")
     parser.add_argument("--yes", action="store_true",
                         help="do not ask before deleting data of a database other than the embedded default")
+    generated = parser.add_argument_group(
+        "generated batch", "instead of the fixtures of --data-dir, import one generated batch (id GEN) of N cases "
+                           "with its open amend task, to try the job at scale; the same arguments give the same data")
+    generated.add_argument("--generate", type=positive_int, metavar="N", help="number of cases")
+    generated.add_argument("--drcs", type=positive_int, default=10, metavar="K", help="number of DRCs (default 10)")
+    generated.add_argument("--rtoms", type=positive_int, default=8, metavar="R", help="number of RTOMs (default 8)")
+    generated.add_argument("--distributions", type=positive_int, default=3, metavar="M",
+                           help="distributions of the amend request (default 3)")
+    generated.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     return parser
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         settings = load_database_settings(args.config_dir)
-        fixtures = read_fixtures(args.data_dir)
+        if args.generate:
+            fixtures = generate_batch(BatchShape(cases=args.generate, drcs=args.drcs, rtoms=args.rtoms,
+                                                 distributions=args.distributions, seed=args.seed,
+                                                 template_task_id=read_template_task_id(args.config_dir)))
+        else:
+            fixtures = read_fixtures(args.data_dir)
         if not confirmed(settings, args.yes):
             print(f"database_update: refused to reset {settings.db_name} on {settings.redacted_uri} "
                   f"without confirmation; run it with --yes", file=sys.stderr)

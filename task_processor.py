@@ -19,7 +19,7 @@ from update_databases import (CASE_CHUNK_SIZE, AmendWriteUnit, claim_task, close
                               open_journal, record_planned_writes, release_task, renew_claim, take_over_expired_claim,
                               take_over_journal, update_task_status)
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
-from utils.loggers import get_logger
+from utils.loggers import get_logger, progress_bar
 from utils.retry import RetryingDatabase
 from utils.secrets import scrub
 
@@ -136,9 +136,12 @@ def undo_and_end(db, task, run, writes, reason, clock):
 def land_writes(db, task, run, writes, clock, note=""):
     """Apply journaled writes and complete the task; on any failure undo them and end in error."""
     label = task_label(task)
+    started = time.monotonic()
     try:
         AmendWriteUnit(db, writes).apply()
         update_task_status(db, task["_id"], run, "completed", writes.description + note, clock())
+        log.info("%s: wrote %d case(s) and %d summary row(s), closed seq %s in %.2f s", label, len(writes.changes),
+                 len(writes.summary), writes.request.batch_seq, time.monotonic() - started)
     except ClaimLostError as exc:
         log.error("%s: %s; left to the run that took it over", label, exc)
         return TaskOutcome(task["_id"], task.get("Task_Id"), "error", str(exc))
@@ -150,11 +153,21 @@ def land_writes(db, task, run, writes, clock, note=""):
 
 
 def read_and_plan(db, task, batch_id, settings, clock):
-    """The read phase of a task: validation and planning, with the prior values an undo needs."""
+    """The read phase of a task: validation and planning, with the prior values an undo needs.
+
+    Logs one line per phase with its counts and duration, never one per case.
+    """
+    label = task_label(task)
+    started = time.monotonic()
     request = fetch_transaction_details(db, batch_id)
-    cases = fetch_cases_for_batch(db, batch_id)
+    cases = fetch_cases_for_batch(db, batch_id, lambda cursor: progress_bar(cursor, f"batch {batch_id}", "case"))
     summary_rows = fetch_summary_rows(db, batch_id)
+    log.info("%s: read %d case(s) in %d cell(s) of batch %s in %.2f s", label, len(cases.assignment),
+             len(cases.holdings), batch_id, time.monotonic() - started)
+    started = time.monotonic()
     plan = plan_amend(batch_id, request, cases, summary_cell_keys(summary_rows, batch_id), settings.min_share_kept)
+    log.info("%s: planned %d distribution(s): %d case(s) to reassign, %d summary cell(s) in %.2f s", label,
+             len(request.distributions), len(plan.changes), len(plan.summary), time.monotonic() - started)
     case_priors = fetch_case_prior_values(db, batch_id, [change.case_id for change in plan.changes],
                                           CASE_CHUNK_SIZE)
     return PlannedWrites(batch_id=batch_id, request=request, changes=plan.changes, summary=plan.summary,

@@ -10,15 +10,29 @@ from pymongo.results import BulkWriteResult
 
 from utils.connectDB import CASES_COLLECTION
 
-COMMAND_METHODS = frozenset({"find", "find_one", "find_one_and_update", "update_one", "update_many", "bulk_write",
-                             "replace_one", "delete_one", "delete_many", "insert_one", "insert_many",
-                             "count_documents"})
+READ_METHODS = frozenset({"find", "find_one", "count_documents"})
+WRITE_METHODS = frozenset({"find_one_and_update", "update_one", "update_many", "bulk_write", "replace_one",
+                           "delete_one", "delete_many", "insert_one", "insert_many"})
+
+
+def documents_touched(method, result):
+    """How many documents a write command wrote (matched, upserted, inserted or deleted)."""
+    if method == "bulk_write":
+        return result.matched_count + result.upserted_count + result.inserted_count + result.deleted_count
+    if method in ("update_one", "update_many", "replace_one"):
+        return result.matched_count + (1 if result.upserted_id is not None else 0)
+    if method in ("delete_one", "delete_many"):
+        return result.deleted_count
+    if method == "insert_many":
+        return len(result.inserted_ids)
+    return 0 if result is None else 1
 
 
 class CountingCollection:
-    def __init__(self, collection, log):
+    def __init__(self, collection, log, written):
         self._collection = collection
         self._log = log
+        self._written = written
 
     @property
     def name(self):
@@ -26,12 +40,17 @@ class CountingCollection:
 
     def __getattr__(self, attribute):
         method = getattr(self._collection, attribute)
-        if attribute not in COMMAND_METHODS:
+        if attribute not in READ_METHODS | WRITE_METHODS:
             return method
 
         def counted(*args, **kwargs):
             self._log.append((self._collection.name, attribute))
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
+            if attribute in WRITE_METHODS:
+                self._written.append(documents_touched(attribute, result))
+            else:
+                self._written.append(0)
+            return result
         return counted
 
 
@@ -40,14 +59,20 @@ class CountingDatabase:
         self._database = database
         self._replacements = replacements or {}
         self.commands = []
+        self.written = []
 
     def __getitem__(self, name):
-        return CountingCollection(self._replacements.get(name) or self._database[name], self.commands)
+        return CountingCollection(self._replacements.get(name) or self._database[name], self.commands, self.written)
+
+    def _first_claim(self):
+        return self.commands.index(("System_tasks", "find_one_and_update"))
 
     def commands_of_first_task(self):
         """The commands from the first claim to the end of the run."""
-        claim = self.commands.index(("System_tasks", "find_one_and_update"))
-        return self.commands[claim:]
+        return self.commands[self._first_claim():]
+
+    def documents_written_by_first_task(self):
+        return sum(self.written[self._first_claim():])
 
 
 class LightCasesCollection:

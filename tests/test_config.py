@@ -159,3 +159,40 @@ def test_logging_configuration_errors(tmp_path, restore_logging, text, message):
         write(tmp_path, "loggers.ini", text)
     with pytest.raises(ConfigurationError, match=message):
         setup_logging(tmp_path, tmp_path / "logs")
+
+
+class FakeStream:
+    def __init__(self, terminal):
+        self.terminal = terminal
+        self.text = ""
+
+    def isatty(self):
+        return self.terminal
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_the_progress_bar_shows_only_on_a_terminal():
+    from utils.loggers import progress_bar
+
+    for terminal in (False, True):
+        stream = FakeStream(terminal)
+        assert list(progress_bar(range(3), "batch 005", "case", stream=stream)) == [0, 1, 2]
+        assert ("batch 005" in stream.text) is terminal
+
+
+def test_a_run_logs_one_line_per_phase(db, settings, caplog):
+    from task_processor import amend_task_processing
+    from tests.conftest import fixed_clock
+
+    with caplog.at_level(logging.INFO, logger="drs_amend"):
+        amend_task_processing(db, settings, clock=fixed_clock)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("read 31 case(s) in 6 cell(s) of batch 005 in" in m for m in messages)
+    assert any("planned 1 distribution(s): 4 case(s) to reassign, 6 summary cell(s) in" in m for m in messages)
+    assert any("wrote 4 case(s) and 6 summary row(s), closed seq 2 in" in m for m in messages)
+    assert len(messages) < 20

@@ -2,7 +2,10 @@
 
 import logging
 import logging.config
+import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from utils.config import DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, LOGGING_CONFIG_FILE
 from utils.Custom_Exceptions import ConfigurationError
@@ -32,6 +35,14 @@ def setup_logging(config_dir=DEFAULT_CONFIG_DIR, log_dir=DEFAULT_LOG_DIR):
     for logger in (logging.getLogger(), get_logger()):
         for handler in logger.handlers:
             handler.addFilter(secret_filter)
+
+
+def progress_bar(iterable, description, unit, stream=None):
+    """`iterable` with a live progress bar on `stream` (stderr) when it is a terminal; silent otherwise,
+    so cron mails and log files never fill with bar updates."""
+    stream = sys.stderr if stream is None else stream
+    return tqdm(iterable, desc=description, unit=unit, file=stream, disable=not stream.isatty(), leave=False,
+                unit_scale=True, mininterval=0.5)
 
 
 def get_logger(name=None):

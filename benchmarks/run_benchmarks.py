@@ -1,0 +1,133 @@
+"""DRS Amend at scale: planning time and memory, commands per task, documents written, end to end.
+
+    python benchmarks/run_benchmarks.py [--sizes 10000 100000 1000000] [--embedded-max 10000]
+
+Every figure comes from a fresh subprocess, so one measurement's memory never inflates the
+next one's. Batches come from fixture_generator (10 DRCs, 8 RTOMs, 3 distributions, seed 1).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+
+
+def measure_planning(size):
+    """Read (validate and index) and plan a generated batch streamed like a cursor; seconds and peak RSS."""
+    import resource
+    from fractions import Fraction
+
+    from amend_plan import plan_amend
+    from database_checks import build_case_maps, select_amend_request
+    from fixture_generator import BatchShape, generate_batch
+    from utils.connectDB import CASES_COLLECTION, TRANSACTIONS_COLLECTION
+
+    documents = generate_batch(BatchShape(size))
+    request = select_amend_request(documents[TRANSACTIONS_COLLECTION][0] | {"_id": "GEN"}, "GEN")
+    # The generator holds its cells already; what follows is the job's own memory.
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    cases = build_case_maps(documents[CASES_COLLECTION], "GEN")
+    read_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    plan = plan_amend("GEN", request, cases, set(), Fraction(1, 5))
+    plan_seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"read_seconds": read_seconds, "plan_seconds": plan_seconds,
+            "peak_mb": (peak_kb - baseline_kb) / 1024, "changed": len(plan.changes)}
+
+
+def measure_commands(size):
+    """The job on mongomock with the cases in a light stand-in: commands per task, documents written."""
+    import mongomock
+
+    from database_update import reset_collections
+    from fixture_generator import BatchShape, generate_batch
+    from task_processor import amend_task_processing
+    from tests.command_counting import CountingDatabase, LightCasesCollection
+    from utils.config import JobSettings
+    from utils.connectDB import CASES_COLLECTION
+
+    documents = generate_batch(BatchShape(size))
+    cases = LightCasesCollection(documents.pop(CASES_COLLECTION))
+    db = mongomock.MongoClient()["drs"]
+    reset_collections(db, documents | {CASES_COLLECTION: []})
+    counting = CountingDatabase(db, {CASES_COLLECTION: cases})
+    started = time.perf_counter()
+    report = amend_task_processing(counting, JobSettings(template_task_id=3))
+    seconds = time.perf_counter() - started
+    (outcome,) = report.outcomes
+    return {"commands": len(counting.commands_of_first_task()), "status": outcome.status, "job_seconds": seconds,
+            "documents_written": counting.documents_written_by_first_task()}
+
+
+def measure_embedded(size):
+    """`database_update.py --generate N` then `main.py` on a temporary embedded file, as an operator runs them."""
+    with tempfile.TemporaryDirectory() as folder:
+        environment = dict(os.environ, DRS_MONGO_URI=f"embedded://{Path(folder) / 'db.bson'}")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(PROJECT_ROOT / "database_update.py"), "--generate", str(size)],
+                       env=environment, check=True, capture_output=True)
+        reset_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(PROJECT_ROOT / "main.py"), "--log-dir", str(Path(folder) / "logs")],
+                       env=environment, check=True, capture_output=True)
+        return {"reset_seconds": reset_seconds, "run_seconds": time.perf_counter() - started}
+
+
+MEASUREMENTS = {"planning": measure_planning, "commands": measure_commands, "embedded": measure_embedded}
+
+
+def in_subprocess(kind, size):
+    result = subprocess.run([sys.executable, __file__, "--measure", kind, str(size)], check=True,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
+    parser.add_argument("--embedded-max", type=int, default=10_000,
+                        help="largest batch run end to end on the embedded engine (mongomock is slow)")
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        kind, size = args.measure
+        print(json.dumps(MEASUREMENTS[kind](int(size))))
+        return
+    print(f"machine: {machine()}")
+    print("| cases | read + validate s | plan (3 distributions) s | peak MB | cases changed | commands per task "
+          "| documents written | job s (stand-in) | embedded reset s | embedded run s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size in args.sizes:
+        planning = in_subprocess("planning", size)
+        commands = in_subprocess("commands", size)
+        embedded = in_subprocess("embedded", size) if size <= args.embedded_max else None
+        print(f"| {size:,} | {planning['read_seconds']:.2f} | {planning['plan_seconds']:.2f} "
+              f"| {planning['peak_mb']:.0f} | {planning['changed']:,} | {commands['commands']} "
+              f"| {commands['documents_written']:,} | {commands['job_seconds']:.1f} "
+              f"| {embedded['reset_seconds']:.1f} | {embedded['run_seconds']:.1f} |" if embedded else
+              f"| {size:,} | {planning['read_seconds']:.2f} | {planning['plan_seconds']:.2f} "
+              f"| {planning['peak_mb']:.0f} | {planning['changed']:,} | {commands['commands']} "
+              f"| {commands['documents_written']:,} | {commands['job_seconds']:.1f} | n/a | n/a |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
