@@ -127,13 +127,18 @@ def positive_int(text):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         settings = load_database_settings(args.config_dir)
         if args.generate:
-            fixtures = generate_batch(BatchShape(cases=args.generate, drcs=args.drcs, rtoms=args.rtoms,
-                                                 distributions=args.distributions, seed=args.seed,
-                                                 template_task_id=read_template_task_id(args.config_dir)))
+            try:
+                shape = BatchShape(cases=args.generate, drcs=args.drcs, rtoms=args.rtoms,
+                                   distributions=args.distributions, seed=args.seed,
+                                   template_task_id=read_template_task_id(args.config_dir))
+            except ValueError as exc:
+                parser.error(str(exc))
+            fixtures = generate_batch(shape)
         else:
             fixtures = read_fixtures(args.data_dir)
         if not confirmed(settings, args.yes):

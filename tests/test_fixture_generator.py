@@ -1,0 +1,73 @@
+"""The generator of large batches: deterministic, valid for the job, reachable from database_update.py."""
+
+import mongomock
+import pytest
+
+from database_update import reset_collections
+from fixture_generator import BatchShape, generate_batch
+from task_processor import amend_task_processing
+from tests.conftest import fixed_clock
+from tests.test_scripts import load, run
+from utils.config import JobSettings
+from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION
+
+
+def materialized(shape):
+    return {name: list(documents) for name, documents in generate_batch(shape).items()}
+
+
+def test_same_arguments_same_documents_and_another_seed_differs():
+    shape = BatchShape(2_000, drcs=4, rtoms=3, seed=7)
+    assert materialized(shape) == materialized(shape)
+    assert materialized(shape)[CASES_COLLECTION] != materialized(BatchShape(2_000, drcs=4, rtoms=3, seed=8))[CASES_COLLECTION]
+
+
+def test_the_shape_is_respected_and_the_summary_matches_the_cases():
+    documents = materialized(BatchShape(3_000, drcs=5, rtoms=4, distributions=4))
+    cases = documents[CASES_COLLECTION]
+    assert sorted(c["Case_Id"] for c in cases) == list(range(1, 3_001))
+    assert len({c["DRC_Id"] for c in cases}) == 5 and len({c["RTOM"] for c in cases}) == 4
+    counts = {}
+    for case in cases:
+        counts[(case["DRC_Id"], case["RTOM"])] = counts.get((case["DRC_Id"], case["RTOM"]), 0) + 1
+    assert {(r["DRC_Id"], r["RTOM"]): r["Count"] for r in documents[SUMMARY_COLLECTION]} == counts
+    distributions = documents[TRANSACTIONS_COLLECTION][0]["batch_seq_details"][1]["array_of_distributions"]
+    assert len(distributions) == 4
+    assert len({(d["rtom"], d["donor_drc_id"], d["receiver_drc_id"]) for d in distributions}) == 4
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_a_generated_batch_is_amended_by_the_job(seed):
+    db = mongomock.MongoClient()["drs"]
+    reset_collections(db, generate_batch(BatchShape(2_000, drcs=4, rtoms=3, seed=seed)))
+    report = amend_task_processing(db, JobSettings(template_task_id=3), clock=fixed_clock)
+    assert [o.status for o in report.outcomes] == ["completed"]
+    assert report.cases_moved > 0
+
+
+@pytest.mark.parametrize("fields, message", [({"cases": 0}, "cases must be at least 1"),
+                                             ({"cases": 10, "drcs": 1}, "drcs must be at least 2"),
+                                             ({"cases": 10, "transfer_share": 0.9}, "transfer_share")])
+def test_impossible_shapes_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        BatchShape(**fields)
+
+
+def test_database_update_generate(tmp_path):
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    result = run("database_update.py", "--generate", "1500", "--drcs", "3", "--rtoms", "2", "--seed", "4", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "DRS.Tmp_Case_Distribution_DRC 1500" in result.stdout
+    db = load(tmp_path / "db.bson")
+    assert db[TASKS_COLLECTION].find_one()["parameters"]["Case_Distribution_Batch_ID"] == "GEN"
+    job = run("main.py", "--log-dir", str(tmp_path / "logs"), env=env)
+    assert job.returncode == 0 and "1 task(s) completed" in job.stderr
+
+
+@pytest.mark.parametrize("args, message", [(["--generate", "0"], "expected a positive integer, got 0"),
+                                           (["--generate", "many"], "expected a positive integer, got 'many'"),
+                                           (["--generate", "10", "--drcs", "1"], "drcs must be at least 2")])
+def test_database_update_generate_rejects_bad_arguments(tmp_path, args, message):
+    result = run("database_update.py", *args, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "db.bson").exists()
