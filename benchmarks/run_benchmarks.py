@@ -23,28 +23,46 @@ DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 
 
 def measure_planning(size):
-    """Read (validate and index) and plan a generated batch streamed like a cursor; seconds and peak RSS."""
-    import resource
+    """Validate and index a generated batch, then plan it: seconds, and the peak memory of that work.
+
+    Timing pass: the case documents are built beforehand, as a cursor would have decoded
+    them, so the figures are the job's own work. Memory pass: the documents are streamed one
+    at a time, as from a cursor, under tracemalloc, which counts every allocation the job makes.
+    """
+    import gc
+    import tracemalloc
     from fractions import Fraction
 
     from amend_plan import plan_amend
     from database_checks import build_case_maps, select_amend_request
     from fixture_generator import BatchShape, generate_batch
+    from task_processor import collector_paused
     from utils.connectDB import CASES_COLLECTION, TRANSACTIONS_COLLECTION
 
+    def plan_once(documents):
+        """As task_processor.read_and_plan does it."""
+        request = select_amend_request(documents[TRANSACTIONS_COLLECTION][0] | {"_id": "GEN"}, "GEN")
+        started = time.perf_counter()
+        with collector_paused():
+            cases = build_case_maps(documents[CASES_COLLECTION], "GEN")
+        read_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        with collector_paused():
+            plan = plan_amend("GEN", request, cases, set(), Fraction(1, 5))
+        return read_seconds, time.perf_counter() - started, len(plan.changes)
+
     documents = generate_batch(BatchShape(size))
-    request = select_amend_request(documents[TRANSACTIONS_COLLECTION][0] | {"_id": "GEN"}, "GEN")
-    # The generator holds its cells already; what follows is the job's own memory.
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    cases = build_case_maps(documents[CASES_COLLECTION], "GEN")
-    read_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    plan = plan_amend("GEN", request, cases, set(), Fraction(1, 5))
-    plan_seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"read_seconds": read_seconds, "plan_seconds": plan_seconds,
-            "peak_mb": (peak_kb - baseline_kb) / 1024, "changed": len(plan.changes)}
+    documents[CASES_COLLECTION] = list(documents[CASES_COLLECTION])
+    read_seconds, plan_seconds, changed = plan_once(documents)
+    del documents
+    gc.collect()
+
+    streamed = generate_batch(BatchShape(size))
+    tracemalloc.start()
+    plan_once(streamed)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"read_seconds": read_seconds, "plan_seconds": plan_seconds, "peak_mb": peak / 2**20, "changed": changed}
 
 
 def measure_commands(size):
@@ -113,7 +131,7 @@ def main():
         print(json.dumps(MEASUREMENTS[kind](int(size))))
         return
     print(f"machine: {machine()}")
-    print("| cases | read + validate s | plan (3 distributions) s | peak MB | cases changed | commands per task "
+    print("| cases | validate + index s | plan (3 distributions) s | peak MB | cases changed | commands per task "
           "| documents written | job s (stand-in) | embedded reset s | embedded run s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:

@@ -294,3 +294,26 @@ def test_a_defect_ends_only_its_task_in_error(db, settings, monkeypatch):
     assert [o.status for o in report.outcomes] == ["error", "completed"]
     assert "internal error: KeyError" in db[TASKS_COLLECTION].find_one({"_id": TASK_005})["status_description"]
     assert snapshot(db, "005") == before
+
+
+def test_the_collector_is_paused_only_while_reading_and_planning(db, settings, monkeypatch):
+    import gc
+
+    from task_processor import collector_paused
+
+    seen = []
+    real_plan = __import__("amend_plan").plan_amend
+
+    def observing_plan(*args):
+        seen.append(gc.isenabled())
+        return real_plan(*args)
+
+    monkeypatch.setattr("task_processor.plan_amend", observing_plan)
+    assert gc.isenabled()
+    amend_task_processing(db, settings, clock=fixed_clock)
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    with collector_paused():
+        pass
+    assert not gc.isenabled()
+    gc.enable()
