@@ -13,6 +13,7 @@ after a crash does, leaves what running it once leaves.
 from collections import defaultdict
 from contextlib import contextmanager
 
+import bson
 from pymongo import DeleteMany, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -24,6 +25,8 @@ from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpda
 from utils.loggers import get_logger
 
 CASE_CHUNK_SIZE = 10_000
+# MongoDB's limit is 16 MB for the whole journal document; the rest of it is a few hundred bytes.
+JOURNAL_LIMIT_BYTES = 16 * 2**20 - 64 * 2**10
 FINAL_STATUSES = ("completed", "error")
 
 log = get_logger("writes")
@@ -142,10 +145,16 @@ def open_journal(db, batch_id, task, run, now):
 
 def record_planned_writes(db, batch_id, run, writes):
     """Store the planned writes and prior values (phase `writing`) before the first data write."""
+    document = writes.to_document()
+    size = len(bson.encode(document))
+    if size > JOURNAL_LIMIT_BYTES:
+        raise DatabaseUpdateError(
+            f"the plan of batch {batch_id} ({len(writes.changes)} changed cases) needs {size / 2**20:.1f} MB of "
+            f"journal, over MongoDB's 16 MB document limit; split the amend request into smaller ones")
     with _writing(f"journaling the writes of batch {batch_id}"):
         result = db[JOURNAL_COLLECTION].update_one(
             {"_id": batch_id, "run.run_id": run.run_id},
-            {"$set": {"phase": "writing", "writes": writes.to_document()}})
+            {"$set": {"phase": "writing", "writes": document}})
     if result.matched_count != 1:
         raise ClaimLostError(f"the journal of batch {batch_id} is no longer held by {run.label}")
 

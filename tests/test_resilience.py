@@ -238,3 +238,15 @@ def test_a_corrupt_journal_is_reported_and_the_run_goes_on():
     assert report.outcomes[0].message.startswith("recovery failed: internal error: KeyError")
     assert database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})["task_status"] == "processing"
     assert batch_state(database, "005") == BEFORE["005"]
+
+
+def test_a_plan_too_large_for_its_journal_ends_in_error_with_nothing_written(monkeypatch):
+    monkeypatch.setattr("update_databases.JOURNAL_LIMIT_BYTES", 500)
+    database = fresh_db()
+    run_job(database)
+    task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
+    assert task["task_status"] == "error"
+    assert "over MongoDB's 16 MB document limit; split the amend request" in task["status_description"]
+    assert task["status_description"].endswith("nothing was written")
+    assert batch_state(database, "005") == BEFORE["005"]
+    assert database[JOURNAL_COLLECTION].count_documents({}) == 0
