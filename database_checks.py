@@ -43,13 +43,25 @@ def require_code(value, where):
 
 # --- tasks and templates -------------------------------------------------------------
 
-def fetch_open_tasks(db):
-    """Open amend tasks, oldest first (created_dtm, then Task_Id); other task types are never read."""
+def _amend_tasks(query, task_id=None):
+    query = dict(query, task_type=AMEND_TASK_TYPE)
+    if task_id is not None:
+        query["Task_Id"] = task_id
+    return query
+
+
+def fetch_open_tasks(db, task_id=None):
+    """Open amend tasks, oldest first (created_dtm, then Task_Id); other task types are never read.
+    With `task_id`, only the amend task(s) of that Task_Id."""
     cursor = db[TASKS_COLLECTION].find(
-        {"task_status": "open", "task_type": AMEND_TASK_TYPE},
+        _amend_tasks({"task_status": "open"}, task_id),
         {"_id": 1, "Task_Id": 1, "created_dtm": 1},
     ).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)])
     return list(cursor)
+
+
+def fetch_task(db, task_object_id):
+    return db[TASKS_COLLECTION].find_one({"_id": task_object_id})
 
 
 def task_parameters(task):
@@ -318,12 +330,12 @@ def fetch_summary_rows(db, batch_id):
 
 # --- claims and journals -------------------------------------------------------------
 
-def fetch_expired_claims(db, now, lease):
+def fetch_expired_claims(db, now, lease, task_id=None):
     """Amend tasks in processing whose claim expired (or, claimed without a lease, went quiet for one)."""
     return list(db[TASKS_COLLECTION].find(
-        {"task_status": "processing", "task_type": AMEND_TASK_TYPE,
-         "$or": [{"claim_expires_dtm": {"$lt": now}},
-                 {"claim_expires_dtm": None, "status_changed_dtm": {"$lt": now - lease}}]},
+        _amend_tasks({"task_status": "processing",
+                      "$or": [{"claim_expires_dtm": {"$lt": now}},
+                              {"claim_expires_dtm": None, "status_changed_dtm": {"$lt": now - lease}}]}, task_id),
         {"_id": 1, "Task_Id": 1}).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)]))
 
 

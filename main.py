@@ -6,14 +6,17 @@ from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from task_processor import amend_task_processing
+from task_processor import amend_task_processing, dry_run
+from update_databases import record_run
+from utils import __version__
 from utils.config import (DB_CONFIG_FILE, DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, ENV_DB_NAME, ENV_MONGO_URI,
                           JOB_CONFIG_FILE, LOGGING_CONFIG_FILE, TEMPLATE_CONFIG_FILE, load_database_settings,
                           load_job_settings)
-from utils.connectDB import database_session
-from utils.Custom_Exceptions import TaskProcessingError
+from utils.connectDB import RUN_HISTORY_COLLECTION, database_session
+from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.read_template_task_id_ini import read_template_task_id
+from utils.reports import text_table, to_json
 from utils.secrets import register_uri_secrets, scrub
 
 EXIT_OK, EXIT_TASK_ERROR, EXIT_SETUP_ERROR = 0, 1, 2
@@ -35,9 +38,13 @@ configuration (in --config-dir, default config/ of the project):
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
 
 exit codes:
-  0  every task completed, or there was nothing to do
+  0  every task completed, or there was nothing to do (--dry-run: every task would complete)
   1  at least one task ended in error (its reason is in its status_description)
-  2  configuration or database connection error; nothing was written"""
+     (--dry-run: at least one task would be refused)
+  2  configuration or database connection error; nothing was written
+
+every run (but a dry run) is recorded in the collection {RUN_HISTORY_COLLECTION};
+batch_monitor.py shows, checks and exports that history."""
 
 
 def build_parser():
@@ -47,7 +54,46 @@ def build_parser():
                         help="folder of the INI files (default: config/ of the project)")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR,
                         help="folder of the log files, created when missing (default: logs/ of the project)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="plan every open task without claiming or writing anything; print, per task, the "
+                             "case counts per DRC and RTOM before and after, or why it would be refused")
+    parser.add_argument("--task-id", type=int, metavar="N",
+                        help="process only the amend task with this Task_Id (still claimed atomically)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the run report (or the dry run) as JSON on stdout; logs stay on stderr")
     return parser
+
+
+def configuration_summary(database_settings, settings, task_id):
+    """What the run was configured with, without secrets."""
+    return {"database": database_settings.redacted_uri, "db_name": database_settings.db_name,
+            "template_task_id": settings.template_task_id, "min_share_kept": float(settings.min_share_kept),
+            "lease_minutes": settings.lease.total_seconds() / 60, "retry_attempts": settings.retry.attempts,
+            "task_id": task_id}
+
+
+def dry_run_text(results):
+    if not results:
+        return "dry run: no open amend task"
+    blocks = []
+    for result in results:
+        title = f"amend task {result.task_id} ({result.object_id}) batch {result.batch_id}"
+        if result.refusal:
+            blocks.append(f"{title}: would be REFUSED: {result.refusal}")
+            continue
+        rows = [(cell["DRC_Id"], cell["RTOM"], cell["before"], cell["after"],
+                 f"{cell['after'] - cell['before']:+d}" if cell["after"] != cell["before"] else "")
+                for cell in result.document()["cells"]]
+        blocks.append(f"{title}: would reassign {result.changes} case(s)\n"
+                      + text_table(("DRC", "RTOM", "before", "after", "change"), rows))
+    return "\n\n".join(blocks)
+
+
+def record_run_quietly(db, report, configuration, log):
+    try:
+        record_run(db, report.document() | {"version": __version__, "configuration": configuration})
+    except DatabaseUpdateError as exc:
+        log.error("the run could not be recorded in %s: %s", RUN_HISTORY_COLLECTION, exc)
 
 
 def main(argv=None):
@@ -60,9 +106,13 @@ def main(argv=None):
         setup_logging(args.config_dir, args.log_dir)
         log = get_logger()
         with database_session(database_settings) as db:
-            log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
-                     database_settings.redacted_uri, database_settings.db_name, settings.template_task_id)
-            report = amend_task_processing(db, settings)
+            if args.dry_run:
+                results = dry_run(db, settings, args.task_id)
+            else:
+                log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
+                         database_settings.redacted_uri, database_settings.db_name, settings.template_task_id)
+                report = amend_task_processing(db, settings, task_id=args.task_id)
+                record_run_quietly(db, report, configuration_summary(database_settings, settings, args.task_id), log)
     except (TaskProcessingError, PyMongoError) as exc:
         message = scrub(f"drs-amend: {exc}")
         if log is None:
@@ -70,7 +120,12 @@ def main(argv=None):
         else:
             log.error(message)
         return EXIT_SETUP_ERROR
+    if args.dry_run:
+        print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
+        return EXIT_TASK_ERROR if any(result.refusal for result in results) else EXIT_OK
     log.info(report.summary_line())
+    if args.json:
+        print(to_json(report.document()))
     return report.exit_code
 
 

@@ -7,7 +7,7 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from pymongo.errors import PyMongoError
@@ -15,8 +15,8 @@ from pymongo.errors import PyMongoError
 from amend_plan import PlannedWrites, plan_amend
 from database_checks import (fetch_and_validate_template_task, fetch_case_prior_values, fetch_cases_for_batch,
                              fetch_expired_claims, fetch_journal_of_task, fetch_journals, fetch_open_tasks,
-                             fetch_summary_rows, fetch_task_status, fetch_transaction_details, summary_cell_keys,
-                             task_batch_id)
+                             fetch_summary_rows, fetch_task, fetch_task_status, fetch_transaction_details,
+                             summary_cell_keys, task_batch_id)
 from update_databases import (CASE_CHUNK_SIZE, AmendWriteUnit, claim_task, close_journal, mark_journal_undoing,
                               open_journal, record_planned_writes, release_task, renew_claim, take_over_expired_claim,
                               take_over_journal, update_task_status)
@@ -60,10 +60,19 @@ class TaskOutcome:
     status: str
     message: str
     cases_moved: int = 0
+    batch_id: object = None
+    duration_seconds: float = 0.0
+
+    def document(self):
+        return {"_id": self.object_id, "Task_Id": self.task_id, "batch": self.batch_id, "outcome": self.status,
+                "cases_moved": self.cases_moved, "message": self.message, "duration_seconds": self.duration_seconds}
 
 
 @dataclass
 class RunReport:
+    run: RunIdentity
+    started: datetime
+    ended: datetime = None
     outcomes: list = field(default_factory=list)
     skipped: int = 0
 
@@ -78,6 +87,15 @@ class RunReport:
     def exit_code(self):
         return 1 if self.count("error") else 0
 
+    def document(self):
+        """The run as recorded in the run history and printed by --json."""
+        return {"run_id": self.run.run_id, "host": self.run.host, "pid": self.run.pid,
+                "started_dtm": self.started, "ended_dtm": self.ended,
+                "duration_seconds": round((self.ended - self.started).total_seconds(), 3),
+                "exit_code": self.exit_code, "completed": self.count("completed"), "errored": self.count("error"),
+                "deferred": self.count("deferred"), "skipped": self.skipped, "cases_moved": self.cases_moved,
+                "tasks": [outcome.document() for outcome in self.outcomes]}
+
     def summary_line(self):
         return (f"DRS Amend run finished: {self.count('completed')} task(s) completed, {self.count('error')} errored, "
                 f"{self.count('deferred')} deferred (batch busy), {self.skipped} skipped (claimed by another run), "
@@ -86,6 +104,19 @@ class RunReport:
 
 def task_label(task):
     return f"amend task {task.get('Task_Id')} ({task['_id']})"
+
+
+def _batch_of(task):
+    parameters = task.get("parameters")
+    batch_id = parameters.get("Case_Distribution_Batch_ID") if isinstance(parameters, dict) else None
+    return batch_id if isinstance(batch_id, (str, int)) and not isinstance(batch_id, bool) else None
+
+
+def timed(task, process):
+    """Run `process` for `task`; its outcome with the task's batch and the time it took."""
+    started = time.monotonic()
+    outcome = process()
+    return replace(outcome, batch_id=_batch_of(task), duration_seconds=round(time.monotonic() - started, 3))
 
 
 def end_in_error(db, task, run, reason, clock):
@@ -260,32 +291,37 @@ def clear_finished_journals(db):
             close_journal(db, journal["_id"], journal["task_object_id"])
 
 
-def recover_interrupted_tasks(db, settings, run, clock=utc_now):
+def recover_interrupted_tasks(db, settings, run, clock=utc_now, task_id=None):
     """Tasks in processing whose claim expired are taken over, one run each, and brought to an end."""
     clear_finished_journals(db)
     now = clock()
     outcomes = []
-    for reference in db.retry(lambda: fetch_expired_claims(db, now, settings.lease), "selecting expired claims"):
+    for reference in db.retry(lambda: fetch_expired_claims(db, now, settings.lease, task_id), "selecting expired claims"):
         task = take_over_expired_claim(db, reference["_id"], run, clock(), settings.lease)
         if task is None:
             continue
         log.warning("%s: its claim expired; recovering it", task_label(task))
-        try:
-            outcomes.append(recover_task(db, task, settings, run, clock))
-        except Exception as exc:  # noqa: BLE001 - one unrecoverable journal must not stop the run
-            reason = _failure_reason(exc, task_label(task))
-            log.critical("%s could not be recovered, it stays in processing: %s", task_label(task), reason)
-            outcomes.append(TaskOutcome(task["_id"], task.get("Task_Id"), "error", f"recovery failed: {reason}"))
+        outcomes.append(timed(task, lambda: _recover_or_report(db, task, settings, run, clock)))
     return outcomes
 
 
-def amend_task_processing(db, settings, clock=utc_now, run=None, sleep=time.sleep):
-    """Recover interrupted tasks, then process every open amend task once, oldest first."""
+def _recover_or_report(db, task, settings, run, clock):
+    try:
+        return recover_task(db, task, settings, run, clock)
+    except Exception as exc:  # noqa: BLE001 - one unrecoverable journal must not stop the run
+        reason = _failure_reason(exc, task_label(task))
+        log.critical("%s could not be recovered, it stays in processing: %s", task_label(task), reason)
+        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", f"recovery failed: {reason}")
+
+
+def amend_task_processing(db, settings, clock=utc_now, run=None, sleep=time.sleep, task_id=None):
+    """Recover interrupted tasks, then process every open amend task once, oldest first
+    (only the amend task(s) with Task_Id `task_id` when given)."""
     run = run or RunIdentity.new()
     db = RetryingDatabase(db, settings.retry, sleep)
-    report = RunReport()
-    report.outcomes.extend(recover_interrupted_tasks(db, settings, run, clock))
-    open_tasks = db.retry(lambda: fetch_open_tasks(db), "selecting open tasks")
+    report = RunReport(run=run, started=clock())
+    report.outcomes.extend(recover_interrupted_tasks(db, settings, run, clock, task_id))
+    open_tasks = db.retry(lambda: fetch_open_tasks(db, task_id), "selecting open tasks")
     log.info("%d open amend task(s)", len(open_tasks))
     for reference in open_tasks:
         task = claim_task(db, reference["_id"], run, clock(), settings.lease)
@@ -293,5 +329,52 @@ def amend_task_processing(db, settings, clock=utc_now, run=None, sleep=time.slee
             report.skipped += 1
             log.info("task %s (%s) was claimed by another run; skipped", reference.get("Task_Id"), reference["_id"])
             continue
-        report.outcomes.append(process_single_batch(db, task, settings, run, clock))
+        report.outcomes.append(timed(task, lambda: process_single_batch(db, task, settings, run, clock)))
+    report.ended = clock()
     return report
+
+
+# --- dry run ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DryRunResult:
+    """What processing a task would do: case counts per (DRC, RTOM) before and after, or the refusal."""
+    object_id: object
+    task_id: object
+    batch_id: object
+    refusal: str = None
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    changes: int = 0
+
+    def document(self):
+        cells = sorted(set(self.before) | set(self.after))
+        return {"_id": self.object_id, "Task_Id": self.task_id, "batch": self.batch_id, "refusal": self.refusal,
+                "cases_to_reassign": self.changes,
+                "cells": [{"DRC_Id": drc, "RTOM": rtom, "before": self.before.get((drc, rtom), 0),
+                           "after": self.after.get((drc, rtom), 0)} for drc, rtom in cells]}
+
+
+def dry_run(db, settings, task_id=None):
+    """Plan every open amend task (or the one of `task_id`) without claiming or writing anything."""
+    results = []
+    for reference in fetch_open_tasks(db, task_id):
+        task = fetch_task(db, reference["_id"])
+        try:
+            fetch_and_validate_template_task(db, task, settings.template_task_id)
+            batch_id = task_batch_id(task)
+            request = fetch_transaction_details(db, batch_id)
+            with collector_paused():
+                cases = fetch_cases_for_batch(db, batch_id)
+                summary_rows = fetch_summary_rows(db, batch_id)
+                plan = plan_amend(batch_id, request, cases, summary_cell_keys(summary_rows, batch_id),
+                                  settings.min_share_kept)
+        except TaskProcessingError as exc:
+            results.append(DryRunResult(task["_id"], task.get("Task_Id"), _batch_of(task),
+                                        refusal=f"{type(exc).__name__}: {exc}"))
+            continue
+        results.append(DryRunResult(task["_id"], task.get("Task_Id"), batch_id,
+                                    before={cell: len(ids) for cell, ids in cases.holdings.items()},
+                                    after={(cell.drc, cell.rtom): cell.count for cell in plan.summary},
+                                    changes=len(plan.changes)))
+    return results

@@ -19,8 +19,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from amend_plan import group_priors
 from database_checks import AMEND_FIELDS, AMEND_TASK_TYPE
-from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
-                             TRANSACTIONS_COLLECTION)
+from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, RUN_HISTORY_COLLECTION, SUMMARY_COLLECTION,
+                             TASKS_COLLECTION, TRANSACTIONS_COLLECTION)
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
 from utils.loggers import get_logger
 
@@ -313,3 +313,11 @@ class AmendWriteUnit:
         if failures:
             raise DatabaseUpdateError("undo incomplete, the database may hold part of this task's writes: "
                                       + "; ".join(failures))
+
+
+# --- DRS_Amend.Run_History -------------------------------------------------------------
+
+def record_run(db, document):
+    """One execution record per run of main.py."""
+    with _writing("recording the run"):
+        db[RUN_HISTORY_COLLECTION].insert_one(document)

@@ -17,8 +17,10 @@ CASES_COLLECTION = "DRS.Tmp_Case_Distribution_DRC"
 SUMMARY_COLLECTION = "DRS_Database.Case_Distribution_DRC_Summary"
 JOB_COLLECTIONS = (TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
                    CASES_COLLECTION, SUMMARY_COLLECTION)
-# The job's own collection: one document per batch being amended (see update_databases).
+# The job's own collections: one document per batch being amended (see update_databases),
+# and one per run of main.py (read by batch_monitor.py).
 JOURNAL_COLLECTION = "DRS_Amend.Task_Journal"
+RUN_HISTORY_COLLECTION = "DRS_Amend.Run_History"
 
 _session_database = None
 
