@@ -11,9 +11,8 @@ import re
 from bson.decimal128 import Decimal128
 
 from amend_plan import AmendRequest, BatchCases, Distribution
-from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
-                             TEMPLATES_COLLECTION,
-                             TRANSACTIONS_COLLECTION)
+from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, RUN_HISTORY_COLLECTION, SUMMARY_COLLECTION,
+                             TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION)
 from utils.Custom_Exceptions import TaskValidationError
 
 AMEND_TASK_TYPE = "Case Amend Planning among DRC"
@@ -336,7 +335,8 @@ def fetch_expired_claims(db, now, lease, task_id=None):
         _amend_tasks({"task_status": "processing",
                       "$or": [{"claim_expires_dtm": {"$lt": now}},
                               {"claim_expires_dtm": None, "status_changed_dtm": {"$lt": now - lease}}]}, task_id),
-        {"_id": 1, "Task_Id": 1}).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)]))
+        {"_id": 1, "Task_Id": 1, "parameters": 1, "claimed_by": 1, "status_changed_dtm": 1, "claim_expires_dtm": 1}
+    ).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)]))
 
 
 def fetch_task_status(db, task_object_id):
@@ -350,3 +350,27 @@ def fetch_journals(db):
 
 def fetch_journal_of_task(db, task_object_id):
     return db[JOURNAL_COLLECTION].find_one({"task_object_id": task_object_id})
+
+
+# --- run history and monitoring --------------------------------------------------------
+
+def fetch_runs(db, since=None, until=None, limit=None):
+    """Recorded runs, newest first, started within [since, until) when given."""
+    started = {}
+    if since is not None:
+        started["$gte"] = since
+    if until is not None:
+        started["$lt"] = until
+    cursor = db[RUN_HISTORY_COLLECTION].find({"started_dtm": started} if started else {}).sort("started_dtm", -1)
+    return list(cursor.limit(limit) if limit else cursor)
+
+
+def fetch_last_successful_run(db):
+    """The newest recorded run that ended with exit code 0, or None."""
+    return db[RUN_HISTORY_COLLECTION].find_one({"exit_code": 0}, sort=[("started_dtm", -1)])
+
+
+def fetch_task_status_counts(db):
+    """{task_status: number} of the amend tasks."""
+    return {row["_id"]: row["count"] for row in db[TASKS_COLLECTION].aggregate([
+        {"$match": {"task_type": AMEND_TASK_TYPE}}, {"$group": {"_id": "$task_status", "count": {"$sum": 1}}}])}

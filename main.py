@@ -1,6 +1,7 @@
 """DRS Amend: the cron entry point that executes "Case Amend Planning among DRC" tasks."""
 
 import argparse
+import smtplib
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from pymongo.errors import PyMongoError
 from task_processor import amend_task_processing, dry_run
 from update_databases import record_run
 from utils import __version__
+from utils.alerts import load_alert_settings, send_alert
 from utils.config import (DB_CONFIG_FILE, DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, ENV_DB_NAME, ENV_MONGO_URI,
                           JOB_CONFIG_FILE, LOGGING_CONFIG_FILE, TEMPLATE_CONFIG_FILE, load_database_settings,
                           load_job_settings)
@@ -36,6 +38,7 @@ configuration (in --config-dir, default config/ of the project):
   {JOB_CONFIG_FILE:<24} optional: [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30),
                            [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8)
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
+  alerts.ini               optional: [SMTP] e-mail when a task ends in error
 
 exit codes:
   0  every task completed, or there was nothing to do (--dry-run: every task would complete)
@@ -89,6 +92,19 @@ def dry_run_text(results):
     return "\n\n".join(blocks)
 
 
+def alert_on_errors(alerts, report, log):
+    """E-mail the tasks that ended in error, when alerts are enabled; a failed e-mail is logged only."""
+    errored = [outcome for outcome in report.outcomes if outcome.status == "error"]
+    if alerts is None or not errored:
+        return
+    body = "\n".join([report.summary_line(), ""] + [
+        f"amend task {o.task_id} ({o.object_id}) batch {o.batch_id}: {o.message}" for o in errored])
+    try:
+        send_alert(alerts, f"{len(errored)} amend task(s) ended in error (run {report.run.run_id[:12]})", body)
+    except (OSError, smtplib.SMTPException) as exc:
+        log.error("the alert e-mail could not be sent: %s", exc)
+
+
 def record_run_quietly(db, report, configuration, log):
     try:
         record_run(db, report.document() | {"version": __version__, "configuration": configuration})
@@ -103,6 +119,7 @@ def main(argv=None):
         database_settings = load_database_settings(args.config_dir)
         register_uri_secrets(database_settings.uri)
         settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
+        alerts = load_alert_settings(args.config_dir)
         setup_logging(args.config_dir, args.log_dir)
         log = get_logger()
         with database_session(database_settings) as db:
@@ -124,6 +141,7 @@ def main(argv=None):
         print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
         return EXIT_TASK_ERROR if any(result.refusal for result in results) else EXIT_OK
     log.info(report.summary_line())
+    alert_on_errors(alerts, report, log)
     if args.json:
         print(to_json(report.document()))
     return report.exit_code

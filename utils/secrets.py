@@ -25,6 +25,12 @@ def register_uri_secrets(uri):
         _secrets.update(secret for secret in (password, unquote(password)) if secret)
 
 
+def register_secret(secret):
+    """Remember one more secret (an SMTP password, say) for scrub()."""
+    if secret:
+        _secrets.add(secret)
+
+
 def scrub(text):
     """`text` with every registered secret replaced by ***."""
     text = str(text)

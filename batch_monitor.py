@@ -1,0 +1,255 @@
+"""Operations view of the DRS Amend job: dashboard, health check for monitoring, history export.
+
+    python batch_monitor.py status [--runs N]
+    python batch_monitor.py check
+    python batch_monitor.py logs [--since T] [--until T] [--status S] [--batch B] [--task-id N]
+                                 [--export csv|json|txt] [--out FILE]
+"""
+
+import argparse
+import csv
+import io
+import smtplib
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pymongo.errors import PyMongoError
+
+from database_checks import fetch_expired_claims, fetch_last_successful_run, fetch_runs, fetch_task_status_counts
+from utils.alerts import load_alert_settings, send_alert
+from utils.config import (DEFAULT_CONFIG_DIR, ini_value, load_database_settings, load_job_settings, parse_int_setting,
+                          read_ini)
+from utils.connectDB import database_session
+from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError
+from utils.read_template_task_id_ini import read_template_task_id
+from utils.reports import text_table, to_json
+from utils.secrets import register_uri_secrets, scrub
+
+MONITOR_CONFIG_FILE = "monitor.ini"
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+LOG_COLUMNS = ("run_id", "run_started", "host", "run_exit_code", "Task_Id", "task_object_id", "batch", "outcome",
+               "cases_moved", "duration_seconds", "message")
+
+
+def utc_now():
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# --- the pure core -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Thresholds:
+    window_hours: int = 24
+    failure_rate_warning: float = 0.1
+    failure_rate_critical: float = 0.5
+    last_success_warning_hours: float = 2
+    last_success_critical_hours: float = 6
+    stuck_tasks_warning: int = 1
+    stuck_tasks_critical: int = 3
+
+
+def level(value, warning, critical):
+    return CRITICAL if value >= critical else WARNING if value >= warning else OK
+
+
+def failure_rate(runs):
+    """(tasks ended in error, tasks ended) over the given runs."""
+    ended = [task for run in runs for task in run.get("tasks", []) if task.get("outcome") in ("completed", "error")]
+    return sum(1 for task in ended if task["outcome"] == "error"), len(ended)
+
+
+def evaluate_health(window_runs, success, stuck_tasks, now, thresholds):
+    """(state, one status line with performance data) from the runs of the window, the last
+    successful run (or None) and the number of stuck tasks."""
+    errors, ended = failure_rate(window_runs)
+    rate = errors / ended if ended else 0.0
+    rate_state = level(rate, thresholds.failure_rate_warning, thresholds.failure_rate_critical)
+    stuck_state = level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical)
+    if success is None:
+        age_hours, age_state, age_text = None, CRITICAL, "no successful run recorded"
+    else:
+        age_hours = (now - success["ended_dtm"]).total_seconds() / 3600
+        age_state = level(age_hours, thresholds.last_success_warning_hours, thresholds.last_success_critical_hours)
+        age_text = f"last successful run {age_hours:.1f} h ago"
+    state = max(rate_state, stuck_state, age_state)
+    line = (f"DRS-AMEND {STATE_NAMES[state]} - {age_text}; failure rate {rate:.0%} over {thresholds.window_hours} h "
+            f"({errors} of {ended} task(s)); {stuck_tasks} stuck task(s)"
+            f" | last_success_hours={'' if age_hours is None else f'{age_hours:.2f}'} failure_rate={rate:.3f}"
+            f" stuck_tasks={stuck_tasks}")
+    return state, line
+
+
+def log_rows(runs, status=None, batch=None, task_id=None):
+    """One row per task outcome of the runs (a run without tasks gives one row when no task filter is set)."""
+    rows = []
+    task_filtered = status is not None or batch is not None or task_id is not None
+    for run in sorted(runs, key=lambda r: r["started_dtm"]):
+        base = {"run_id": run["run_id"], "run_started": run["started_dtm"], "host": run.get("host"),
+                "run_exit_code": run.get("exit_code")}
+        tasks = run.get("tasks", [])
+        if not tasks and not task_filtered:
+            rows.append(dict(base, outcome="(no task)"))
+        for task in tasks:
+            if (status is not None and task.get("outcome") != status) or \
+                    (batch is not None and str(task.get("batch")) != batch) or \
+                    (task_id is not None and task.get("Task_Id") != task_id):
+                continue
+            rows.append(dict(base, Task_Id=task.get("Task_Id"), task_object_id=task.get("_id"),
+                             batch=task.get("batch"), outcome=task.get("outcome"),
+                             cases_moved=task.get("cases_moved"), duration_seconds=task.get("duration_seconds"),
+                             message=task.get("message")))
+    return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
+
+
+def _cell(value):
+    return value.isoformat() if isinstance(value, datetime) else "" if value is None else str(value)
+
+
+def export(rows, form):
+    """The rows as csv, json or txt."""
+    if form == "json":
+        return to_json(rows) + "\n"
+    if form == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(LOG_COLUMNS)
+        writer.writerows([_cell(row[column]) for column in LOG_COLUMNS] for row in rows)
+        return buffer.getvalue()
+    return text_table(LOG_COLUMNS, [[_cell(row[column]) for column in LOG_COLUMNS] for row in rows]) + "\n"
+
+
+def dashboard(runs, window_runs, success, status_counts, stuck, now, thresholds):
+    """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
+    errors, ended = failure_rate(window_runs)
+    lines = [f"DRS Amend at {now:%Y-%m-%d %H:%M:%S} UTC", "", "Last runs:"]
+    lines.append(text_table(
+        ("started", "duration s", "exit", "completed", "errored", "deferred", "moved", "host", "run id"),
+        [(f"{run['started_dtm']:%Y-%m-%d %H:%M:%S}", run.get("duration_seconds"), run.get("exit_code"),
+          run.get("completed"), run.get("errored"), run.get("deferred"), run.get("cases_moved"), run.get("host"),
+          run["run_id"][:12]) for run in runs]) if runs else "  none recorded")
+    lines += ["", "Amend tasks by status: " + (", ".join(f"{status} {count}" for status, count in
+                                                       sorted(status_counts.items())) or "none")]
+    lines += ["Stuck in processing (lease expired): " + (str(len(stuck)) if stuck else "none")]
+    if stuck:
+        lines.append(text_table(("Task_Id", "_id", "batch", "since", "claimed by"),
+                                [(task.get("Task_Id"), task["_id"], (task.get("parameters") or {}).get(
+                                    "Case_Distribution_Batch_ID"), task.get("status_changed_dtm"),
+                                  (task.get("claimed_by") or {}).get("host")) for task in stuck]))
+    lines.append(f"Failure rate over {thresholds.window_hours} h: "
+                 + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
+    lines.append("Last successful run: " + (
+        f"{(now - success['ended_dtm']).total_seconds() / 3600:.1f} h ago (run {success['run_id'][:12]})"
+        if success else "none recorded"))
+    return "\n".join(lines)
+
+
+# --- the shell ---------------------------------------------------------------------------
+
+def load_thresholds(config_dir):
+    """[CHECK] of monitor.ini; every key optional."""
+    path = Path(config_dir) / MONITOR_CONFIG_FILE
+    if not path.exists():
+        return Thresholds()
+    parser = read_ini(path)
+    values = {}
+    for name, kind in (("window_hours", int), ("failure_rate_warning", float), ("failure_rate_critical", float),
+                       ("last_success_warning_hours", float), ("last_success_critical_hours", float),
+                       ("stuck_tasks_warning", int), ("stuck_tasks_critical", int)):
+        text = ini_value(parser, path, "CHECK", name.upper(), required=False)
+        if text is None:
+            continue
+        where = f"{path}: [CHECK] {name.upper()}"
+        if kind is int:
+            values[name] = parse_int_setting(text, where, 0)
+        else:
+            try:
+                values[name] = float(text)
+            except ValueError:
+                raise ConfigurationError(f"{where} must be a number, got {text!r}") from None
+    return Thresholds(**values)
+
+
+def parse_time(text):
+    """An ISO 8601 date or date-time; UTC unless it says otherwise."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text!r}")
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="batch_monitor.py", description="Dashboard, health check and history of the DRS Amend job.",
+        epilog="exit codes: status and logs 0, or 2 on a configuration or database error; "
+               "check 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the monitoring-plugin convention)")
+    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
+                        help="folder of the INI files (default: config/ of the project)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="dashboard: last runs, tasks by status, stuck tasks, failure rate")
+    status.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
+    commands.add_parser("check", help="one status line and exit code 0/1/2/3 for cron or a monitoring system; "
+                                      f"thresholds in config/{MONITOR_CONFIG_FILE}")
+    logs = commands.add_parser("logs", help="run and task history, filtered, optionally exported")
+    logs.add_argument("--since", type=parse_time, help="runs started at or after this time (UTC)")
+    logs.add_argument("--until", type=parse_time, help="runs started before this time (UTC)")
+    logs.add_argument("--status", choices=("completed", "error", "deferred"), help="task outcome")
+    logs.add_argument("--batch", help="Case_Distribution_Batch_ID")
+    logs.add_argument("--task-id", type=int, help="Task_Id")
+    logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
+    logs.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    return parser
+
+
+def run_command(args, db, now, thresholds, lease):
+    """The command's output and exit code."""
+    if args.command == "logs":
+        rows = log_rows(fetch_runs(db, args.since, args.until), args.status, args.batch, args.task_id)
+        return export(rows, args.export), OK
+    window_runs = fetch_runs(db, since=now - timedelta(hours=thresholds.window_hours))
+    success = fetch_last_successful_run(db)
+    stuck = fetch_expired_claims(db, now, lease)
+    if args.command == "status":
+        return dashboard(fetch_runs(db, limit=args.runs), window_runs, success, fetch_task_status_counts(db), stuck,
+                         now, thresholds) + "\n", OK
+    state, line = evaluate_health(window_runs, success, len(stuck), now, thresholds)
+    return line + "\n", state
+
+
+def main(argv=None, now=None):
+    args = build_parser().parse_args(argv)
+    now = now or utc_now()
+    failure_code = UNKNOWN if args.command == "check" else 2
+    try:
+        database_settings = load_database_settings(args.config_dir)
+        register_uri_secrets(database_settings.uri)
+        thresholds = load_thresholds(args.config_dir)
+        lease = load_job_settings(read_template_task_id(args.config_dir), args.config_dir).lease
+        alerts = load_alert_settings(args.config_dir) if args.command == "check" else None
+        with database_session(database_settings) as db:
+            output, code = run_command(args, db, now, thresholds, lease)
+    except (TaskProcessingError, PyMongoError) as exc:
+        prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
+        print(scrub(f"{prefix}{exc}"), file=sys.stderr if args.command != "check" else sys.stdout)
+        return failure_code
+    if args.command == "logs" and args.out:
+        try:
+            args.out.write_text(output, encoding="utf-8")
+        except OSError as exc:
+            print(f"batch_monitor: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 2
+    else:
+        sys.stdout.write(output)
+    if code == CRITICAL and alerts is not None:
+        try:
+            send_alert(alerts, output.split(" | ")[0].strip(), output)
+        except (OSError, smtplib.SMTPException) as exc:
+            print(scrub(f"batch_monitor: the alert e-mail could not be sent: {exc}"), file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
