@@ -12,8 +12,9 @@ from pymongo.errors import PyMongoError
 
 from fixture_generator import BatchShape, generate_batch
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
-from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, SUMMARY_COLLECTION,
-                             TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION, database_session)
+from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, RUN_HISTORY_COLLECTION,
+                             SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
+                             database_session)
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.read_template_task_id_ini import read_template_task_id
 
@@ -28,6 +29,7 @@ INDEXES = (
     (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("Case_Id", 1)], "batch_case"),
     (SUMMARY_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("DRC_Id", 1), ("RTOM", 1)], "batch_drc_rtom"),
     (JOURNAL_COLLECTION, [("task_object_id", 1)], "journal_task"),
+    (RUN_HISTORY_COLLECTION, [("started_dtm", -1)], "run_started"),
 )
 
 # Dates come back naive UTC, as pymongo returns them from a server.
