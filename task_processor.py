@@ -199,12 +199,11 @@ def collector_paused():
             gc.enable()
 
 
-def read_and_plan(db, task, batch_id, settings, clock):
-    """The read phase of a task: validation and planning, with the prior values an undo needs.
+def plan_batch(db, batch_id, settings, label):
+    """Read a batch's amend request, cases and summary, and plan the request: (cases, summary rows, plan).
 
     Logs one line per phase with its counts and duration, never one per case.
     """
-    label = task_label(task)
     started = time.monotonic()
     request = fetch_transaction_details(db, batch_id)
     with collector_paused():
@@ -218,9 +217,15 @@ def read_and_plan(db, task, batch_id, settings, clock):
                           settings.min_share_kept)
     log.info("%s: planned %d distribution(s): %d case(s) to reassign, %d summary cell(s) in %.2f s", label,
              len(request.distributions), len(plan.changes), len(plan.summary), time.monotonic() - started)
+    return cases, summary_rows, plan
+
+
+def read_and_plan(db, task, batch_id, settings, clock):
+    """The read phase of a task: the plan, with the prior values an undo needs."""
+    _, summary_rows, plan = plan_batch(db, batch_id, settings, task_label(task))
     case_priors = fetch_case_prior_values(db, batch_id, [change.case_id for change in plan.changes],
                                           CASE_CHUNK_SIZE)
-    return PlannedWrites(batch_id=batch_id, request=request, changes=plan.changes, summary=plan.summary,
+    return PlannedWrites(batch_id=batch_id, request=plan.request, changes=plan.changes, summary=plan.summary,
                          description=plan.description, case_priors=case_priors, summary_rows=tuple(summary_rows),
                          now=clock(), label=task_label(task))
 
@@ -363,12 +368,7 @@ def dry_run(db, settings, task_id=None):
         try:
             fetch_and_validate_template_task(db, task, settings.template_task_id)
             batch_id = task_batch_id(task)
-            request = fetch_transaction_details(db, batch_id)
-            with collector_paused():
-                cases = fetch_cases_for_batch(db, batch_id)
-                summary_rows = fetch_summary_rows(db, batch_id)
-                plan = plan_amend(batch_id, request, cases, summary_cell_keys(summary_rows, batch_id),
-                                  settings.min_share_kept)
+            cases, _, plan = plan_batch(db, batch_id, settings, task_label(task))
         except TaskProcessingError as exc:
             results.append(DryRunResult(task["_id"], task.get("Task_Id"), _batch_of(task),
                                         refusal=f"{type(exc).__name__}: {exc}"))
