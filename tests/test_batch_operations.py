@@ -5,6 +5,8 @@ import io
 import json
 import shutil
 import socket
+import ssl
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -313,3 +315,47 @@ def test_smtp_credentials_come_from_the_environment(embedded, tmp_path):
 
     settings = load_alert_settings(config, environ={"DRS_SMTP_USER": "ops", "DRS_SMTP_PASSWORD": PASSWORD})
     assert (settings.username, settings.password) == ("ops", PASSWORD) and PASSWORD not in repr(settings)
+
+
+class AcceptOperator:
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"ops", PASSWORD.encode()))
+
+
+def test_starttls_with_login_verified_against_the_configured_ca(tmp_path):
+    import trustme
+
+    from utils.alerts import load_alert_settings, send_alert
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), tls_context=server_context,
+                            require_starttls=True, authenticator=AcceptOperator(), auth_require_tls=True)
+    controller.start()
+    try:
+        config = alerts_config(tmp_path, controller.port, f"USERNAME_ENV = SMTP_USER\nPASSWORD_ENV = SMTP_PASSWORD\n"
+                                                          f"CA_FILE = {ca_file}\n")
+        (config / "alerts.ini").write_text((config / "alerts.ini").read_text().replace("STARTTLS = no", "STARTTLS = yes"))
+        settings = load_alert_settings(config, environ={"SMTP_USER": "ops", "SMTP_PASSWORD": PASSWORD})
+        send_alert(settings, "test", "over TLS")
+        assert "over TLS" in inbox.messages[0][2]
+        with pytest.raises(ssl.SSLCertVerificationError):
+            send_alert(replace(settings, ca_file=None), "test", "must not be sent")
+        assert len(inbox.messages) == 1
+    finally:
+        controller.stop()
+
+
+def test_a_missing_ca_file_is_a_configuration_error(tmp_path):
+    from utils.alerts import load_alert_settings
+    from utils.Custom_Exceptions import ConfigurationError
+
+    config = alerts_config(tmp_path, 25, "CA_FILE = /nonexistent/ca.pem\n")
+    with pytest.raises(ConfigurationError, match="CA_FILE /nonexistent/ca.pem is not a file"):
+        load_alert_settings(config, environ={})

@@ -3,6 +3,7 @@
 import os
 import smtplib
 import socket
+import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +25,7 @@ class AlertSettings:
     starttls: bool
     username: str = None
     password: str = None
+    ca_file: str = None
 
     def __repr__(self):
         return f"AlertSettings(host={self.host!r}, port={self.port}, recipients={self.recipients!r})"
@@ -62,7 +64,14 @@ def load_alert_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
         sender=ini_value(parser, path, "SMTP", "SENDER"),
         recipients=recipients,
         starttls=_flag(ini_value(parser, path, "SMTP", "STARTTLS", required=False), f"{path}: [SMTP] STARTTLS"),
-        username=credentials[0], password=credentials[1])
+        username=credentials[0], password=credentials[1], ca_file=_ca_file(parser, path))
+
+
+def _ca_file(parser, path):
+    ca_file = ini_value(parser, path, "SMTP", "CA_FILE", required=False)
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigurationError(f"{path}: [SMTP] CA_FILE {ca_file} is not a file")
+    return ca_file
 
 
 def send_alert(settings, subject, body):
@@ -75,7 +84,8 @@ def send_alert(settings, subject, body):
     message.set_content(body)
     with smtplib.SMTP(settings.host, settings.port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
         if settings.starttls:
-            smtp.starttls()
+            # Verified against the system's CAs (or CA_FILE): smtplib alone would not check the certificate.
+            smtp.starttls(context=ssl.create_default_context(cafile=settings.ca_file))
         if settings.username:
             smtp.login(settings.username, settings.password or "")
         smtp.send_message(message)
