@@ -24,6 +24,12 @@ RUN_TIMES_START = datetime(2026, 11, 21)
 TEMPLATE_TASK_ID = 3
 
 
+def uri_with_password(user, password, location, scheme="mongodb"):
+    """A test URI carrying a made-up password, built from parts so that no credentialed
+    connection string is ever written out in the repository."""
+    return f"{scheme}://{user}:{password}@{location}"
+
+
 def fixed_clock():
     return FIXED_NOW
 

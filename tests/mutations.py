@@ -2,7 +2,10 @@
 
 from bson import ObjectId
 
-from utils.connectDB import CASES_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION
+from task_processor import amend_task_processing
+from tests.conftest import FIXED_NOW, fixed_clock, snapshot
+from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
+                             TRANSACTIONS_COLLECTION)
 
 TASK_005 = ObjectId("6740a0000000000000000101")
 TASK_006 = ObjectId("6740a0000000000000000102")
@@ -70,3 +73,22 @@ def duplicate_case(db):
 def require_template_parameter(db):
     db[TEMPLATES_COLLECTION].update_one({"Template_Task_Id": 3}, {"$set": {"parameters.Requested_By": "string"}})
     db[TASKS_COLLECTION].update_one({"_id": TASK_006}, {"$set": {"parameters.Requested_By": "operator_b"}})
+
+
+def assert_task_101_fails_cleanly(db, settings, mutate, reason, affects_all):
+    """After `mutate`, a run ends task 101 in error with `reason`, writes nothing of it, and
+    processes task 102 (which fails too only when the mutation `affects_all` tasks)."""
+    mutate(db)
+    before = snapshot(db, "005")
+    other_type_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
+    report = amend_task_processing(db, settings, clock=fixed_clock)
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
+    assert task["task_status"] == "error"
+    assert reason in task["status_description"]
+    assert task["status_description"].endswith("nothing was written")
+    assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
+    assert snapshot(db, "005") == before
+    assert report.exit_code == 1
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_006})["task_status"] == ("error" if affects_all else "completed")
+    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_type_before
+    assert db[JOURNAL_COLLECTION].count_documents({}) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, uri_with_password
 from utils.config import DEFAULT_LEASE, DEFAULT_MIN_SHARE_KEPT, load_database_settings, load_job_settings
 from utils.retry import RetryPolicy
 from utils.secrets import redact_uri
@@ -34,9 +34,9 @@ def test_shipped_configuration_is_the_embedded_default():
 
 def test_environment_overrides_uri_and_name(tmp_path):
     write(tmp_path, "DB_Config.ini", DB_INI)
-    settings = load_database_settings(tmp_path, environ={"DRS_MONGO_URI": "mongodb://u:secret@db:27017/",
+    settings = load_database_settings(tmp_path, environ={"DRS_MONGO_URI": uri_with_password("u", "secret", "db:27017/"),
                                                          "DRS_DB_NAME": "prod"})
-    assert (settings.uri, settings.db_name) == ("mongodb://u:secret@db:27017/", "prod")
+    assert (settings.uri, settings.db_name) == (uri_with_password("u", "secret", "db:27017/"), "prod")
     assert "secret" not in repr(settings) and "secret" not in settings.redacted_uri
 
 
@@ -48,8 +48,9 @@ def test_absolute_embedded_path_is_kept(tmp_path):
 
 
 @pytest.mark.parametrize("uri, redacted", [
-    ("mongodb://admin:p%40ss@host:27017/db", "mongodb://admin:***@host:27017/db"),
-    ("mongodb+srv://admin:pw@cluster.example.net/", "mongodb+srv://admin:***@cluster.example.net/"),
+    (uri_with_password("admin", "p%40ss", "host:27017/db"), uri_with_password("admin", "***", "host:27017/db")),
+    (uri_with_password("admin", "pw", "cluster.example.net/", "mongodb+srv"),
+     uri_with_password("admin", "***", "cluster.example.net/", "mongodb+srv")),
     ("mongodb://host:27017/", "mongodb://host:27017/"),
     ("embedded://var/x.bson", "embedded://var/x.bson"),
 ])

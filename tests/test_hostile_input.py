@@ -7,9 +7,9 @@ import pytest
 
 from task_processor import amend_task_processing
 from tests.conftest import fixed_clock, snapshot
-from tests.mutations import (OTHER_TYPE_TASK, REQUEST, TASK_005, TASK_006, cases, set_case_field, set_distribution,
+from tests.mutations import (REQUEST, TASK_005, assert_task_101_fails_cleanly, cases, set_case_field, set_distribution,
                              set_seq2_field, set_task, set_template, set_transaction)
-from utils.connectDB import CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
+from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
 
 
 def add_summary_row(**fields):
@@ -86,19 +86,7 @@ HOSTILE_INPUTS = [
 
 @pytest.mark.parametrize("name, mutate, reason, affects_all", HOSTILE_INPUTS, ids=[h[0] for h in HOSTILE_INPUTS])
 def test_hostile_input_ends_its_task_in_error_and_loses_nothing(db, settings, name, mutate, reason, affects_all):
-    mutate(db)
-    before = snapshot(db, "005")
-    other_type_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
-    report = amend_task_processing(db, settings, clock=fixed_clock)
-    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
-    assert task["task_status"] == "error"
-    assert reason in task["status_description"]
-    assert task["status_description"].endswith("nothing was written")
-    assert snapshot(db, "005") == before
-    assert report.exit_code == 1
-    assert db[TASKS_COLLECTION].find_one({"_id": TASK_006})["task_status"] == ("error" if affects_all else "completed")
-    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_type_before
-    assert db[JOURNAL_COLLECTION].count_documents({}) == 0
+    assert_task_101_fails_cleanly(db, settings, mutate, reason, affects_all)
 
 
 def test_at_least_thirty_distinct_hostile_inputs():

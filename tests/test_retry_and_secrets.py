@@ -7,7 +7,7 @@ from pymongo.errors import (AutoReconnect, DuplicateKeyError, NetworkTimeout, Op
                             ServerSelectionTimeoutError, WriteConcernError)
 
 from task_processor import amend_task_processing
-from tests.conftest import PROJECT_ROOT, fixed_clock
+from tests.conftest import PROJECT_ROOT, fixed_clock, uri_with_password
 from tests.faults import FaultInjector, FaultyDatabase
 from tests.mutations import TASK_005
 from utils import secrets
@@ -78,7 +78,7 @@ def test_call_returns_the_first_success():
 @pytest.fixture
 def registered_password(monkeypatch):
     monkeypatch.setattr(secrets, "_secrets", set())
-    secrets.register_uri_secrets(f"mongodb://operator:{PASSWORD}@db.example.org:27017/")
+    secrets.register_uri_secrets(uri_with_password("operator", PASSWORD, "db.example.org:27017/"))
 
 
 def test_scrub_hides_the_password_as_written_and_decoded(registered_password):
@@ -91,7 +91,8 @@ def test_a_password_in_a_driver_error_reaches_no_task_and_no_log(db, settings, r
     setup_logging(PROJECT_ROOT / "config", tmp_path)
     try:
         def leaky(message):
-            return OperationFailure(f"{message}: auth to mongodb://operator:{DECODED_PASSWORD}@db failed", code=18)
+            return OperationFailure(f"{message}: auth to {uri_with_password('operator', DECODED_PASSWORD, 'db')} failed",
+                                    code=18)
 
         amend_task_processing(FaultyDatabase(db, FaultInjector({5}, error=leaky)), settings, clock=fixed_clock)
         get_logger("tasks").exception("while failing", exc_info=OperationFailure(f"pw {PASSWORD}"))
@@ -100,9 +101,9 @@ def test_a_password_in_a_driver_error_reaches_no_task_and_no_log(db, settings, r
             handler.close()
         logger.handlers[:] = saved
     description = db[TASKS_COLLECTION].find_one({"_id": TASK_005})["status_description"]
-    assert "auth to mongodb://operator:***@db failed" in description
+    assert f"auth to {uri_with_password('operator', '***', 'db')} failed" in description
     logs = (tmp_path / "drs_amend.log").read_text() + (tmp_path / "drs_amend_errors.log").read_text()
-    assert "operator:***@db" in logs
+    assert uri_with_password("operator", "***", "db") in logs
     assert PASSWORD not in description + logs and DECODED_PASSWORD not in description + logs
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 import mongomock
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, uri_with_password
 from utils.embedded_db import load_database
 
 PASSWORD = "hunter2-secret"
@@ -126,11 +126,11 @@ def test_unreachable_server_fails_fast_without_leaking_the_password(workspace, c
     ini.write_text(ini.read_text().replace("SERVER_SELECTION_TIMEOUT_MS = 5000", "SERVER_SELECTION_TIMEOUT_MS = 300"))
     started = time.monotonic()
     result = run("main.py", "--config-dir", str(config_copy), *workspace["logs"],
-                 env={"DRS_MONGO_URI": f"mongodb://operator:{PASSWORD}@127.0.0.1:1/"})
+                 env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
     assert time.monotonic() - started < 20
     assert result.returncode == 2
     line = one_line(result.stderr)
-    assert "cannot reach MongoDB at mongodb://operator:***@127.0.0.1:1/" in line
+    assert f"cannot reach MongoDB at {uri_with_password('operator', '***', '127.0.0.1:1/')}" in line
     logs = "".join(p.read_text() for p in (workspace["path"] / "logs").iterdir())
     assert PASSWORD not in result.stderr + result.stdout + logs
 
@@ -148,7 +148,7 @@ def test_unknown_argument_is_a_usage_error():
 
 
 def test_reset_refuses_a_server_without_yes(workspace):
-    result = run("database_update.py", env={"DRS_MONGO_URI": f"mongodb://operator:{PASSWORD}@127.0.0.1:1/"})
+    result = run("database_update.py", env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
     assert result.returncode == 1
     assert "refused" in one_line(result.stderr) and PASSWORD not in result.stderr
 

@@ -7,7 +7,7 @@ import pytest
 
 from task_processor import RunIdentity, amend_task_processing
 from tests.conftest import FIXED_NOW, add_batch, fixed_clock, snapshot
-from tests.mutations import (OTHER_TYPE_TASK, TASK_005, TASK_006, drop_distribution_key, duplicate_case, retag_rtom,
+from tests.mutations import (OTHER_TYPE_TASK, TASK_005, TASK_006, assert_task_101_fails_cleanly, drop_distribution_key, duplicate_case, retag_rtom,
                              require_template_parameter, set_distribution, set_task, seq2, unset_case_field)
 from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
                              TRANSACTIONS_COLLECTION)
@@ -250,20 +250,7 @@ VALIDATION_FAILURES = [
                          ids=[case[0] for case in VALIDATION_FAILURES])
 def test_validation_failure_ends_the_task_in_error_and_writes_nothing(db, settings, name, mutate, reason,
                                                                       affects_all):
-    mutate(db)
-    before = snapshot(db, "005")
-    other_type_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
-
-    report = amend_task_processing(db, settings, clock=fixed_clock)
-
-    task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
-    assert task["task_status"] == "error"
-    assert reason in task["status_description"]
-    assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
-    assert snapshot(db, "005") == before
-    assert report.exit_code == 1
-    assert db[TASKS_COLLECTION].find_one({"_id": TASK_006})["task_status"] == ("error" if affects_all else "completed")
-    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_type_before
+    assert_task_101_fails_cleanly(db, settings, mutate, reason, affects_all)
 
 
 def test_validation_failures_cover_the_issue_list():
