@@ -177,7 +177,8 @@ def parse_time(text):
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text!r}") from None
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 

@@ -130,7 +130,8 @@ def parse_transfer_count(value, where):
     else:
         count = None
     if count is None or count < 1:
-        raise TaskValidationError(f"{where}.transfer_count must be an integer of at least 1, got {value!r} ({_kind(value)})")
+        raise TaskValidationError(
+            f"{where}.transfer_count must be an integer of at least 1, got {value!r} ({_kind(value)})")
     return count
 
 
@@ -318,7 +319,8 @@ def summary_cell_keys(rows, batch_id):
         cell = (require_code(row.get("DRC_Id"), f"summary row {row.get('_id')} of batch {batch_id}: DRC_Id"),
                 require_code(row.get("RTOM"), f"summary row {row.get('_id')} of batch {batch_id}: RTOM"))
         if cell in cells:
-            raise TaskValidationError(f"batch {batch_id} has more than one summary row for DRC {cell[0]} RTOM {cell[1]}")
+            raise TaskValidationError(
+                f"batch {batch_id} has more than one summary row for DRC {cell[0]} RTOM {cell[1]}")
         cells.add(cell)
     return cells
 

@@ -55,7 +55,7 @@ def generate_cells(shape):
     chosen_drcs = rng.choices(drcs, drc_weights, k=shape.cases)
     chosen_rtoms = rng.choices(rtoms, rtom_weights, k=shape.cases)
     return [(case_id, drc, rtom, rng.randrange(50_000, 5_000_000) / 100)
-            for case_id, drc, rtom in zip(case_ids, chosen_drcs, chosen_rtoms)]
+            for case_id, drc, rtom in zip(case_ids, chosen_drcs, chosen_rtoms, strict=True)]
 
 
 def generate_distributions(shape, cells):

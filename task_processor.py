@@ -9,6 +9,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 
 from pymongo.errors import PyMongoError
 
@@ -290,7 +291,7 @@ def recover_task(db, task, settings, run, clock):
 def clear_finished_journals(db):
     """Remove journals whose task already ended: a run stopped between its last two writes."""
     for journal in db.retry(lambda: fetch_journals(db), "reading the journals"):
-        status = db.retry(lambda: fetch_task_status(db, journal["task_object_id"]), "reading a task")
+        status = db.retry(partial(fetch_task_status, db, journal["task_object_id"]), "reading a task")
         if status not in ("processing", "open"):
             log.info("clearing the journal of batch %s: its task is %s", journal["_id"], status or "gone")
             close_journal(db, journal["_id"], journal["task_object_id"])
@@ -301,12 +302,13 @@ def recover_interrupted_tasks(db, settings, run, clock=utc_now, task_id=None):
     clear_finished_journals(db)
     now = clock()
     outcomes = []
-    for reference in db.retry(lambda: fetch_expired_claims(db, now, settings.lease, task_id), "selecting expired claims"):
+    expired = db.retry(lambda: fetch_expired_claims(db, now, settings.lease, task_id), "selecting expired claims")
+    for reference in expired:
         task = take_over_expired_claim(db, reference["_id"], run, clock(), settings.lease)
         if task is None:
             continue
         log.warning("%s: its claim expired; recovering it", task_label(task))
-        outcomes.append(timed(task, lambda: _recover_or_report(db, task, settings, run, clock)))
+        outcomes.append(timed(task, partial(_recover_or_report, db, task, settings, run, clock)))
     return outcomes
 
 
@@ -334,7 +336,7 @@ def amend_task_processing(db, settings, clock=utc_now, run=None, sleep=time.slee
             report.skipped += 1
             log.info("task %s (%s) was claimed by another run; skipped", reference.get("Task_Id"), reference["_id"])
             continue
-        report.outcomes.append(timed(task, lambda: process_single_batch(db, task, settings, run, clock)))
+        report.outcomes.append(timed(task, partial(process_single_batch, db, task, settings, run, clock)))
     report.ended = clock()
     return report
 

@@ -239,7 +239,8 @@ def update_summary_in_mongo(db, batch_id, cells):
 
 def rollback_summary_in_mongo(db, batch_id, prior_rows):
     """Remove the rows the task added and put back every row as it was."""
-    requests = [DeleteMany({"Case_Distribution_Batch_ID": batch_id, "_id": {"$nin": [row["_id"] for row in prior_rows]}})]
+    prior_ids = [row["_id"] for row in prior_rows]
+    requests = [DeleteMany({"Case_Distribution_Batch_ID": batch_id, "_id": {"$nin": prior_ids}})]
     requests += [ReplaceOne({"_id": row["_id"]}, row, upsert=True) for row in prior_rows]
     with _writing(f"restoring the summary of batch {batch_id}"):
         db[SUMMARY_COLLECTION].bulk_write(requests, ordered=True)

@@ -54,7 +54,8 @@ def load_alert_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
     for key in ("USERNAME_ENV", "PASSWORD_ENV"):
         variable = ini_value(parser, path, "SMTP", key, required=False)
         if variable and not environ.get(variable):
-            raise ConfigurationError(f"{path}: [SMTP] {key} names the environment variable {variable}, which is not set")
+            raise ConfigurationError(
+                f"{path}: [SMTP] {key} names the environment variable {variable}, which is not set")
         credentials.append(environ.get(variable) if variable else None)
     if credentials[1]:
         register_secret(credentials[1])

@@ -23,4 +23,5 @@ def text_table(headers, rows):
     """Left-aligned columns separated by two spaces, widths fitted to the content."""
     table = [list(map(str, headers))] + [["" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table)
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in table)
+    return "\n".join(lines)
