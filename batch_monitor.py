@@ -19,8 +19,14 @@ from pymongo.errors import PyMongoError
 
 from database_checks import fetch_expired_claims, fetch_last_successful_run, fetch_runs, fetch_task_status_counts
 from utils.alerts import load_alert_settings, send_alert
-from utils.config import (DEFAULT_CONFIG_DIR, ini_value, load_database_settings, load_job_settings, parse_int_setting,
-                          read_ini)
+from utils.config import (
+    DEFAULT_CONFIG_DIR,
+    ini_value,
+    load_database_settings,
+    load_job_settings,
+    parse_int_setting,
+    read_ini,
+)
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError
 from utils.read_template_task_id_ini import read_template_task_id

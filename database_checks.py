@@ -11,8 +11,15 @@ import re
 from bson.decimal128 import Decimal128
 
 from amend_plan import AmendRequest, BatchCases, Distribution
-from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, RUN_HISTORY_COLLECTION, SUMMARY_COLLECTION,
-                             TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION)
+from utils.connectDB import (
+    CASES_COLLECTION,
+    JOURNAL_COLLECTION,
+    RUN_HISTORY_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 from utils.Custom_Exceptions import TaskValidationError
 
 AMEND_TASK_TYPE = "Case Amend Planning among DRC"

@@ -12,9 +12,17 @@ from pymongo.errors import PyMongoError
 
 from fixture_generator import BatchShape, generate_batch
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
-from utils.connectDB import (CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, RUN_HISTORY_COLLECTION,
-                             SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
-                             database_session)
+from utils.connectDB import (
+    CASES_COLLECTION,
+    JOB_COLLECTIONS,
+    JOURNAL_COLLECTION,
+    RUN_HISTORY_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+    database_session,
+)
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.read_template_task_id_ini import read_template_task_id
 

@@ -10,9 +10,14 @@ from datetime import datetime
 
 from balance_resources import apply_moves, index_by_cell, plan_transfer
 from database_checks import AMEND_TASK_TYPE
+from utils.connectDB import (
+    CASES_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 from utils.Custom_Exceptions import ResourceBalanceError
-from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
-                             TRANSACTIONS_COLLECTION)
 
 RTOM_CODES = ("CW", "AG", "AD", "GM", "KT", "KX", "MH", "NG", "RM", "WE", "BC", "HK", "JA", "KG", "MT", "PH")
 CREATED = datetime(2026, 11, 18, 6, 0)

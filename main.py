@@ -11,9 +11,18 @@ from task_processor import amend_task_processing, dry_run
 from update_databases import record_run
 from utils import __version__
 from utils.alerts import load_alert_settings, send_alert
-from utils.config import (DB_CONFIG_FILE, DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, ENV_DB_NAME, ENV_MONGO_URI,
-                          JOB_CONFIG_FILE, LOGGING_CONFIG_FILE, TEMPLATE_CONFIG_FILE, load_database_settings,
-                          load_job_settings)
+from utils.config import (
+    DB_CONFIG_FILE,
+    DEFAULT_CONFIG_DIR,
+    DEFAULT_LOG_DIR,
+    ENV_DB_NAME,
+    ENV_MONGO_URI,
+    JOB_CONFIG_FILE,
+    LOGGING_CONFIG_FILE,
+    TEMPLATE_CONFIG_FILE,
+    load_database_settings,
+    load_job_settings,
+)
 from utils.connectDB import RUN_HISTORY_COLLECTION, database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging

@@ -14,13 +14,35 @@ from functools import partial
 from pymongo.errors import PyMongoError
 
 from amend_plan import PlannedWrites, plan_amend
-from database_checks import (fetch_and_validate_template_task, fetch_case_prior_values, fetch_cases_for_batch,
-                             fetch_expired_claims, fetch_journal_of_task, fetch_journals, fetch_open_tasks,
-                             fetch_summary_rows, fetch_task, fetch_task_status, fetch_transaction_details,
-                             summary_cell_keys, task_batch_id)
-from update_databases import (CASE_CHUNK_SIZE, AmendWriteUnit, claim_task, close_journal, mark_journal_undoing,
-                              open_journal, record_planned_writes, release_task, renew_claim, take_over_expired_claim,
-                              take_over_journal, update_task_status)
+from database_checks import (
+    fetch_and_validate_template_task,
+    fetch_case_prior_values,
+    fetch_cases_for_batch,
+    fetch_expired_claims,
+    fetch_journal_of_task,
+    fetch_journals,
+    fetch_open_tasks,
+    fetch_summary_rows,
+    fetch_task,
+    fetch_task_status,
+    fetch_transaction_details,
+    summary_cell_keys,
+    task_batch_id,
+)
+from update_databases import (
+    CASE_CHUNK_SIZE,
+    AmendWriteUnit,
+    claim_task,
+    close_journal,
+    mark_journal_undoing,
+    open_journal,
+    record_planned_writes,
+    release_task,
+    renew_claim,
+    take_over_expired_claim,
+    take_over_journal,
+    update_task_status,
+)
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, progress_bar
 from utils.retry import RetryingDatabase

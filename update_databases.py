@@ -19,8 +19,14 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from amend_plan import group_priors
 from database_checks import AMEND_FIELDS, AMEND_TASK_TYPE
-from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, RUN_HISTORY_COLLECTION, SUMMARY_COLLECTION,
-                             TASKS_COLLECTION, TRANSACTIONS_COLLECTION)
+from utils.connectDB import (
+    CASES_COLLECTION,
+    JOURNAL_COLLECTION,
+    RUN_HISTORY_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
 from utils.loggers import get_logger
 

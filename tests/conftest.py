@@ -6,8 +6,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import mongomock
-from bson import ObjectId
 import pytest
+from bson import ObjectId
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -15,8 +15,13 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from database_checks import AMEND_TASK_TYPE  # noqa: E402
 from database_update import read_fixtures, reset_collections  # noqa: E402
 from utils.config import JobSettings  # noqa: E402
-from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,  # noqa: E402
-                             TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION)
+from utils.connectDB import (  # noqa: E402
+    CASES_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 
 FIXED_NOW = datetime(2026, 11, 25, 10, 30, 0, 123000)
 # Every date in the fixtures is older; every date a run writes (fixed clock or real one) is newer.

@@ -4,8 +4,13 @@ from bson import ObjectId
 
 from task_processor import amend_task_processing
 from tests.conftest import FIXED_NOW, fixed_clock, snapshot
-from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
-                             TRANSACTIONS_COLLECTION)
+from utils.connectDB import (
+    CASES_COLLECTION,
+    JOURNAL_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 
 TASK_005 = ObjectId("6740a0000000000000000101")
 TASK_006 = ObjectId("6740a0000000000000000102")

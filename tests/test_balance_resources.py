@@ -6,7 +6,9 @@ from collections import Counter
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from amend_plan import CaseChange, Distribution, SummaryCell, apply_distributions, case_changes, summary_cells
 from balance_resources import balance_resources, index_by_cell

@@ -8,11 +8,11 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, uri_with_password
 from utils.config import DEFAULT_LEASE, DEFAULT_MIN_SHARE_KEPT, load_database_settings, load_job_settings
-from utils.retry import RetryPolicy
-from utils.secrets import redact_uri
 from utils.Custom_Exceptions import ConfigurationError
 from utils.loggers import get_logger, setup_logging
 from utils.read_template_task_id_ini import read_template_task_id
+from utils.retry import RetryPolicy
+from utils.secrets import redact_uri
 
 
 def write(folder, name, text):

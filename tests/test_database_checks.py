@@ -5,9 +5,16 @@ import math
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
-from database_checks import (build_case_maps, parse_transfer_count, read_case, select_amend_request,
-                             summary_cell_keys, task_batch_id, validate_distributions,
-                             validate_template_task_parameters)
+from database_checks import (
+    build_case_maps,
+    parse_transfer_count,
+    read_case,
+    select_amend_request,
+    summary_cell_keys,
+    task_batch_id,
+    validate_distributions,
+    validate_template_task_parameters,
+)
 from utils.Custom_Exceptions import TaskValidationError
 
 TEMPLATE = {"Template_Task_Id": 3, "task_type": "Case Amend Planning among DRC",

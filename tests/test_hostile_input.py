@@ -7,8 +7,18 @@ import pytest
 
 from task_processor import amend_task_processing
 from tests.conftest import fixed_clock, snapshot
-from tests.mutations import (REQUEST, TASK_005, assert_task_101_fails_cleanly, cases, set_case_field, set_distribution,
-                             set_seq2_field, set_task, set_template, set_transaction)
+from tests.mutations import (
+    REQUEST,
+    TASK_005,
+    assert_task_101_fails_cleanly,
+    cases,
+    set_case_field,
+    set_distribution,
+    set_seq2_field,
+    set_task,
+    set_template,
+    set_transaction,
+)
 from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
 
 

@@ -17,8 +17,13 @@ from task_processor import amend_task_processing
 from tests.conftest import FIXED_NOW, PROJECT_ROOT, batch_state, fixed_clock
 from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, crash, permanent, transient
 from utils.config import JobSettings
-from utils.connectDB import (CASES_COLLECTION, JOURNAL_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION,
-                             TRANSACTIONS_COLLECTION)
+from utils.connectDB import (
+    CASES_COLLECTION,
+    JOURNAL_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 from utils.Custom_Exceptions import DatabaseUpdateError
 
 SETTINGS = JobSettings(template_task_id=3)

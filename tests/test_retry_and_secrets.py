@@ -3,8 +3,14 @@
 import logging
 
 import pytest
-from pymongo.errors import (AutoReconnect, DuplicateKeyError, NetworkTimeout, OperationFailure,
-                            ServerSelectionTimeoutError, WriteConcernError)
+from pymongo.errors import (
+    AutoReconnect,
+    DuplicateKeyError,
+    NetworkTimeout,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
 
 from task_processor import amend_task_processing
 from tests.conftest import PROJECT_ROOT, fixed_clock, uri_with_password

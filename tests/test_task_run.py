@@ -7,11 +7,27 @@ import pytest
 
 from task_processor import RunIdentity, amend_task_processing
 from tests.conftest import FIXED_NOW, add_batch, fixed_clock, snapshot
-from tests.mutations import (OTHER_TYPE_TASK, TASK_005, TASK_006, assert_task_101_fails_cleanly, drop_distribution_key, duplicate_case, retag_rtom,
-                             require_template_parameter, set_distribution, set_task, seq2, unset_case_field)
-from utils.connectDB import (CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION,
-                             TRANSACTIONS_COLLECTION)
-
+from tests.mutations import (
+    OTHER_TYPE_TASK,
+    TASK_005,
+    TASK_006,
+    assert_task_101_fails_cleanly,
+    drop_distribution_key,
+    duplicate_case,
+    require_template_parameter,
+    retag_rtom,
+    seq2,
+    set_distribution,
+    set_task,
+    unset_case_field,
+)
+from utils.connectDB import (
+    CASES_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 
 
 def current(case):

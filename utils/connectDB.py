@@ -6,9 +6,9 @@ from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 
-from utils.secrets import redact_uri
 from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
 from utils.embedded_db import EmbeddedDatabaseFile
+from utils.secrets import redact_uri
 
 TASKS_COLLECTION = "System_tasks"
 TEMPLATES_COLLECTION = "Template_task"
