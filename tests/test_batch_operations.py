@@ -218,6 +218,12 @@ def test_monitor_argument_errors(args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [["status"], ["logs"]])
+def test_status_and_logs_exit_2_on_a_configuration_error(tmp_path, command):
+    result = run("batch_monitor.py", "--config-dir", str(tmp_path), *command)
+    assert result.returncode == 2 and "DB_Config.ini is missing" in one_line(result.stderr)
+
+
 def test_logs_out_to_an_unwritable_place(embedded):
     result = run("batch_monitor.py", "logs", "--out", str(embedded["path"] / "missing" / "x.csv"), env=embedded["env"])
     assert result.returncode == 2 and "cannot write" in one_line(result.stderr)

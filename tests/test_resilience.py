@@ -6,6 +6,7 @@ lease. Afterwards every amend task must be `completed` with its batch exactly as
 undisturbed run leaves it, or `error` with its batch exactly as before; no journal is left.
 """
 
+from collections import Counter
 from datetime import timedelta
 
 import mongomock
@@ -59,13 +60,22 @@ BEFORE, AFTER, WRITES = _undisturbed()
 WRITE_POINTS = range(1, WRITES + 1)
 
 
+def totals(cases):
+    """Cases per DRC and per RTOM, and each case's RTOM: what no amend may change."""
+    current = [(case.get("NEW_DRC_ID") or case["DRC_Id"], case["RTOM"]) for case in cases]
+    return (Counter(drc for drc, _ in current), Counter(rtom for _, rtom in current),
+            [(case["Case_Id"], case["RTOM"]) for case in cases])
+
+
 def assert_consistent(database):
-    """Every amend task ended; each batch is exactly as before, or exactly as an undisturbed run leaves it."""
+    """Every amend task ended; each batch is exactly as before, or exactly as an undisturbed run leaves it,
+    and the invariants of SPEC.md hold."""
     for batch, task_id in TASKS.items():
         task = database[TASKS_COLLECTION].find_one({"_id": task_id})
         assert task["task_status"] in ("completed", "error"), task
         expected = AFTER if task["task_status"] == "completed" else BEFORE
         assert batch_state(database, batch) == expected[batch], (batch, task["status_description"])
+        assert totals(batch_state(database, batch)["cases"]) == totals(BEFORE[batch]["cases"])
     assert database[JOURNAL_COLLECTION].count_documents({}) == 0
     assert database[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})["task_status"] == "open"
 

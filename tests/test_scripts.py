@@ -213,3 +213,15 @@ def test_reset_asks_before_deleting_a_server_database():
     assert confirmed(DatabaseSettings(uri="embedded://x.bson", db_name="d"), assume_yes=False,
                      ask=answer("no"), interactive=True)
     assert len(questions) == 2 and "prod on mongodb://db:27017/" in questions[0]
+
+
+def test_indexes_are_created_idempotently():
+    import mongomock
+
+    from database_update import INDEXES, create_indexes
+
+    db = mongomock.MongoClient()["drs"]
+    create_indexes(db)
+    create_indexes(db)
+    for collection, keys, name in INDEXES:
+        assert db[collection].index_information()[name]["key"] == keys
