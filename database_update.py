@@ -1,4 +1,5 @@
-"""Reset the job's five collections from JSON fixtures and create the indexes the job relies on."""
+"""Reset the job's five collections from JSON fixtures (or a generated batch, --generate N) and
+create the indexes the job relies on."""
 
 import argparse
 import itertools
@@ -28,6 +29,7 @@ from utils.read_template_task_id_ini import read_template_task_id
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+INSERT_CHUNK = 10_000
 
 # (collection, index keys, index name); created idempotently, also listed in the README.
 INDEXES = (
@@ -68,9 +70,6 @@ def read_fixtures(data_dir):
 def create_indexes(db):
     for collection, keys, name in INDEXES:
         db[collection].create_index(keys, name=name)
-
-
-INSERT_CHUNK = 10_000
 
 
 def reset_collections(db, fixtures):
