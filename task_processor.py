@@ -288,7 +288,7 @@ def process_single_batch(db, task, settings, run, clock=utc_now):
 
 # --- recovery of runs that stopped ------------------------------------------------------
 
-def recover_task(db, task, settings, run, clock):
+def recover_task(db, task, run, clock):
     """Bring a task taken over from a stopped run to a consistent end (see README, "Crash recovery").
 
     Nothing journaled or only planned: nothing was written, the task ends in error.
@@ -330,13 +330,13 @@ def recover_interrupted_tasks(db, settings, run, clock=utc_now, task_id=None):
         if task is None:
             continue
         log.warning("%s: its claim expired; recovering it", task_label(task))
-        outcomes.append(timed(task, partial(_recover_or_report, db, task, settings, run, clock)))
+        outcomes.append(timed(task, partial(_recover_or_report, db, task, run, clock)))
     return outcomes
 
 
-def _recover_or_report(db, task, settings, run, clock):
+def _recover_or_report(db, task, run, clock):
     try:
-        return recover_task(db, task, settings, run, clock)
+        return recover_task(db, task, run, clock)
     except Exception as exc:  # noqa: BLE001 - one unrecoverable journal must not stop the run
         reason = _failure_reason(exc, task_label(task))
         log.critical("%s could not be recovered, it stays in processing: %s", task_label(task), reason)
