@@ -1,13 +1,13 @@
 """Pure planning around balance_resources: from validated inputs to the exact writes of a task."""
 
+import decimal
+import enum
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-import bson
-
 from balance_resources import apply_moves, plan_transfer
-from utils.Custom_Exceptions import ResourceBalanceError
+from utils.Custom_Exceptions import ResourceBalanceError, TaskValidationError
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,11 @@ class Distribution:
 
 @dataclass(frozen=True)
 class AmendRequest:
-    """The open amend seq a task processes."""
+    """The open amend seq a task processes, identified by its position in batch_seq_details
+    (batch_seq numbers are not unique: an earlier, closed seq may carry the same number)."""
     transaction_id: object
     batch_seq: int
+    seq_index: int
     distributions: tuple
     prior_status_on: object
     prior_status_on_present: bool
@@ -46,19 +48,26 @@ class SummaryCell:
     total_arrears: object
 
 
+class AmountKind(enum.StrEnum):
+    """How a batch's Arrease amounts are summed: exactly as integers or decimals, or as floats."""
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    FLOAT = "float"
+
+
 @dataclass(frozen=True)
 class BatchCases:
     """A batch's cases as read, in the shapes planning needs (see database_checks.build_case_maps).
 
-    assignment: Case_Id -> (current DRC, RTOM); arrears: Case_Id -> amount;
-    holdings: (DRC, RTOM) -> [Case_Id]; amounts: (DRC, RTOM) -> [amount];
-    integral: every amount is an integer (totals are then exact integers).
+    assignment: Case_Id -> (current DRC, RTOM); arrears: Case_Id -> amount (int, float or
+    decimal.Decimal); holdings: (DRC, RTOM) -> [Case_Id]; amounts: (DRC, RTOM) -> [amount];
+    amount_kind: how the totals are summed.
     """
     assignment: dict
     arrears: dict
     holdings: dict
     amounts: dict
-    integral: bool
+    amount_kind: AmountKind
 
 
 @dataclass(frozen=True)
@@ -103,11 +112,30 @@ def _without(amounts, removed):
     return list(left.elements())
 
 
+# Decimal128 holds 34 significant digits; a sum that needs more is refused, never rounded.
+_DECIMAL128_EXACT = decimal.Context(prec=34, Emin=-6143, Emax=6144,
+                                    traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
+
+
+def cell_total(amounts, kind, where):
+    """Tot_Arrease of one cell: an exact integer, an exact decimal, or a float sum rounded to cents."""
+    if kind is AmountKind.INTEGER:
+        return sum(amounts)
+    if kind is AmountKind.DECIMAL:
+        try:
+            with decimal.localcontext(_DECIMAL128_EXACT):
+                return sum(amounts, decimal.Decimal(0))
+        except decimal.DecimalException:
+            raise TaskValidationError(f"{where}: Tot_Arrease cannot be summed exactly in the 34 digits of a "
+                                      "Decimal128") from None
+    return round(math.fsum(float(amount) for amount in amounts), 2)
+
+
 def summary_cells(cases, changes, existing_cells):
     """Count and Tot_Arrease of every cell of the batch after `changes`; emptied cells get 0.
 
-    Only the cells a change touches are recomputed. Floats are summed with math.fsum,
-    exact whatever the order, and rounded to cents; integers are summed exactly.
+    Integer and decimal amounts are summed exactly (see cell_total); floats with math.fsum,
+    exact whatever the order, then rounded to cents.
     """
     leaving, arriving = defaultdict(list), defaultdict(list)
     for change in changes:
@@ -121,7 +149,7 @@ def summary_cells(cases, changes, existing_cells):
         if cell in leaving:
             amounts = _without(amounts, leaving[cell])
         amounts = amounts + arriving.get(cell, [])
-        total = sum(amounts) if cases.integral else round(math.fsum(amounts), 2)
+        total = cell_total(amounts, cases.amount_kind, f"DRC {cell[0]} RTOM {cell[1]}")
         cells.append(SummaryCell(cell[0], cell[1], len(amounts), total))
     return tuple(cells)
 
@@ -146,23 +174,14 @@ def plan_amend(batch_id, request, cases, existing_cells, min_share_kept):
                      description=describe_amend(batch_id, request, changes))
 
 
-def group_priors(case_priors):
-    """[(fields, sorted case ids)]: cases that had the same prior amend fields, grouped.
-
-    The BSON encoding is the grouping key, since a prior value may be of any BSON type.
-    """
-    groups = defaultdict(list)
-    for case_id, fields in case_priors.items():
-        groups[bson.encode(fields)].append(case_id)
-    return [(bson.decode(encoded), sorted(case_ids)) for encoded, case_ids in sorted(groups.items())]
-
-
 @dataclass(frozen=True)
 class PlannedWrites:
     """Everything needed to land a task's writes or to undo them, also after a crash.
 
-    It is stored in the task's journal before the first data write (to_document) and read
-    back by a recovering run (from_document).
+    It is stored in the task's journal before the first data write and read back by a
+    recovering run (update_databases.journal_writes_document / planned_writes_from_journal).
+    summary_row_ids gives the _id of every cell's summary row: the existing row's, or a new
+    one chosen before the write, so that a row is only ever written by its _id.
     """
     batch_id: object
     request: AmendRequest
@@ -171,40 +190,12 @@ class PlannedWrites:
     description: str
     case_priors: dict
     summary_rows: tuple
+    summary_row_ids: dict
     now: object
     label: str
 
-    def to_document(self):
-        moves = {}
-        for change in self.changes:
-            moves.setdefault((change.old_drc, change.new_drc), []).append(change.case_id)
-        request = self.request
-        return {
-            "batch_id": self.batch_id, "now": self.now, "label": self.label, "description": self.description,
-            "request": {"transaction_id": request.transaction_id, "batch_seq": request.batch_seq,
-                        "prior_status_on": request.prior_status_on,
-                        "prior_status_on_present": request.prior_status_on_present,
-                        "prior_summery_status": request.prior_summery_status,
-                        "closes_transaction": request.closes_transaction},
-            "moves": [{"old": old, "new": new, "case_ids": ids} for (old, new), ids in sorted(moves.items())],
-            "summary": [{"drc": c.drc, "rtom": c.rtom, "count": c.count, "total": c.total_arrears}
-                        for c in self.summary],
-            "case_priors": [{"fields": fields, "case_ids": ids} for fields, ids in group_priors(self.case_priors)],
-            "summary_rows": list(self.summary_rows),
-        }
-
-    @classmethod
-    def from_document(cls, document):
-        request = document["request"]
-        return cls(
-            batch_id=document["batch_id"], now=document["now"], label=document["label"],
-            description=document["description"],
-            request=AmendRequest(distributions=(), **request),
-            changes=tuple(sorted((CaseChange(case_id, move["old"], move["new"])
-                                  for move in document["moves"] for case_id in move["case_ids"]),
-                                 key=lambda change: change.case_id)),
-            summary=tuple(SummaryCell(c["drc"], c["rtom"], c["count"], c["total"]) for c in document["summary"]),
-            case_priors={case_id: dict(group["fields"])
-                         for group in document["case_priors"] for case_id in group["case_ids"]},
-            summary_rows=tuple(document["summary_rows"]),
-        )
+    @property
+    def new_summary_row_ids(self):
+        """The _ids of the summary rows this task adds (absent before it)."""
+        existing = {row["_id"] for row in self.summary_rows}
+        return sorted((row_id for row_id in self.summary_row_ids.values() if row_id not in existing), key=str)

@@ -211,14 +211,14 @@ def build_parser():
     return parser
 
 
-def run_command(args, db, now, thresholds, lease):
+def run_command(args, db, now, thresholds, job_settings):
     """The command's output and exit code."""
     if args.command == "logs":
         rows = log_rows(fetch_runs(db, args.since, args.until), args.status, args.batch, args.task_id)
         return export(rows, args.export), OK
     window_runs = fetch_runs(db, since=now - timedelta(hours=thresholds.window_hours))
     success = fetch_last_successful_run(db)
-    stuck = fetch_expired_claims(db, now, lease)
+    stuck = fetch_expired_claims(db, now, job_settings.lease, job_settings.clock_skew)
     if args.command == "status":
         return dashboard(fetch_runs(db, limit=args.runs), window_runs, success, fetch_task_status_counts(db), stuck,
                          now, thresholds) + "\n", OK
@@ -234,10 +234,10 @@ def main(argv=None, now=None):
         database_settings = load_database_settings(args.config_dir)
         register_uri_secrets(database_settings.uri)
         thresholds = load_thresholds(args.config_dir)
-        lease = load_job_settings(read_template_task_id(args.config_dir), args.config_dir).lease
+        job_settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
         alerts = load_alert_settings(args.config_dir) if args.command == "check" else None
         with database_session(database_settings) as db:
-            output, code = run_command(args, db, now, thresholds, lease)
+            output, code = run_command(args, db, now, thresholds, job_settings)
     except (TaskProcessingError, PyMongoError) as exc:
         prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
         print(scrub(f"{prefix}{exc}"), file=sys.stderr if args.command != "check" else sys.stdout)

@@ -7,10 +7,11 @@ TaskValidationError whose message names the document and the field to fix.
 
 import math
 import re
+from datetime import datetime
 
 from bson.decimal128 import Decimal128
 
-from amend_plan import AmendRequest, BatchCases, Distribution
+from amend_plan import AmountKind, AmendRequest, BatchCases, Distribution
 from utils.connectDB import (
     CASES_COLLECTION,
     JOURNAL_COLLECTION,
@@ -24,7 +25,10 @@ from utils.Custom_Exceptions import TaskValidationError
 
 AMEND_TASK_TYPE = "Case Amend Planning among DRC"
 DISTRIBUTION_KEYS = ("rtom", "donor_drc_id", "receiver_drc_id", "transfer_count")
-CASE_FIELDS = {"_id": 1, "Case_Id": 1, "DRC_Id": 1, "NEW_DRC_ID": 1, "RTOM": 1, "Arrease": 1}
+CASE_FIELDS = {"_id": 1, "Case_Id": 1, "Case_Distribution_Batch_ID": 1, "DRC_Id": 1, "NEW_DRC_ID": 1, "RTOM": 1,
+               "Arrease": 1}
+# One amend seq holds a handful of distributions; thousands are a malformed request, refused before planning.
+MAX_DISTRIBUTIONS = 1_000
 AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
 _INTEGRAL_TEXT = re.compile(r"[0-9]+")
 
@@ -75,6 +79,21 @@ def task_parameters(task):
     if not isinstance(parameters, dict):
         raise TaskValidationError(f"task parameters must be an object, got {parameters!r} ({_kind(parameters)})")
     return parameters
+
+
+def is_batch_id(value, batch_id):
+    """`value` is exactly `batch_id`: the same string, or the same integer (an array holding it,
+    or a float equal to it, is not, although a MongoDB query on the batch matches both)."""
+    if isinstance(batch_id, str):
+        return type(value) is str and value == batch_id
+    return isinstance(value, int) and not isinstance(value, bool) and value == batch_id
+
+
+def require_batch_id(document, batch_id, what):
+    value = document.get("Case_Distribution_Batch_ID")
+    if not is_batch_id(value, batch_id):
+        raise TaskValidationError(
+            f"{what}: Case_Distribution_Batch_ID must be exactly {batch_id!r}, got {value!r} ({_kind(value)})")
 
 
 def task_batch_id(task):
@@ -145,7 +164,11 @@ def parse_transfer_count(value, where):
 def validate_distributions(raw, where):
     if not isinstance(raw, list) or not raw:
         raise TaskValidationError(f"{where}.array_of_distributions must be a non-empty array, got {raw!r}")
-    distributions = []
+    if len(raw) > MAX_DISTRIBUTIONS:
+        raise TaskValidationError(
+            f"{where}.array_of_distributions holds {len(raw)} entries, more than the {MAX_DISTRIBUTIONS} one "
+            f"amend request may hold; split the request")
+    distributions = {}
     for index, entry in enumerate(raw):
         at = f"{where}.array_of_distributions[{index}]"
         if not isinstance(entry, dict):
@@ -163,9 +186,8 @@ def validate_distributions(raw, where):
             raise TaskValidationError(f"{at}: donor and receiver are the same DRC {distribution.donor_drc_id!r}")
         if distribution in distributions:
             # Most likely a request submitted twice; applying it twice would move twice the cases.
-            raise TaskValidationError(
-                f"{at} repeats array_of_distributions[{distributions.index(distribution)}]")
-        distributions.append(distribution)
+            raise TaskValidationError(f"{at} repeats array_of_distributions[{distributions[distribution]}]")
+        distributions[distribution] = index
     return tuple(distributions)
 
 
@@ -174,7 +196,8 @@ def _is_open_amend(seq):
 
 
 def open_amend_seqs(transaction, batch_id):
-    """The open amend seqs of a transaction; a malformed batch_seq_details is an error naming it."""
+    """[(position, seq)] of the open amend seqs of a transaction; a malformed batch_seq_details is an
+    error naming it."""
     where = f"transaction {transaction.get('_id')} of batch {batch_id}"
     seqs = transaction.get("batch_seq_details")
     if not isinstance(seqs, list):
@@ -182,27 +205,28 @@ def open_amend_seqs(transaction, batch_id):
     for index, seq in enumerate(seqs):
         if not isinstance(seq, dict):
             raise TaskValidationError(f"{where}: batch_seq_details[{index}] must be an object, got {seq!r}")
-    return [seq for seq in seqs if _is_open_amend(seq)]
+    return [(index, seq) for index, seq in enumerate(seqs) if _is_open_amend(seq)]
 
 
 def select_amend_request(transaction, batch_id):
-    """The lowest open amend seq of the transaction, validated."""
+    """The lowest open amend seq of the transaction, validated, with its position in batch_seq_details."""
     open_amends = open_amend_seqs(transaction, batch_id)
     if not open_amends:
         raise TaskValidationError(f"transaction of batch {batch_id} has no open amend seq")
-    for seq in open_amends:
+    for _, seq in open_amends:
         number = seq.get("batch_seq")
         if isinstance(number, bool) or not isinstance(number, int):
             raise TaskValidationError(
                 f"transaction of batch {batch_id}: an open amend seq has batch_seq {number!r}; expected an integer")
-    chosen = min(open_amends, key=lambda seq: seq["batch_seq"])
-    if sum(1 for seq in open_amends if seq["batch_seq"] == chosen["batch_seq"]) > 1:
+    index, chosen = min(open_amends, key=lambda entry: (entry[1]["batch_seq"], entry[0]))
+    if sum(1 for _, seq in open_amends if seq["batch_seq"] == chosen["batch_seq"]) > 1:
         raise TaskValidationError(
             f"transaction of batch {batch_id} has more than one open amend seq numbered {chosen['batch_seq']}")
     where = f"batch {batch_id} seq {chosen['batch_seq']}"
     return AmendRequest(
         transaction_id=transaction["_id"],
         batch_seq=chosen["batch_seq"],
+        seq_index=index,
         distributions=validate_distributions(chosen.get("array_of_distributions"), where),
         prior_status_on=chosen.get("CRD_Distribution_Status_on"),
         prior_status_on_present="CRD_Distribution_Status_on" in chosen,
@@ -217,6 +241,8 @@ def fetch_transaction_details(db, batch_id):
         {"Case_Distribution_Batch_ID": batch_id, "summery_status": "open"}))
     if not transactions:
         raise TaskValidationError(f"no open transaction for batch {batch_id}")
+    for transaction in transactions:
+        require_batch_id(transaction, batch_id, f"transaction {transaction.get('_id')}")
     with_open_amend = [t for t in transactions if open_amend_seqs(t, batch_id)]
     if not with_open_amend:
         raise TaskValidationError(f"the open transaction of batch {batch_id} has no open amend seq")
@@ -227,14 +253,21 @@ def fetch_transaction_details(db, batch_id):
 
 # --- cases and summary ---------------------------------------------------------------
 
+_NUMBER_TYPES = (int, float)
+
+
 def _arrears(value, where):
+    """An amount as planning sums it: int (Int64 included), float, or decimal.Decimal (from Decimal128)."""
     if value is None:
         return 0
     if isinstance(value, Decimal128):
-        value = float(value.to_decimal())
+        amount = value.to_decimal()
+        if not amount.is_finite():
+            raise TaskValidationError(f"{where}: Arrease must be a number, got {value!r} (Decimal128)")
+        return amount
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TaskValidationError(f"{where}: Arrease must be a number, got {value!r} ({_kind(value)})")
-    return value
+    return int(value) if isinstance(value, int) else value
 
 
 def read_case(document, batch_id):
@@ -245,6 +278,7 @@ def read_case(document, batch_id):
             f"case _id {document.get('_id')} in batch {batch_id}: Case_Id must be an integer, "
             f"got {case_id!r} ({_kind(case_id)})")
     where = f"case {case_id} in batch {batch_id}"
+    require_batch_id(document, batch_id, where)
     if "DRC_Id" not in document or "RTOM" not in document:
         missing = [field for field in ("DRC_Id", "RTOM") if field not in document]
         raise TaskValidationError(f"{where} lacks {', '.join(missing)}")
@@ -252,10 +286,7 @@ def read_case(document, batch_id):
     rtom = require_code(document["RTOM"], f"{where}: RTOM")
     amended = document.get("NEW_DRC_ID")
     current = original if amended in (None, "") else require_code(amended, f"{where}: NEW_DRC_ID")
-    return case_id, current, rtom, _arrears(document.get("Arrease"), where)
-
-
-_NUMBER_TYPES = (int, float)
+    return int(case_id), current, rtom, _arrears(document.get("Arrease"), where)
 
 
 def build_case_maps(documents, batch_id):
@@ -268,18 +299,27 @@ def build_case_maps(documents, batch_id):
     """
     assignment, arrears, cells = {}, {}, {}
     valid_codes = set()
-    integral = True
+    batch_type = type(batch_id)
+    has_float = has_decimal = False
     for count, document in enumerate(documents, start=1):
         get = document.get
-        case_id, original, amended, rtom, amount = (get("Case_Id"), get("DRC_Id"), get("NEW_DRC_ID"), get("RTOM"),
-                                                    get("Arrease", 0))
+        case_id, original, amended, rtom, amount, batch = (
+            get("Case_Id"), get("DRC_Id"), get("NEW_DRC_ID"), get("RTOM"), get("Arrease", 0),
+            get("Case_Distribution_Batch_ID"))
         current = amended or original
         if not (type(case_id) is int and type(original) is str and original in valid_codes
                 and (amended is None or type(amended) is str) and current in valid_codes
                 and type(rtom) is str and rtom in valid_codes
+                and type(batch) is batch_type and batch == batch_id
                 and type(amount) in _NUMBER_TYPES and -math.inf < amount < math.inf):
             case_id, current, rtom, amount = read_case(document, batch_id)
             valid_codes.update((document["DRC_Id"], current, rtom))
+        amount_type = type(amount)
+        if amount_type is not int:
+            if amount_type is float:
+                has_float = True
+            else:
+                has_decimal = True
         key = (current, rtom)
         entry = cells.get(key)
         if entry is None:
@@ -289,12 +329,12 @@ def build_case_maps(documents, batch_id):
         arrears[case_id] = amount
         case_ids.append(case_id)
         amounts.append(amount)
-        integral = integral and type(amount) is int
         if len(assignment) != count:
             raise TaskValidationError(f"Case_Id {case_id} appears more than once in batch {batch_id}")
+    kind = AmountKind.FLOAT if has_float else AmountKind.DECIMAL if has_decimal else AmountKind.INTEGER
     return BatchCases(assignment=assignment, arrears=arrears,
                       holdings={cell: case_ids for cell, case_ids, _ in cells.values()},
-                      amounts={cell: amounts for cell, _, amounts in cells.values()}, integral=integral)
+                      amounts={cell: amounts for cell, _, amounts in cells.values()}, amount_kind=kind)
 
 
 def fetch_cases_for_batch(db, batch_id, progress=iter):
@@ -323,6 +363,7 @@ def summary_cell_keys(rows, batch_id):
     """The (DRC, RTOM) cells of the batch's summary rows; two rows for one cell is an error."""
     cells = set()
     for row in rows:
+        require_batch_id(row, batch_id, f"summary row {row.get('_id')}")
         cell = (require_code(row.get("DRC_Id"), f"summary row {row.get('_id')} of batch {batch_id}: DRC_Id"),
                 require_code(row.get("RTOM"), f"summary row {row.get('_id')} of batch {batch_id}: RTOM"))
         if cell in cells:
@@ -338,27 +379,50 @@ def fetch_summary_rows(db, batch_id):
 
 # --- claims and journals -------------------------------------------------------------
 
-def fetch_expired_claims(db, now, lease, task_id=None):
-    """Amend tasks in processing whose claim expired (or, claimed without a lease, went quiet for one)."""
-    return list(db[TASKS_COLLECTION].find(
-        _amend_tasks({"task_status": "processing",
-                      "$or": [{"claim_expires_dtm": {"$lt": now}},
-                              {"claim_expires_dtm": None, "status_changed_dtm": {"$lt": now - lease}}]}, task_id),
-        {"_id": 1, "Task_Id": 1, "parameters": 1, "claimed_by": 1, "status_changed_dtm": 1, "claim_expires_dtm": 1}
-    ).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)]))
+def stale_claim_reason(task, now, lease, clock_skew):
+    """Why a processing task's claim no longer protects it, or None while it is live.
+
+    A claim is live while its claim_expires_dtm lies between now and now + lease (+ the
+    clock skew allowed between hosts). A lease already past, one further ahead than any run
+    could have set it (a host whose clock is ahead), or a value that is not a date never
+    protects a task: such a claim is taken over, which fencing makes safe (see README).
+    A claim without a lease (set by hand or by another tool) holds for one lease after its
+    status_changed_dtm.
+    """
+    expires = task.get("claim_expires_dtm")
+    if isinstance(expires, datetime):
+        if expires < now:
+            return f"its lease expired at {expires:%Y-%m-%d %H:%M:%S} UTC"
+        if expires > now + lease + clock_skew:
+            return (f"its lease ends {expires:%Y-%m-%d %H:%M:%S} UTC, further ahead than LEASE_MINUTES from now "
+                    f"(written by a host whose clock is ahead?)")
+        return None
+    if expires is not None:
+        return f"its claim_expires_dtm is not a date: {expires!r}"
+    changed = task.get("status_changed_dtm")
+    if not isinstance(changed, datetime):
+        return f"it has no lease and its status_changed_dtm is not a date: {changed!r}"
+    if changed < now - lease:
+        return f"it has no lease and has been processing since {changed:%Y-%m-%d %H:%M:%S} UTC"
+    if changed > now + clock_skew:
+        return f"it has no lease and its status_changed_dtm {changed:%Y-%m-%d %H:%M:%S} UTC lies in the future"
+    return None
 
 
-def fetch_task_status(db, task_object_id):
-    task = db[TASKS_COLLECTION].find_one({"_id": task_object_id}, {"task_status": 1})
-    return None if task is None else task.get("task_status")
+CLAIM_FIELDS = {"_id": 1, "Task_Id": 1, "parameters": 1, "claimed_by": 1, "status_changed_dtm": 1,
+                "claim_expires_dtm": 1, "created_dtm": 1}
+
+
+def fetch_expired_claims(db, now, lease, clock_skew, task_id=None):
+    """Amend tasks in processing whose claim no longer protects them (stale_claim_reason), oldest first."""
+    processing = db[TASKS_COLLECTION].find(_amend_tasks({"task_status": "processing"}, task_id), CLAIM_FIELDS)
+    return [task for task in processing.sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)])
+            if stale_claim_reason(task, now, lease, clock_skew)]
 
 
 def fetch_journals(db):
-    return list(db[JOURNAL_COLLECTION].find({}, {"_id": 1, "task_object_id": 1}))
-
-
-def fetch_journal_of_task(db, task_object_id):
-    return db[JOURNAL_COLLECTION].find_one({"task_object_id": task_object_id})
+    return list(db[JOURNAL_COLLECTION].find({}, {"_id": 1, "task_object_id": 1, "Task_Id": 1, "phase": 1,
+                                                 "fence": 1}))
 
 
 # --- run history and monitoring --------------------------------------------------------

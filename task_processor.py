@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 
+from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from amend_plan import PlannedWrites, plan_amend
@@ -19,13 +20,12 @@ from database_checks import (
     fetch_case_prior_values,
     fetch_cases_for_batch,
     fetch_expired_claims,
-    fetch_journal_of_task,
     fetch_journals,
     fetch_open_tasks,
     fetch_summary_rows,
     fetch_task,
-    fetch_task_status,
     fetch_transaction_details,
+    stale_claim_reason,
     summary_cell_keys,
     task_batch_id,
 )
@@ -34,8 +34,10 @@ from update_databases import (
     AmendWriteUnit,
     claim_task,
     close_journal,
+    issue_fence,
     mark_journal_undoing,
     open_journal,
+    planned_writes_from_journal,
     record_planned_writes,
     release_task,
     renew_claim,
@@ -142,8 +144,11 @@ def timed(task, process):
     return replace(outcome, batch_id=_batch_of(task), duration_seconds=round(time.monotonic() - started, 3))
 
 
-def end_in_error(db, task, run, reason, clock):
-    """Record `reason` on the task; a task that cannot be marked stays processing for recovery."""
+def end_in_error(db, task, run, reason, clock, journal=None):
+    """Record `reason` on the task, then close the task's journal (batch id, fence) when given.
+
+    A task that cannot be marked stays in processing, its journal kept, for recovery.
+    """
     reason = scrub(reason)
     log.error("%s ended in error: %s", task_label(task), reason)
     try:
@@ -151,13 +156,16 @@ def end_in_error(db, task, run, reason, clock):
     except (DatabaseUpdateError, ClaimLostError) as exc:
         log.critical("%s could not be marked error; it stays in processing until recovered: %s",
                      task_label(task), exc)
+    else:
+        if journal is not None:
+            _close_journal_quietly(db, *journal, task)
     return TaskOutcome(task["_id"], task.get("Task_Id"), "error", reason)
 
 
-def _close_journal_quietly(db, batch_id, task):
+def _close_journal_quietly(db, batch_id, fence, task):
     """A journal left behind only keeps the batch busy until the next run clears it."""
     try:
-        close_journal(db, batch_id, task["_id"])
+        close_journal(db, batch_id, fence)
     except DatabaseUpdateError as exc:
         log.warning("%s: %s; the next run clears it", task_label(task), exc)
 
@@ -171,7 +179,13 @@ def _failure_reason(exc, label):
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
-def undo_and_end(db, task, run, writes, reason, clock):
+def _left_to_the_run_that_took_over(task, exc):
+    """This run lost the task (or its batch) to another run: it touches neither any more."""
+    log.error("%s: %s; left to the run that took it over", task_label(task), exc)
+    return TaskOutcome(task["_id"], task.get("Task_Id"), "error", scrub(str(exc)))
+
+
+def undo_and_end(db, task, run, writes, fence, reason, clock):
     """Journal the undo, undo every write of the task, then end it in error.
 
     When the undo itself fails the journal stays `undoing` and the task stays in processing:
@@ -179,31 +193,44 @@ def undo_and_end(db, task, run, writes, reason, clock):
     """
     reason = scrub(reason)
     try:
-        mark_journal_undoing(db, writes.batch_id, run, reason)
-        AmendWriteUnit(db, writes).undo()
+        mark_journal_undoing(db, writes.batch_id, fence, reason)
+        AmendWriteUnit(db, writes, fence).undo()
+    except ClaimLostError as exc:
+        return _left_to_the_run_that_took_over(task, exc)
     except DatabaseUpdateError as exc:
         log.critical("%s: %s; a later run restores batch %s after the lease", task_label(task), exc, writes.batch_id)
         return TaskOutcome(task["_id"], task.get("Task_Id"), "error", f"{reason}; undo incomplete, left for recovery")
-    outcome = end_in_error(db, task, run, f"{reason}; every write of the task was undone", clock)
-    _close_journal_quietly(db, writes.batch_id, task)
-    return outcome
+    return end_in_error(db, task, run, f"{reason}; every write of the task was undone", clock,
+                        journal=(writes.batch_id, fence))
 
 
-def land_writes(db, task, run, writes, clock, note=""):
-    """Apply journaled writes and complete the task; on any failure undo them and end in error."""
+def land_writes(db, task, run, writes, fence, clock, note=""):
+    """Apply journaled writes and complete the task; on a failed data write undo them and end in error.
+
+    Once every data write landed the task is only ever rolled forward: when marking it
+    completed fails, it stays in processing with its journal, and the next run after the
+    lease completes it.
+    """
     label = task_label(task)
     started = time.monotonic()
     try:
-        AmendWriteUnit(db, writes).apply()
-        update_task_status(db, task["_id"], run, "completed", writes.description + note, clock())
-        log.info("%s: wrote %d case(s) and %d summary row(s), closed seq %s in %.2f s", label, len(writes.changes),
-                 len(writes.summary), writes.request.batch_seq, time.monotonic() - started)
+        AmendWriteUnit(db, writes, fence).apply()
     except ClaimLostError as exc:
-        log.error("%s: %s; left to the run that took it over", label, exc)
-        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", str(exc))
+        return _left_to_the_run_that_took_over(task, exc)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the writes must be undone
-        return undo_and_end(db, task, run, writes, _failure_reason(exc, label) + note, clock)
-    _close_journal_quietly(db, writes.batch_id, task)
+        return undo_and_end(db, task, run, writes, fence, _failure_reason(exc, label) + note, clock)
+    log.info("%s: wrote %d case(s) and %d summary row(s), closed seq %s in %.2f s", label, len(writes.changes),
+             len(writes.summary), writes.request.batch_seq, time.monotonic() - started)
+    try:
+        update_task_status(db, task["_id"], run, "completed", writes.description + note, clock())
+    except ClaimLostError as exc:
+        return _left_to_the_run_that_took_over(task, exc)
+    except DatabaseUpdateError as exc:
+        message = (f"every write landed but the task could not be marked completed ({exc}); it stays in "
+                   f"processing and the next run after its lease completes it")
+        log.critical("%s: %s", label, message)
+        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", scrub(message))
+    _close_journal_quietly(db, writes.batch_id, fence, task)
     log.info("%s completed: %s", label, writes.description + note)
     return TaskOutcome(task["_id"], task.get("Task_Id"), "completed", writes.description + note, len(writes.changes))
 
@@ -244,27 +271,35 @@ def plan_batch(db, batch_id, settings, label):
 
 
 def read_and_plan(db, task, batch_id, settings, clock):
-    """The read phase of a task: the plan, with the prior values an undo needs."""
+    """The read phase of a task: the plan, with the prior values an undo needs and the _id of every
+    summary row it writes (existing rows keep theirs; a new row's is chosen here)."""
     _, summary_rows, plan = plan_batch(db, batch_id, settings, task_label(task))
     case_priors = fetch_case_prior_values(db, batch_id, [change.case_id for change in plan.changes],
                                           CASE_CHUNK_SIZE)
+    row_ids = {(row["DRC_Id"], row["RTOM"]): row["_id"] for row in summary_rows}
+    row_ids.update({(cell.drc, cell.rtom): ObjectId() for cell in plan.summary
+                    if (cell.drc, cell.rtom) not in row_ids})
     return PlannedWrites(batch_id=batch_id, request=plan.request, changes=plan.changes, summary=plan.summary,
                          description=plan.description, case_priors=case_priors, summary_rows=tuple(summary_rows),
-                         now=clock(), label=task_label(task))
+                         summary_row_ids=row_ids, now=clock(), label=task_label(task))
 
 
 def process_single_batch(db, task, settings, run, clock=utc_now):
     """Validate, plan and write one claimed task: it ends `completed`, or `error` with nothing of it left.
 
-    `db` is a RetryingDatabase. The batch's journal is opened before its data is read, so
-    no other task amends the batch meanwhile, and it holds the planned writes and the prior
-    values before the first data write, so that a crash at any point can be recovered.
+    `db` is a RetryingDatabase. The batch's journal, carrying a new fencing token, is opened
+    before the batch is read, so no other task amends the batch meanwhile; the claim is
+    then renewed, which proves no run took the task over before the journal existed (a run
+    that takes it over later finds the journal and takes it over too, fencing this run
+    out). The journal holds the planned writes and the prior values before the first data
+    write, so that a crash at any point can be recovered.
     """
     label = task_label(task)
     try:
         db.retry(lambda: fetch_and_validate_template_task(db, task, settings.template_task_id), "reading the template")
         batch_id = task_batch_id(task)
-        open_journal(db, batch_id, task, run, clock())
+        fence = issue_fence(db)
+        open_journal(db, batch_id, task, run, clock(), fence)
     except BatchBusyError as exc:
         release_task(db, task["_id"], run, clock(), f"Waiting for a later run: {exc}")
         log.info("%s deferred: %s", label, exc)
@@ -275,68 +310,116 @@ def process_single_batch(db, task, settings, run, clock=utc_now):
     try:
         writes = db.retry(lambda: read_and_plan(db, task, batch_id, settings, clock), f"reading batch {batch_id}")
         renew_claim(db, task["_id"], run, clock(), settings.lease)
-        record_planned_writes(db, batch_id, run, writes)
+        record_planned_writes(db, batch_id, fence, writes)
     except ClaimLostError as exc:
-        log.error("%s: %s; left to the run that took it over", label, exc)
-        return TaskOutcome(task["_id"], task.get("Task_Id"), "error", str(exc))
+        _close_journal_quietly(db, batch_id, fence, task)
+        return _left_to_the_run_that_took_over(task, exc)
     except Exception as exc:  # noqa: BLE001 - no data was written yet
-        outcome = end_in_error(db, task, run, _failure_reason(exc, label) + "; nothing was written", clock)
-        _close_journal_quietly(db, batch_id, task)
-        return outcome
-    return land_writes(db, task, run, writes, clock)
+        return end_in_error(db, task, run, _failure_reason(exc, label) + "; nothing was written", clock,
+                            journal=(batch_id, fence))
+    return land_writes(db, task, run, writes, fence, clock)
 
 
 # --- recovery of runs that stopped ------------------------------------------------------
 
-def recover_task(db, task, run, clock):
-    """Bring a task taken over from a stopped run to a consistent end (see README, "Crash recovery").
+def recover_task(db, task, settings, run, clock, requeued=False):
+    """Bring a task this run now holds to a consistent end (see README, "Crash recovery"): one whose
+    claim went stale, or one an operator set back to open while its journal was unfinished (`requeued`).
 
-    Nothing journaled or only planned: nothing was written, the task ends in error.
-    Phase `writing`: roll forward, the writes are idempotent; the task ends completed.
-    Phase `undoing`: the stopped run had decided to undo; the restore is finished, error.
+    The task's journal is taken over first, with a new fencing token, so the run that wrote
+    it can write nothing more. Phase `writing`: roll forward, the writes are idempotent; the
+    task ends completed. Phase `undoing`: the restore is finished; the task ends in error, or,
+    re-queued, is processed afresh. Nothing journaled or only planned: nothing was written;
+    the task ends in error, or, re-queued, is processed afresh.
     """
     prefix = f"recovered by {run.label} after the run that claimed it stopped"
-    journal = db.retry(lambda: fetch_journal_of_task(db, task["_id"]), "reading the journal")
-    if journal is None or "writes" not in journal:
-        outcome = end_in_error(db, task, run, f"Interrupted before any write, nothing changed; {prefix}. "
-                                              "Queue the amend again to retry it.", clock)
+    fence = issue_fence(db)
+    journal = take_over_journal(db, {"task_object_id": task["_id"]}, run, fence)
+    phase = None if journal is None or "writes" not in journal else journal.get("phase")
+    if phase == "writing":
+        note = (f" (an earlier attempt left its writes unfinished when the task was re-queued; {run.label} "
+                f"finished them)" if requeued else f" ({prefix}; its writes were finished)")
+        return land_writes(db, task, run, planned_writes_from_journal(journal), fence, clock, note=note)
+    if phase == "undoing" and not requeued:
+        return undo_and_end(db, task, run, planned_writes_from_journal(journal), fence,
+                            f"{journal.get('error')} ({prefix})", clock)
+    if phase == "undoing":
+        AmendWriteUnit(db, planned_writes_from_journal(journal), fence).undo()
+    if requeued:
         if journal is not None:
-            _close_journal_quietly(db, journal["_id"], task)
-        return outcome
-    take_over_journal(db, journal, run)
-    writes = PlannedWrites.from_document(journal["writes"])
-    if journal["phase"] == "writing":
-        return land_writes(db, task, run, writes, clock, note=f" ({prefix}; its writes were finished)")
-    return undo_and_end(db, task, run, writes, f"{journal.get('error')} ({prefix})", clock)
+            close_journal(db, journal["_id"], fence)
+        log.info("%s: the earlier attempt's journal is finished; processing the re-queued task", task_label(task))
+        return process_single_batch(db, task, settings, run, clock)
+    return end_in_error(db, task, run, f"Interrupted before any write, nothing changed; {prefix}. "
+                                       "Queue the amend again to retry it.", clock,
+                        journal=None if journal is None else (journal["_id"], fence))
 
 
-def clear_finished_journals(db):
-    """Remove journals whose task already ended: a run stopped between its last two writes."""
-    for journal in db.retry(lambda: fetch_journals(db), "reading the journals"):
-        status = db.retry(partial(fetch_task_status, db, journal["task_object_id"]), "reading a task")
-        if status not in ("processing", "open"):
-            log.info("clearing the journal of batch %s: its task is %s", journal["_id"], status or "gone")
-            close_journal(db, journal["_id"], journal["task_object_id"])
+def finish_orphaned_journal(db, journal, task_status, run):
+    """A journal whose task already ended (or is gone) is finished, never just deleted: rolled forward
+    when its task completed, otherwise restored, so the batch agrees with what the task says."""
+    fence = issue_fence(db)
+    taken = take_over_journal(db, {"_id": journal["_id"], "task_object_id": journal["task_object_id"]}, run, fence)
+    if taken is None:
+        return
+    if "writes" in taken and taken.get("phase") in ("writing", "undoing"):
+        unit = AmendWriteUnit(db, planned_writes_from_journal(taken), fence)
+        if taken["phase"] == "writing" and task_status == "completed":
+            unit.apply()
+        else:
+            unit.undo()
+    close_journal(db, taken["_id"], fence)
+    log.warning("finished the journal (phase %s) of batch %s left by amend task %s (%s), which is %s",
+                taken.get("phase"), taken["_id"], taken.get("Task_Id"), taken["task_object_id"],
+                task_status or "gone")
 
 
 def recover_interrupted_tasks(db, settings, run, clock=utc_now, task_id=None):
-    """Tasks in processing whose claim expired are taken over, one run each, and brought to an end."""
-    clear_finished_journals(db)
+    """Bring every task a stopped run left behind to an end before new work starts.
+
+    Tasks in processing whose claim is stale are taken over, one run each. Then every journal
+    left without a live claim is finished: a re-queued (open) task is claimed and finished
+    first; the journal of a task that already ended is rolled forward or restored.
+    """
     now = clock()
     outcomes = []
-    expired = db.retry(lambda: fetch_expired_claims(db, now, settings.lease, task_id), "selecting expired claims")
-    for reference in expired:
-        task = take_over_expired_claim(db, reference["_id"], run, clock(), settings.lease)
+    stale = db.retry(lambda: fetch_expired_claims(db, now, settings.lease, settings.clock_skew, task_id),
+                     "selecting stale claims")
+    for reference in stale:
+        task = take_over_expired_claim(db, reference, run, clock(), settings.lease)
         if task is None:
             continue
-        log.warning("%s: its claim expired; recovering it", task_label(task))
-        outcomes.append(timed(task, partial(_recover_or_report, db, task, run, clock)))
+        log.warning("%s: %s; recovering it", task_label(task),
+                    stale_claim_reason(reference, now, settings.lease, settings.clock_skew))
+        outcomes.append(timed(task, partial(_recover_or_report, db, task, settings, run, clock)))
+    for journal in db.retry(lambda: fetch_journals(db), "reading the journals"):
+        if task_id is not None and journal.get("Task_Id") != task_id:
+            continue
+        task = db.retry(partial(fetch_task, db, journal["task_object_id"]), "reading a task")
+        status = None if task is None else task.get("task_status")
+        if status == "processing":
+            continue  # held; recovered once its claim is stale
+        if status == "open":
+            claimed = claim_task(db, task["_id"], run, clock(), settings.lease)
+            if claimed is not None:
+                log.warning("%s was re-queued while its journal of batch %s was unfinished; finishing that first",
+                            task_label(claimed), journal["_id"])
+                outcomes.append(timed(claimed, partial(_recover_or_report, db, claimed, settings, run, clock,
+                                                       requeued=True)))
+            continue
+        try:
+            finish_orphaned_journal(db, journal, status, run)
+        except (TaskProcessingError, PyMongoError) as exc:
+            log.critical("the journal of batch %s could not be finished; the batch stays reserved: %s",
+                         journal["_id"], scrub(exc))
     return outcomes
 
 
-def _recover_or_report(db, task, run, clock):
+def _recover_or_report(db, task, settings, run, clock, requeued=False):
     try:
-        return recover_task(db, task, run, clock)
+        return recover_task(db, task, settings, run, clock, requeued)
+    except ClaimLostError as exc:
+        return _left_to_the_run_that_took_over(task, exc)
     except Exception as exc:  # noqa: BLE001 - one unrecoverable journal must not stop the run
         reason = _failure_reason(exc, task_label(task))
         log.critical("%s could not be recovered, it stays in processing: %s", task_label(task), reason)

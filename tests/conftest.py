@@ -14,6 +14,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from database_checks import AMEND_TASK_TYPE  # noqa: E402
 from database_update import read_fixtures, reset_collections  # noqa: E402
+from update_databases import FENCE_FIELD  # noqa: E402
 from utils.config import JobSettings  # noqa: E402
 from utils.connectDB import (  # noqa: E402
     CASES_COLLECTION,
@@ -103,12 +104,13 @@ def snapshot(db, batch_id=None):
 
 
 def normalized(value):
-    """A document with the times written by a run replaced by a marker and without _id, so that
-    the results of runs at different times, or with upserted rows, compare equal."""
+    """A document with the times written by a run replaced by a marker and without _id or fencing
+    token, so that the results of runs at different times, or with upserted rows, compare equal
+    (a token only grows: an undo leaves the undoer's, see README "Fencing")."""
     if isinstance(value, datetime) and value >= RUN_TIMES_START:
         return "<run time>"
     if isinstance(value, dict):
-        return {key: normalized(item) for key, item in value.items() if key != "_id"}
+        return {key: normalized(item) for key, item in value.items() if key not in ("_id", FENCE_FIELD)}
     if isinstance(value, list):
         return [normalized(item) for item in value]
     return value

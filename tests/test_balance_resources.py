@@ -149,7 +149,7 @@ def cases_of(documents):
 
 
 def doc(case_id, drc, rtom, amount):
-    return {"Case_Id": case_id, "DRC_Id": drc, "RTOM": rtom, "Arrease": amount}
+    return {"Case_Id": case_id, "Case_Distribution_Batch_ID": "B", "DRC_Id": drc, "RTOM": rtom, "Arrease": amount}
 
 
 def test_summary_cells_count_every_cell_and_zero_the_emptied_ones():

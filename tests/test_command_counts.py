@@ -39,9 +39,9 @@ def test_a_1000_case_task_on_mongomock():
     assert len(commands) <= limit(changed)
     assert commands.count((CASES_COLLECTION, "bulk_write")) == 1
     assert commands.count((CASES_COLLECTION, "find")) == 2  # the batch, then the prior values of the changed cases
-    # the changed cases, the summary rows, the transaction, the task 3 times, the journal 3 times
+    # the changed cases, the summary rows, the transaction, the task 3 times, the journal 3 times, the fence counter
     summary_rows = db["DRS_Database.Case_Distribution_DRC_Summary"].count_documents({})
-    assert counting.documents_written_by_first_task() == changed + summary_rows + 1 + 3 + 3
+    assert counting.documents_written_by_first_task() == changed + summary_rows + 1 + 3 + 3 + 1
     assert db[TASKS_COLLECTION].find_one()["task_status"] == "completed"
 
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import mongomock
 import pytest
@@ -11,7 +11,7 @@ from bson import ObjectId
 
 from database_checks import AMEND_TASK_TYPE
 from task_processor import amend_task_processing
-from tests.conftest import PROJECT_ROOT, TEMPLATE_TASK_ID, add_batch, batch_state, fixed_clock
+from tests.conftest import FIXED_NOW, PROJECT_ROOT, TEMPLATE_TASK_ID, add_batch, batch_state, fixed_clock
 from tests.faults import SerializedDatabase
 from utils.config import JobSettings
 from utils.connectDB import JOURNAL_COLLECTION, TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION
@@ -90,8 +90,9 @@ def test_a_task_waits_while_another_task_amends_its_batch():
     first, second = db[TASKS_COLLECTION].find({"parameters.Case_Distribution_Batch_ID": "B00"}).sort("Task_Id", 1)
     db[JOURNAL_COLLECTION].insert_one({"_id": "B00", "task_object_id": first["_id"], "Task_Id": first["Task_Id"],
                                        "phase": "planning", "run": {"run_id": "other"}})
-    db[TASKS_COLLECTION].update_one({"_id": first["_id"]}, {"$set": {"task_status": "processing",
-                                                                     "claim_expires_dtm": datetime(2099, 1, 1)}})
+    # the first task is held by a live run: its lease runs for ten more minutes
+    db[TASKS_COLLECTION].update_one({"_id": first["_id"]}, {"$set": {
+        "task_status": "processing", "claim_expires_dtm": FIXED_NOW + timedelta(minutes=10)}})
     report = amend_task_processing(db, SETTINGS, clock=fixed_clock)
     deferred = [o for o in report.outcomes if o.status == "deferred"]
     assert [o.object_id for o in deferred] == [second["_id"]]

@@ -5,6 +5,7 @@ import math
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
+from amend_plan import AmountKind
 from database_checks import (
     build_case_maps,
     parse_transfer_count,
@@ -107,7 +108,7 @@ def test_transaction_refusals(details, message):
 
 
 def case(**fields):
-    base = {"_id": 9, "Case_Id": 7, "DRC_Id": "D1", "RTOM": "CW", "Arrease": 10.5}
+    base = {"_id": 9, "Case_Id": 7, "Case_Distribution_Batch_ID": "005", "DRC_Id": "D1", "RTOM": "CW", "Arrease": 10.5}
     base.update(fields)
     return base
 
@@ -144,8 +145,8 @@ def test_build_case_maps_shapes():
     assert cases.assignment[7] is cases.assignment[8]
     assert cases.holdings == {("D1", "CW"): [7, 8], ("D1", "AG"): [9]}
     assert cases.amounts == {("D1", "CW"): [10.5, 2], ("D1", "AG"): [1]}
-    assert cases.arrears == {7: 10.5, 8: 2, 9: 1} and cases.integral is False
-    assert build_case_maps([case(Arrease=3)], "005").integral is True
+    assert cases.arrears == {7: 10.5, 8: 2, 9: 1} and cases.amount_kind is AmountKind.FLOAT
+    assert build_case_maps([case(Arrease=3)], "005").amount_kind is AmountKind.INTEGER
 
 
 def test_the_fast_path_validates_like_the_slow_one():
@@ -165,9 +166,10 @@ def test_duplicate_case_ids_are_refused():
 
 
 def test_summary_rows_must_be_one_per_cell():
-    rows = [{"_id": 1, "DRC_Id": "D1", "RTOM": "CW"}, {"_id": 2, "DRC_Id": "D1", "RTOM": "AG"}]
+    batch = {"Case_Distribution_Batch_ID": "005"}
+    rows = [{"_id": 1, "DRC_Id": "D1", "RTOM": "CW", **batch}, {"_id": 2, "DRC_Id": "D1", "RTOM": "AG", **batch}]
     assert summary_cell_keys(rows, "005") == {("D1", "CW"), ("D1", "AG")}
     with pytest.raises(TaskValidationError, match="more than one summary row for DRC D1 RTOM CW"):
-        summary_cell_keys(rows + [{"_id": 3, "DRC_Id": "D1", "RTOM": "CW"}], "005")
+        summary_cell_keys(rows + [{"_id": 3, "DRC_Id": "D1", "RTOM": "CW", **batch}], "005")
     with pytest.raises(TaskValidationError, match="summary row 4 of batch 005: RTOM"):
-        summary_cell_keys([{"_id": 4, "DRC_Id": "D1"}], "005")
+        summary_cell_keys([{"_id": 4, "DRC_Id": "D1", **batch}], "005")

@@ -20,6 +20,7 @@ from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, crash, p
 from utils.config import JobSettings
 from utils.connectDB import (
     CASES_COLLECTION,
+    COUNTERS_COLLECTION,
     JOURNAL_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
@@ -89,7 +90,8 @@ def disturbed_run(database, injector):
     return True
 
 
-TASK_WRITES = [(TASKS_COLLECTION, "find_one_and_update"), (JOURNAL_COLLECTION, "insert_one"),
+TASK_WRITES = [(TASKS_COLLECTION, "find_one_and_update"), (COUNTERS_COLLECTION, "find_one_and_update"),
+               (JOURNAL_COLLECTION, "insert_one"),
                (TASKS_COLLECTION, "update_one"), (JOURNAL_COLLECTION, "update_one"),
                (CASES_COLLECTION, "bulk_write"), (SUMMARY_COLLECTION, "bulk_write"),
                (TRANSACTIONS_COLLECTION, "update_one"), (TASKS_COLLECTION, "update_one"),
@@ -97,11 +99,12 @@ TASK_WRITES = [(TASKS_COLLECTION, "find_one_and_update"), (JOURNAL_COLLECTION, "
 
 
 def test_the_run_has_the_expected_write_points():
-    """claim, journal, lease renewal, journaled plan, cases, summary, seq, status, journal: per task."""
+    """claim, fencing token, journal, lease renewal, journaled plan, cases, summary, seq, status, journal:
+    per task."""
     injector = FaultInjector()
     run_job(FaultyDatabase(fresh_db(), injector))
     assert injector.writes == TASK_WRITES * 2
-    assert WRITES == 18
+    assert WRITES == 20
 
 
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
@@ -182,11 +185,11 @@ def test_permanent_failure_at_every_write_point(k, after_write):
 
 def test_a_data_write_failure_is_undone_within_the_run():
     database = fresh_db()
-    # write 6 is the summary of batch 005 (see test_the_run_has_the_expected_write_points)
-    report = run_job(FaultyDatabase(database, FaultInjector({6}, True, permanent)))
+    # write 7 is the summary of batch 005 (see test_the_run_has_the_expected_write_points)
+    report = run_job(FaultyDatabase(database, FaultInjector({7}, True, permanent)))
     task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
     assert task["task_status"] == "error"
-    assert "injected fault at write 6" in task["status_description"]
+    assert "injected fault at write 7" in task["status_description"]
     assert task["status_description"].endswith("every write of the task was undone")
     assert batch_state(database, "005") == BEFORE["005"]
     assert [o.status for o in report.outcomes] == ["error", "completed"]
@@ -246,7 +249,7 @@ def test_a_crash_after_the_claim_ends_in_error_with_nothing_changed():
 def test_a_corrupt_journal_is_reported_and_the_run_goes_on():
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({5}, False, crash)))  # journaled, no data written
+        run_job(FaultyDatabase(database, FaultInjector({6}, False, crash)))  # journaled, no data written
     database[JOURNAL_COLLECTION].update_one({"_id": "005"}, {"$unset": {"writes.moves": ""}})
     report = run_job(database, clock=lambda: LATER)
     assert [o.status for o in report.outcomes] == ["error", "completed"]

@@ -78,8 +78,9 @@ def test_full_run_on_the_fixtures(db, settings):
             assert case["Proceed_On"] == FIXED_NOW
             assert case["Amend_Status"] == "Completed"
             assert case["Amend_Description"] == f"Amended from {old} to {new} by amend task 101 ({TASK_005})"
+            assert case["DRS_Amend_Fence"] == 1  # the first fencing token the database issued
             assert {k: v for k, v in case.items() if k not in
-                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")} == \
+                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description", "DRS_Amend_Fence")} == \
                    {k: v for k, v in before.items() if k not in
                     ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")}
         else:
@@ -98,6 +99,7 @@ def test_full_run_on_the_fixtures(db, settings):
     for batch_id, processed in (("005", 2), ("006", 3)):
         after, before = transaction_of(db, batch_id), transactions_before[batch_id]
         assert after["summery_status"] == "close"
+        assert after["DRS_Amend_Fence"] == {"005": 1, "006": 2}[batch_id]
         for seq_after, seq_before in zip(after["batch_seq_details"], before["batch_seq_details"]):
             if seq_before["batch_seq"] == processed:
                 assert seq_after == dict(seq_before, CRD_Distribution_Status="close",

@@ -30,6 +30,7 @@ DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_SECONDS = 300
 DEFAULT_MIN_SHARE_KEPT = Fraction(1, 5)
 DEFAULT_LEASE = timedelta(minutes=30)
+DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 
 def read_ini(path):
     """Parse one INI file; a missing or unparsable file is a ConfigurationError naming it."""
@@ -152,6 +153,7 @@ class JobSettings:
     template_task_id: int
     min_share_kept: Fraction = DEFAULT_MIN_SHARE_KEPT
     lease: timedelta = DEFAULT_LEASE
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 

@@ -21,6 +21,8 @@ JOB_COLLECTIONS = (TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTI
 # and one per run of main.py (read by batch_monitor.py).
 JOURNAL_COLLECTION = "DRS_Amend.Task_Journal"
 RUN_HISTORY_COLLECTION = "DRS_Amend.Run_History"
+# The counter of fencing tokens (one document, never deleted; see update_databases.issue_fence).
+COUNTERS_COLLECTION = "DRS_Amend.Counters"
 
 _session_database = None
 
