@@ -18,6 +18,7 @@ older token, so its late writes match nothing.
 
 from collections import defaultdict
 from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal
 
 import bson
@@ -107,12 +108,27 @@ def claim_task(db, task_object_id, run, now, lease):
 
 
 def _as_read(value):
-    """A filter condition matching exactly `value` as it was read, whatever its type."""
+    """A filter condition on a field that matches `value` as it was read.
+
+    Dates, strings and numbers are compared with $eq (a value never acts as an operator).
+    Anything else a run never writes there (NaN, a document, an array) matches "still not a
+    date": what a live run would write instead is always a date.
+    """
     if value is None:
         return None  # absent or null
-    if isinstance(value, float) and value != value:
-        return {"$not": {"$type": "date"}}  # NaN equals nothing in a query
-    return value
+    if isinstance(value, (datetime, str, int)) or (isinstance(value, float) and value == value):
+        return {"$eq": value}
+    return {"$exists": True, "$not": {"$type": "date"}}
+
+
+def _claim_as_read(task):
+    claimed_by = task.get("claimed_by")
+    if isinstance(claimed_by, dict):
+        condition = {"claimed_by.run_id": _as_read(claimed_by.get("run_id"))}
+    else:
+        condition = {"claimed_by": _as_read(claimed_by)}
+    condition.update({field: _as_read(task.get(field)) for field in ("claim_expires_dtm", "status_changed_dtm")})
+    return condition
 
 
 def take_over_expired_claim(db, task, run, now, lease):
@@ -122,9 +138,7 @@ def take_over_expired_claim(db, task, run, now, lease):
     takeover in between makes this one fail (None). A retry after a lost reply finds the
     task held by this run and returns it.
     """
-    as_read = {"claimed_by": _as_read(task.get("claimed_by")),
-               "claim_expires_dtm": _as_read(task.get("claim_expires_dtm")),
-               "status_changed_dtm": _as_read(task.get("status_changed_dtm"))}
+    as_read = _claim_as_read(task)
     with _writing(f"taking over task {task['_id']}"):
         return db[TASKS_COLLECTION].find_one_and_update(
             {"_id": task["_id"], "task_type": AMEND_TASK_TYPE, "task_status": "processing",

@@ -121,3 +121,27 @@ class SerializedDatabase:
 
     def __getitem__(self, name):
         return SerializedCollection(self._database[name], self._lock)
+
+
+class StallInjector:
+    """At write `at` (1 is the first) the run stalls: `during_stall()` runs (other runs, an operator)
+    before that write reaches the data or, with after_write, after it landed; then the stalled
+    run goes on as if nothing had happened, as a run resumed after a long GC pause or a
+    suspended VM does."""
+
+    def __init__(self, at, during_stall, after_write=False):
+        self.at = at
+        self.during_stall = during_stall
+        self.after_write = after_write
+        self.writes = []
+
+    def call(self, collection_name, method_name, method, args, kwargs):
+        self.writes.append((collection_name, method_name))
+        if len(self.writes) != self.at:
+            return method(*args, **kwargs)
+        if self.after_write:
+            result = method(*args, **kwargs)
+            self.during_stall()
+            return result
+        self.during_stall()
+        return method(*args, **kwargs)
