@@ -4,9 +4,10 @@ import copy
 from collections import Counter
 
 import pytest
+from bson import ObjectId
 
 from task_processor import RunIdentity, amend_task_processing
-from tests.conftest import FIXED_NOW, add_batch, fixed_clock, snapshot
+from tests.conftest import FIXED_NOW, add_batch, fixed_clock, normalized, snapshot
 from tests.mutations import (
     OTHER_TYPE_TASK,
     TASK_005,
@@ -322,3 +323,69 @@ def test_the_collector_is_paused_only_while_reading_and_planning(db, settings, m
         pass
     assert not gc.isenabled()
     gc.enable()
+
+
+# --- a reused batch_seq number (issue 8, item 3) -------------------------------------------
+
+EARLIER_CLOSE = FIXED_NOW.replace(year=2025)
+
+
+def add_reused_seq_numbers(db, task_id=2):
+    """Batch B1: seq 2 closed by an earlier amendment, then seq 2 (open) and seq 3 (open), and a second task."""
+    add_batch(db, "B1", {"D1": {"CW": 8, "AG": 6, "AD": 5}, "D2": {"CW": 4, "AG": 5, "AD": 6}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
+    closed = {"batch_seq": 2, "action_type": "amend", "CRD_Distribution_Status": "close",
+              "CRD_Distribution_Status_on": EARLIER_CLOSE,
+              "array_of_distributions": [{"rtom": "AG", "donor_drc_id": "D1", "receiver_drc_id": "D2",
+                                          "transfer_count": 1}]}
+    third = {"batch_seq": 3, "action_type": "amend", "CRD_Distribution_Status": "open",
+             "array_of_distributions": [{"rtom": "AD", "donor_drc_id": "D2", "receiver_drc_id": "D1",
+                                         "transfer_count": 1}]}
+    db[TRANSACTIONS_COLLECTION].update_one({}, {"$push": {"batch_seq_details": {"$each": [closed], "$position": 1}}})
+    db[TRANSACTIONS_COLLECTION].update_one({}, {"$push": {"batch_seq_details": third}})
+    task = db[TASKS_COLLECTION].find_one({"Task_Id": 1})
+    db[TASKS_COLLECTION].insert_one(dict(task, _id=ObjectId(f"{task_id:024x}"), Task_Id=task_id,
+                                         created_dtm=task["created_dtm"].replace(hour=9)))
+
+
+def seqs_of(db):
+    return [(seq["batch_seq"], seq["CRD_Distribution_Status"], seq.get("CRD_Distribution_Status_on"))
+            for seq in db[TRANSACTIONS_COLLECTION].find_one()["batch_seq_details"]]
+
+
+def test_a_reused_seq_number_closes_the_open_seq_and_never_the_closed_one(empty_db, settings):
+    db = empty_db
+    add_reused_seq_numbers(db)
+    report = amend_task_processing(db, settings, clock=fixed_clock, task_id=1)
+    assert [o.status for o in report.outcomes] == ["completed"]
+    assert seqs_of(db) == [(1, "close", None), (2, "close", EARLIER_CLOSE), (2, "close", FIXED_NOW), (3, "open", None)]
+    assert db[TRANSACTIONS_COLLECTION].find_one()["summery_status"] == "open"
+    assert cells(db, "B1")[("D1", "CW")] == 9  # the open seq 2 moved 1 CW, not the closed one's AG
+    later = FIXED_NOW.replace(hour=11)
+    report = amend_task_processing(db, settings, clock=lambda: later)
+    assert [o.status for o in report.outcomes] == ["completed"]
+    assert "seq 3" in report.outcomes[0].message
+    assert seqs_of(db) == [(1, "close", None), (2, "close", EARLIER_CLOSE), (2, "close", FIXED_NOW), (3, "close", later)]
+    assert db[TRANSACTIONS_COLLECTION].find_one()["summery_status"] == "close"
+
+
+def test_a_seq_that_moved_in_the_array_while_the_task_ran_is_not_closed_blindly(empty_db, settings):
+    from tests.faults import FaultyDatabase, StallInjector
+
+    db = empty_db
+    add_reused_seq_numbers(db)
+    before = snapshot(db, "B1")
+    inserted = {"batch_seq": 9, "action_type": "distribution", "CRD_Distribution_Status": "close"}
+
+    def another_system_inserts_a_seq():
+        db[TRANSACTIONS_COLLECTION].update_one({}, {"$push": {"batch_seq_details": {"$each": [inserted],
+                                                                                     "$position": 0}}})
+        before[TRANSACTIONS_COLLECTION][0]["batch_seq_details"].insert(0, inserted)
+
+    seq_write = 8  # claim, token, journal, renewal, plan, cases, summary, then the seq
+    report = amend_task_processing(FaultyDatabase(db, StallInjector(seq_write, another_system_inserts_a_seq)),
+                                   settings, clock=fixed_clock, task_id=1)
+    assert [o.status for o in report.outcomes] == ["error"]
+    assert "is no longer the open seq the task planned for" in report.outcomes[0].message
+    assert report.outcomes[0].message.endswith("every write of the task was undone")
+    assert normalized(snapshot(db, "B1")) == normalized(before)
