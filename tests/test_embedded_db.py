@@ -111,3 +111,133 @@ def test_concurrent_sessions_never_lose_an_update(tmp_path):
         thread.join()
     with database_session(settings_for(path)) as db:
         assert db["counter"].find_one()["n"] == 20
+
+
+# --- integrity of the data file (issue 8, item 4) -----------------------------------------
+
+def saved_fixture_file(tmp_path):
+    from database_update import read_fixtures, reset_collections
+    from tests.conftest import PROJECT_ROOT
+
+    source = mongomock.MongoClient()["drs"]
+    reset_collections(source, read_fixtures(PROJECT_ROOT / "data"))
+    path = tmp_path / "db.bson"
+    save_database(source, path)
+    return path
+
+
+def record_boundaries(data):
+    offsets, offset = [], 0
+    while offset < len(data):
+        offsets.append(offset)
+        offset += int.from_bytes(data[offset:offset + 4], "little")
+    return offsets
+
+
+def assert_refused_and_unchanged(path, message="damaged|not a DRS Amend data file"):
+    content = path.read_bytes()
+    with pytest.raises(DatabaseConnectionError, match=message):
+        with database_session(settings_for(path)):
+            pass
+    assert path.read_bytes() == content
+
+
+def test_a_file_truncated_at_any_record_boundary_is_refused(tmp_path):
+    path = saved_fixture_file(tmp_path)
+    data = path.read_bytes()
+    boundaries = record_boundaries(data)
+    assert len(boundaries) > 80  # header, 7 collections, their documents, the trailer
+    for offset in boundaries[1:]:
+        path.write_bytes(data[:offset])
+        assert_refused_and_unchanged(path)
+
+
+def test_a_file_truncated_anywhere_is_refused(tmp_path):
+    path = saved_fixture_file(tmp_path)
+    data = path.read_bytes()
+    for length in list(range(0, 64)) + list(range(64, len(data), 97)) + [len(data) - 1]:
+        path.write_bytes(data[:length])
+        if length == 0:
+            assert_refused_and_unchanged(path, "not a DRS Amend data file")
+        else:
+            assert_refused_and_unchanged(path)
+
+
+def test_every_single_bit_flip_is_refused(tmp_path):
+    import random
+
+    path = saved_fixture_file(tmp_path)
+    data = path.read_bytes()
+    from utils.embedded_db import TRAILER_SIZE
+
+    edges = list(range(0, 64 * 8)) + list(range((len(data) - TRAILER_SIZE) * 8, len(data) * 8))
+    bits = edges + random.Random(8).sample(range(64 * 8, (len(data) - TRAILER_SIZE) * 8), 600)
+    for bit in bits:
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(flipped))
+        with pytest.raises(DatabaseConnectionError):
+            load_database(mongomock.MongoClient()["drs"], path)
+
+
+def test_a_damaged_file_stops_every_script_with_one_line_and_is_never_overwritten(tmp_path):
+    from tests.test_scripts import run
+
+    path = saved_fixture_file(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:record_boundaries(data)[47]])
+    damaged = path.read_bytes()
+    env = {"DRS_MONGO_URI": f"embedded://{path}"}
+    for script, args, code in (("main.py", ["--log-dir", str(tmp_path / "logs")], 2),
+                               ("batch_monitor.py", ["check"], 3),
+                               ("batch_monitor.py", ["status"], 2),
+                               ("database_update.py", [], 2)):
+        result = run(script, *args, env=env)
+        assert result.returncode == code, (script, result.stderr)
+        output = (result.stdout + result.stderr).strip()
+        assert len(output.splitlines()) == 1 and "is damaged" in output and "Traceback" not in output, output
+        assert path.read_bytes() == damaged
+
+
+def test_a_temporary_file_of_a_killed_save_is_removed(tmp_path):
+    path = saved_fixture_file(tmp_path)
+    leftover = tmp_path / "db.bson.k1ll3d9x.tmp"
+    leftover.write_bytes(path.read_bytes()[:100])
+    unrelated = tmp_path / "other.bson.abc.tmp"
+    unrelated.write_bytes(b"x")
+    with database_session(settings_for(path)):
+        pass
+    assert not leftover.exists() and unrelated.exists()
+
+
+def test_a_symlinked_data_file_stays_a_symlink(tmp_path):
+    real = saved_fixture_file(tmp_path)
+    link = tmp_path / "link.bson"
+    link.symlink_to(real)
+    with database_session(settings_for(link)) as db:
+        db["t"].insert_one({"x": 1})
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    with database_session(settings_for(real)) as db:
+        assert db["t"].count_documents({}) == 1
+
+
+def test_the_permissions_of_the_data_file_are_kept(tmp_path):
+    path = saved_fixture_file(tmp_path)
+    path.chmod(0o640)
+    with database_session(settings_for(path)) as db:
+        db["t"].insert_one({"x": 1})
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_file_of_the_first_release_is_loaded_and_saved_with_a_trailer(tmp_path):
+    import bson
+
+    from utils.embedded_db import FILE_FORMAT
+
+    path = tmp_path / "db.bson"
+    path.write_bytes(b"".join(bson.encode(record) for record in (
+        {"format": FILE_FORMAT, "version": 1}, {"collection": "t", "indexes": []}, {"d": {"_id": 1, "x": 1}})))
+    with database_session(settings_for(path)) as db:
+        assert db["t"].find_one() == {"_id": 1, "x": 1}
+    path.write_bytes(path.read_bytes()[:-10])
+    assert_refused_and_unchanged(path)

@@ -1,13 +1,18 @@
 """The embedded default database: mongomock in process, its content persisted in one file.
 
 The file is a sequence of BSON documents: a header, then per collection one record with
-its name and indexes followed by one record per document. BSON keeps every type
-(ObjectId, datetime, Int64, Decimal128) exactly. The file is loaded under a lock that is
-held until the script ends, and saved through a temporary file and a rename, so a reader
-never sees half a file and two processes never interleave their load and save.
+its name and indexes followed by one record per document, then a trailer of fixed size
+holding the number of records before it and the SHA-256 of their bytes. BSON keeps every
+type (ObjectId, datetime, Int64, Decimal128) exactly; the trailer makes any truncation or
+flipped bit a refusal to load, never a smaller database. The file is loaded under a lock
+that is held until the script ends, and saved through a temporary file and a rename, so a
+reader never sees half a file and two processes never interleave their load and save.
 """
 
+import hashlib
+import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -15,11 +20,33 @@ import bson
 import filelock
 import mongomock
 from bson.errors import BSONError
+from bson.int64 import Int64
+from pymongo.errors import PyMongoError
 
 from utils.Custom_Exceptions import DatabaseConnectionError
 
 FILE_FORMAT = "drs-amend-embedded"
-FILE_VERSION = 1
+FILE_VERSION = 2
+# Version 1 (the first release) had no trailer: still loaded, and rewritten as version 2 by the next save.
+LEGACY_VERSION = 1
+TEMPORARY_SUFFIX = ".tmp"
+
+log = logging.getLogger("drs_amend.embedded")
+
+
+def _trailer(records, digest):
+    return bson.encode({"end": {"records": Int64(records), "sha256": digest}})
+
+
+TRAILER_SIZE = len(_trailer(0, "0" * 64))
+
+
+class DamagedFileError(DatabaseConnectionError):
+    """The embedded data file is not intact; it is never written over."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"embedded database file {path} is damaged ({reason}); it was left unchanged: restore it "
+                         f"from a backup, or move it aside and run database_update.py to start afresh")
 
 
 def _index_specs(collection):
@@ -32,54 +59,146 @@ def _index_specs(collection):
     return specs
 
 
+def data_file(path):
+    """The file a configured path names: a symlink is followed, so that saving replaces its target
+    and the link stays a link."""
+    return Path(os.path.realpath(path))
+
+
+def remove_stale_temporary_files(target):
+    """Temporary files of saves that were killed (kill -9) before their rename; only a lock holder calls this."""
+    prefix = target.name + "."
+    for candidate in target.parent.iterdir():
+        if candidate.name.startswith(prefix) and candidate.name.endswith(TEMPORARY_SUFFIX):
+            log.warning("removing %s, left by a save that was interrupted", candidate)
+            try:
+                candidate.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("%s cannot be removed (%s); remove it by hand", candidate, exc.strerror)
+
+
+def _mode_and_owner(target):
+    """The permissions and owner the saved file keeps: the current file's, or those of a new file."""
+    try:
+        status = target.stat()
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask, None
+    return stat.S_IMODE(status.st_mode), (status.st_uid, status.st_gid)
+
+
 def save_database(database, path):
-    """Write every collection of `database` to `path` atomically (temporary file, then rename)."""
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False)
+    """Write every collection of `database` to `path` atomically (temporary file, then rename), keeping
+    the file's permissions and owner, and a symlink pointing to it."""
+    target = data_file(path)
+    mode, owner = _mode_and_owner(target)
+    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=target.name + ".", suffix=TEMPORARY_SUFFIX,
+                                         delete=False)
     try:
         with handle:
-            handle.write(bson.encode({"format": FILE_FORMAT, "version": FILE_VERSION}))
+            digest = hashlib.sha256()
+            records = 0
+
+            def write(record):
+                nonlocal records
+                encoded = bson.encode(record)
+                digest.update(encoded)
+                handle.write(encoded)
+                records += 1
+
+            write({"format": FILE_FORMAT, "version": FILE_VERSION})
             for name in sorted(database.list_collection_names()):
                 collection = database[name]
-                handle.write(bson.encode({"collection": name, "indexes": _index_specs(collection)}))
+                write({"collection": name, "indexes": _index_specs(collection)})
                 for document in collection.find():
-                    handle.write(bson.encode({"d": document}))
+                    write({"d": document})
+            handle.write(_trailer(records, digest.hexdigest()))
             handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            if owner is not None and owner != (os.getuid(), os.getgid()):
+                try:
+                    os.fchown(handle.fileno(), *owner)
+                except PermissionError:
+                    log.warning("%s now belongs to the user running this script: only root may keep its owner",
+                                target)
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
+        os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
 
 
+def _verified_records(data, path):
+    """The records of a version 2 file, after checking the trailer's count and checksum."""
+    if len(data) < TRAILER_SIZE:
+        raise DamagedFileError(path, "it ends before its integrity trailer")
+    body, trailer = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
+    try:
+        end = bson.decode(trailer).get("end")
+        expected_records, expected_digest = end["records"], end["sha256"]
+    except (BSONError, KeyError, TypeError, AttributeError):
+        raise DamagedFileError(path, "its integrity trailer is missing or unreadable: the file is truncated or "
+                                     "was changed") from None
+    if hashlib.sha256(body).hexdigest() != expected_digest:
+        raise DamagedFileError(path, "its checksum does not match its content")
+    records = bson.decode_all(body)
+    if len(records) != expected_records:
+        raise DamagedFileError(path, f"it holds {len(records)} records where its trailer says {expected_records}")
+    return records
+
+
+def _read_records(path):
+    data = path.read_bytes()
+    try:
+        length = int.from_bytes(data[:4], "little")
+        header = bson.decode(data[:length]) if len(data) >= 5 else None
+    except BSONError:
+        header = None
+    if not header or header.get("format") != FILE_FORMAT:
+        raise DatabaseConnectionError(
+            f"embedded database file {path} cannot be read: it is not a DRS Amend data file; it was left unchanged")
+    if header.get("version") == FILE_VERSION:
+        return _verified_records(data, path)
+    if header.get("version") == LEGACY_VERSION:
+        log.warning("%s has the first release's format, without integrity check; the next save adds one", path)
+        return bson.decode_all(data)
+    raise DamagedFileError(path, f"its format version is {header.get('version')!r}; this release reads "
+                                 f"{LEGACY_VERSION} and {FILE_VERSION}")
+
+
 def load_database(database, path):
-    """Fill `database` from `path`; a missing file is an empty database."""
-    path = Path(path)
+    """Fill `database` from `path`; a missing file is an empty database, a damaged one a DamagedFileError."""
+    path = data_file(path)
     if not path.exists():
         return
     try:
-        with path.open("rb") as handle:
-            records = bson.decode_file_iter(handle)
-            header = next(records, None)
-            if not header or header.get("format") != FILE_FORMAT or header.get("version") != FILE_VERSION:
-                raise DatabaseConnectionError(
-                    f"embedded database file {path} is not a DRS Amend data file of version {FILE_VERSION}")
-            collection, batch = None, []
-            for record in records:
-                if "collection" in record:
-                    _flush(collection, batch)
-                    collection, batch = database[record["collection"]], []
-                    database.create_collection(record["collection"])
-                    for spec in record["indexes"]:
-                        collection.create_index([tuple(pair) for pair in spec["key"]],
-                                                name=spec["name"], unique=spec["unique"])
-                elif "d" in record and collection is not None:
-                    batch.append(record["d"])
-                else:
-                    raise DatabaseConnectionError(f"embedded database file {path} has a record of unknown shape")
+        records = _read_records(path)
+    except OSError as exc:
+        raise DatabaseConnectionError(f"embedded database file {path} cannot be read: {exc.strerror}") from exc
+    except BSONError as exc:
+        raise DamagedFileError(path, f"a record cannot be decoded: {exc}") from exc
+    try:
+        _fill(database, records[1:], path)
+    except (KeyError, TypeError, ValueError, PyMongoError) as exc:
+        raise DamagedFileError(path, f"a record does not have the shape of this format: {exc}") from exc
+
+
+def _fill(database, records, path):
+    collection, batch = None, []
+    for record in records:
+        if "collection" in record:
             _flush(collection, batch)
-    except (OSError, BSONError) as exc:
-        raise DatabaseConnectionError(f"embedded database file {path} cannot be read: {exc}") from exc
+            collection, batch = database[record["collection"]], []
+            database.create_collection(record["collection"])
+            for spec in record["indexes"]:
+                collection.create_index([tuple(pair) for pair in spec["key"]], name=spec["name"],
+                                        unique=spec["unique"])
+        elif "d" in record and collection is not None:
+            batch.append(record["d"])
+        else:
+            raise DamagedFileError(path, "it has a record of unknown shape")
+    _flush(collection, batch)
 
 
 def _flush(collection, documents):
@@ -95,7 +214,7 @@ class EmbeddedDatabaseFile:
     """
 
     def __init__(self, path, db_name, lock_timeout_seconds):
-        self.path = Path(path)
+        self.path = data_file(path)
         self.db_name = db_name
         self.lock_timeout_seconds = lock_timeout_seconds
         self._lock = None
@@ -116,6 +235,7 @@ class EmbeddedDatabaseFile:
         except OSError as exc:
             raise DatabaseConnectionError(f"cannot lock embedded database file {self.path}: {exc.strerror}") from exc
         try:
+            remove_stale_temporary_files(self.path)
             database = mongomock.MongoClient()[self.db_name]
             load_database(database, self.path)
         except BaseException:
