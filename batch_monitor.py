@@ -19,11 +19,13 @@ from pymongo.errors import PyMongoError
 
 from database_checks import fetch_expired_claims, fetch_last_successful_run, fetch_runs, fetch_task_status_counts
 from utils.alerts import load_alert_settings, send_alert
+from utils.cli import OneLineArgumentParser, bounded_int, run_script
 from utils.config import (
     DEFAULT_CONFIG_DIR,
     ini_value,
     load_database_settings,
     load_job_settings,
+    parse_float_setting,
     parse_int_setting,
     read_ini,
 )
@@ -31,7 +33,7 @@ from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError
 from utils.read_template_task_id_ini import read_template_task_id
 from utils.reports import text_table, to_json
-from utils.secrets import register_uri_secrets, scrub
+from utils.secrets import scrub
 
 MONITOR_CONFIG_FILE = "monitor.ini"
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -154,28 +156,34 @@ def dashboard(runs, window_runs, success, status_counts, stuck, now, thresholds)
 
 # --- the shell ---------------------------------------------------------------------------
 
+# (name, parse, lower bound, upper bound) of each [CHECK] key of monitor.ini
+THRESHOLD_KEYS = (("window_hours", int, 1, 8760), ("failure_rate_warning", float, 0, 1),
+                  ("failure_rate_critical", float, 0, 1), ("last_success_warning_hours", float, 0, 8760),
+                  ("last_success_critical_hours", float, 0, 8760), ("stuck_tasks_warning", int, 0, 1_000_000),
+                  ("stuck_tasks_critical", int, 0, 1_000_000))
+
+
 def load_thresholds(config_dir):
-    """[CHECK] of monitor.ini; every key optional."""
+    """[CHECK] of monitor.ini; every key optional, each within its bounds, no warning above its critical."""
     path = Path(config_dir) / MONITOR_CONFIG_FILE
     if not path.exists():
         return Thresholds()
     parser = read_ini(path)
     values = {}
-    for name, kind in (("window_hours", int), ("failure_rate_warning", float), ("failure_rate_critical", float),
-                       ("last_success_warning_hours", float), ("last_success_critical_hours", float),
-                       ("stuck_tasks_warning", int), ("stuck_tasks_critical", int)):
+    for name, kind, minimum, maximum in THRESHOLD_KEYS:
         text = ini_value(parser, path, "CHECK", name.upper(), required=False)
         if text is None:
             continue
         where = f"{path}: [CHECK] {name.upper()}"
-        if kind is int:
-            values[name] = parse_int_setting(text, where, 0)
-        else:
-            try:
-                values[name] = float(text)
-            except ValueError:
-                raise ConfigurationError(f"{where} must be a number, got {text!r}") from None
-    return Thresholds(**values)
+        parse = parse_int_setting if kind is int else parse_float_setting
+        values[name] = parse(text, where, minimum, maximum)
+    thresholds = Thresholds(**values)
+    for figure in ("failure_rate", "last_success", "stuck_tasks"):
+        warning, critical = (name for name, *_ in THRESHOLD_KEYS if name.startswith(figure))
+        if getattr(thresholds, warning) > getattr(thresholds, critical):
+            raise ConfigurationError(f"{path}: [CHECK] {warning.upper()} ({getattr(thresholds, warning)}) is above "
+                                     f"{critical.upper()} ({getattr(thresholds, critical)})")
+    return thresholds
 
 
 def parse_time(text):
@@ -189,7 +197,7 @@ def parse_time(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="batch_monitor.py", description="Dashboard, health check and history of the DRS Amend job.",
         epilog="exit codes: status and logs 0, or 2 on a configuration or database error; "
                "check 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the monitoring-plugin convention)")
@@ -197,7 +205,8 @@ def build_parser():
                         help="folder of the INI files (default: config/ of the project)")
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="dashboard: last runs, tasks by status, stuck tasks, failure rate")
-    status.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
+    status.add_argument("--runs", type=bounded_int(1, 10_000), default=10,
+                        help="how many recent runs to list (default 10)")
     commands.add_parser("check", help="one status line and exit code 0/1/2/3 for cron or a monitoring system; "
                                       f"thresholds in config/{MONITOR_CONFIG_FILE}")
     logs = commands.add_parser("logs", help="run and task history, filtered, optionally exported")
@@ -205,7 +214,7 @@ def build_parser():
     logs.add_argument("--until", type=parse_time, help="runs started before this time (UTC)")
     logs.add_argument("--status", choices=("completed", "error", "deferred"), help="task outcome")
     logs.add_argument("--batch", help="Case_Distribution_Batch_ID")
-    logs.add_argument("--task-id", type=int, help="Task_Id")
+    logs.add_argument("--task-id", type=bounded_int(), help="Task_Id")
     logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
     logs.add_argument("--out", type=Path, help="write to this file instead of stdout")
     return parser
@@ -227,12 +236,18 @@ def run_command(args, db, now, thresholds, job_settings):
 
 
 def main(argv=None, now=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        # A plugin's usage error is UNKNOWN (3) for a monitoring system, not CRITICAL (2).
+        if exit_.code == 2 and "check" in argv:
+            return UNKNOWN
+        raise
     now = now or utc_now()
     failure_code = UNKNOWN if args.command == "check" else 2
     try:
         database_settings = load_database_settings(args.config_dir)
-        register_uri_secrets(database_settings.uri)
         thresholds = load_thresholds(args.config_dir)
         job_settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
         alerts = load_alert_settings(args.config_dir) if args.command == "check" else None
@@ -259,4 +274,4 @@ def main(argv=None, now=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "batch_monitor")

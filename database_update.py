@@ -1,16 +1,17 @@
 """Reset the job's five collections from JSON fixtures (or a generated batch, --generate N) and
 create the indexes the job relies on."""
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
 
-from bson import json_util
+import bson
+from bson import ObjectId, json_util
 from bson.errors import BSONError
 from bson.json_util import RELAXED_JSON_OPTIONS
 from pymongo.errors import PyMongoError
 
+from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import BatchShape, generate_batch
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
 from utils.connectDB import (
@@ -24,12 +25,17 @@ from utils.connectDB import (
     TRANSACTIONS_COLLECTION,
     database_session,
 )
+from utils.cli import OneLineArgumentParser, bounded_int, run_script
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.read_template_task_id_ini import read_template_task_id
+from utils.secrets import scrub
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 INSERT_CHUNK = 10_000
+MONGODB_MAX_DEPTH = 100
+MONGODB_MAX_DOCUMENT_BYTES = 16 * 2**20
+MAX_GENERATED_CASES = 10_000_000
 
 # (collection, index keys, index name); created idempotently, also listed in the README.
 INDEXES = (
@@ -46,19 +52,65 @@ INDEXES = (
 JSON_OPTIONS = RELAXED_JSON_OPTIONS.with_options(tz_aware=False)
 
 
+def _described(document, index):
+    identity = f" (_id {document['_id']!r})" if isinstance(document.get("_id"), (str, int, ObjectId)) else ""
+    return f"document {index}{identity}"
+
+
+def check_fixture_document(document):
+    """None, or why MongoDB would refuse `document` or misread it: every key a plain name (no NUL, no
+    leading $, no dot), at most MONGODB_MAX_DEPTH levels, integers of at most 8 bytes, under 16 MB."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MONGODB_MAX_DEPTH:
+            return f"it is nested deeper than the {MONGODB_MAX_DEPTH} levels MongoDB allows"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, dict):
+                if "\0" in key:
+                    return f"the key {key!r} holds a NUL character"
+                if key.startswith("$"):
+                    return f"the key {key!r} starts with '$' (a misspelt Extended JSON type such as $oid or $date?)"
+                if "." in key:
+                    return f"the key {key!r} holds a dot, which MongoDB queries read as a path"
+            if isinstance(item, (dict, list)):
+                pending.append((item, depth + 1))
+    try:
+        size = len(bson.encode(document))
+    except (OverflowError, BSONError) as exc:
+        return f"it cannot be stored in MongoDB: {exc}"
+    if size > MONGODB_MAX_DOCUMENT_BYTES:
+        return f"it takes {size:,} bytes, over MongoDB's 16 MB document limit"
+    return None
+
+
 def read_fixture(path):
-    """The documents of one Extended JSON file: an array of objects or a single object."""
+    """The documents of one Extended JSON file (an array of objects or a single object), each checked."""
     try:
         content = json_util.loads(path.read_text(encoding="utf-8"), json_options=JSON_OPTIONS)
     except FileNotFoundError:
         raise DatabaseUpdateError(f"fixture {path} is missing") from None
+    except RecursionError:
+        raise DatabaseUpdateError(f"fixture {path} is nested too deeply to be read (MongoDB allows "
+                                  f"{MONGODB_MAX_DEPTH} levels)") from None
     # json_util reports a malformed $date, $oid or $numberLong with any of these.
     except (OSError, ValueError, TypeError, IndexError, KeyError, OverflowError, BSONError) as exc:
         raise DatabaseUpdateError(f"fixture {path} is not valid Extended JSON: {exc}") from exc
     documents = content if isinstance(content, list) else [content]
+    seen_ids = {}
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             raise DatabaseUpdateError(f"fixture {path}: element {index} is not an object")
+        problem = check_fixture_document(document)
+        if problem:
+            raise DatabaseUpdateError(f"fixture {path}: {_described(document, index)}: {problem}")
+        if "_id" in document:
+            key = bson.encode({"_id": document["_id"]})
+            if key in seen_ids:
+                raise DatabaseUpdateError(f"fixture {path}: {_described(document, index)} repeats the _id of "
+                                          f"document {seen_ids[key]}")
+            seen_ids[key] = index
     return documents
 
 
@@ -96,13 +148,17 @@ def confirmed(settings, assume_yes, ask=input, interactive=None):
     interactive = sys.stdin.isatty() if interactive is None else interactive
     if not interactive:
         return False
-    answer = ask(f"Delete every document of {len(JOB_COLLECTIONS)} collections in {settings.db_name} "
-                 f"on {settings.redacted_uri} and import the fixtures? Type yes: ")
+    try:
+        answer = ask(f"Delete every document of {len(JOB_COLLECTIONS)} collections in {settings.db_name} "
+                     f"on {settings.redacted_uri} and import the fixtures? Type yes: ")
+    except EOFError:  # Ctrl-D: no answer is a no
+        print(file=sys.stderr)
+        return False
     return answer.strip().lower() == "yes"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="database_update.py",
         description="Delete the documents of the job's five collections, import DIR/<collection>.json "
                     "for each (MongoDB Extended JSON) and create the indexes the job uses.",
@@ -116,23 +172,16 @@ def build_parser():
     generated = parser.add_argument_group(
         "generated batch", "instead of the fixtures of --data-dir, import one generated batch (id GEN) of N cases "
                            "with its open amend task, to try the job at scale; the same arguments give the same data")
-    generated.add_argument("--generate", type=positive_int, metavar="N", help="number of cases")
-    generated.add_argument("--drcs", type=positive_int, default=10, metavar="K", help="number of DRCs (default 10)")
-    generated.add_argument("--rtoms", type=positive_int, default=8, metavar="R", help="number of RTOMs (default 8)")
-    generated.add_argument("--distributions", type=positive_int, default=3, metavar="M",
+    generated.add_argument("--generate", type=bounded_int(1, MAX_GENERATED_CASES), metavar="N",
+                           help=f"number of cases (at most {MAX_GENERATED_CASES:,})")
+    generated.add_argument("--drcs", type=bounded_int(1, 1_000), default=10, metavar="K",
+                           help="number of DRCs (default 10)")
+    generated.add_argument("--rtoms", type=bounded_int(1, 1_000), default=8, metavar="R",
+                           help="number of RTOMs (default 8)")
+    generated.add_argument("--distributions", type=bounded_int(1, MAX_DISTRIBUTIONS), default=3, metavar="M",
                            help="distributions of the amend request (default 3)")
-    generated.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    generated.add_argument("--seed", type=bounded_int(), default=1, help="random seed (default 1)")
     return parser
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def main(argv=None):
@@ -157,7 +206,7 @@ def main(argv=None):
         with database_session(settings) as db:
             counts = reset_collections(db, fixtures)
     except (TaskProcessingError, PyMongoError) as exc:
-        print(f"database_update: {exc}", file=sys.stderr)
+        print(scrub(f"database_update: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     imported = ", ".join(f"{name} {count}" for name, count in counts.items())
     print(f"database_update: {settings.db_name} on {settings.redacted_uri} reset; imported {imported}")
@@ -165,4 +214,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "database_update", "on the embedded default nothing was changed; on a server, run it again")

@@ -11,6 +11,7 @@ from task_processor import amend_task_processing, dry_run
 from update_databases import record_run
 from utils import __version__
 from utils.alerts import load_alert_settings, send_alert
+from utils.cli import OneLineArgumentParser, bounded_int, run_script
 from utils.config import (
     DB_CONFIG_FILE,
     DEFAULT_CONFIG_DIR,
@@ -28,7 +29,7 @@ from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.read_template_task_id_ini import read_template_task_id
 from utils.reports import text_table, to_json
-from utils.secrets import register_uri_secrets, scrub
+from utils.secrets import scrub
 
 EXIT_OK, EXIT_TASK_ERROR, EXIT_SETUP_ERROR = 0, 1, 2
 
@@ -60,7 +61,7 @@ batch_monitor.py shows, checks and exports that history."""
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="main.py", description=DESCRIPTION, epilog=EPILOG,
+    parser = OneLineArgumentParser(prog="main.py", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
@@ -69,7 +70,7 @@ def build_parser():
     parser.add_argument("--dry-run", action="store_true",
                         help="plan every open task without claiming or writing anything; print, per task, the "
                              "case counts per DRC and RTOM before and after, or why it would be refused")
-    parser.add_argument("--task-id", type=int, metavar="N",
+    parser.add_argument("--task-id", type=bounded_int(), metavar="N",
                         help="process only the amend task with this Task_Id (still claimed atomically)")
     parser.add_argument("--json", action="store_true",
                         help="print the run report (or the dry run) as JSON on stdout; logs stay on stderr")
@@ -126,7 +127,6 @@ def main(argv=None):
     log = None
     try:
         database_settings = load_database_settings(args.config_dir)
-        register_uri_secrets(database_settings.uri)
         settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
         alerts = load_alert_settings(args.config_dir)
         setup_logging(args.config_dir, args.log_dir)
@@ -157,4 +157,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "drs-amend", "a task it was writing is finished or undone by a later run (see README, "
+                                  "\"Crash recovery\"); on the embedded default nothing of this run was saved")

@@ -61,7 +61,7 @@ def load_alert_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
         register_secret(credentials[1])
     return AlertSettings(
         host=ini_value(parser, path, "SMTP", "HOST"),
-        port=parse_int_setting(ini_value(parser, path, "SMTP", "PORT"), f"{path}: [SMTP] PORT", 1),
+        port=parse_int_setting(ini_value(parser, path, "SMTP", "PORT"), f"{path}: [SMTP] PORT", 1, 65535),
         sender=ini_value(parser, path, "SMTP", "SENDER"),
         recipients=recipients,
         starttls=_flag(ini_value(parser, path, "SMTP", "STARTTLS", required=False), f"{path}: [SMTP] STARTTLS"),

@@ -8,7 +8,7 @@ from pymongo.errors import PyMongoError
 
 from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
 from utils.embedded_db import EmbeddedDatabaseFile
-from utils.secrets import redact_uri
+from utils.secrets import scrub
 
 TASKS_COLLECTION = "System_tasks"
 TEMPLATES_COLLECTION = "Template_task"
@@ -27,13 +27,20 @@ COUNTERS_COLLECTION = "DRS_Amend.Counters"
 _session_database = None
 
 
+def uri_sets_write_concern(uri):
+    return any(option.partition("=")[0].lower() == "w" for option in uri.partition("?")[2].split("&"))
+
+
 @contextmanager
 def _server_database(settings):
+    # Fencing tokens and journals must survive a failover: majority write concern (MongoDB's
+    # default since 5.0), unless the URI deliberately sets another.
+    write_concern = {} if uri_sets_write_concern(settings.uri) else {"w": "majority"}
     try:
         client = MongoClient(settings.uri, serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
-                             connectTimeoutMS=settings.server_selection_timeout_ms)
-    except PyMongoConfigurationError as exc:
-        raise ConfigurationError(f"MONGO_URI {settings.redacted_uri!r} is not valid: {redact_uri(str(exc))}") from None
+                             connectTimeoutMS=settings.server_selection_timeout_ms, **write_concern)
+    except (PyMongoConfigurationError, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"MONGO_URI {settings.redacted_uri!r} is not valid: {scrub(exc)}") from None
     try:
         try:
             client.admin.command("ping")
