@@ -139,7 +139,7 @@ def check_server_uri(uri, where):
         raise ConfigurationError(f"{where} {redact_uri(uri)!r} is not valid: {problem}")
     plain = uri if uri.startswith("mongodb://") else "mongodb://" + _without_srv_only_options(uri.split("://", 1)[1])
     try:
-        uri_parser.parse_uri(plain, warn=True)
+        uri_parser.parse_uri(plain)
     except (PyMongoConfigurationError, ValueError) as exc:
         raise ConfigurationError(f"{where} {redact_uri(uri)!r} is not valid: {scrub(exc)}") from None
 
