@@ -91,6 +91,20 @@ HOSTILE_INPUTS = [
     ("summary row without DRC_Id", add_summary_row(DRC_Id=None, RTOM="ZZ"), "DRC_Id must be a non-empty string, got None", False),
     ("summary row twice for one cell", add_summary_row(), "more than one summary row for DRC D1 RTOM CW", False),
     ("task Template_Task_Id as an operator", set_task(Template_Task_Id={"$gt": 0}), "Template_Task_Id is {'$gt': 0}", False),
+    # issue 8, item 11: a query on the batch matches an array holding it; the job must not
+    ("case batch id as an array", set_case_field("Case_Distribution_Batch_ID", ["005"]),
+     "case 1010 in batch 005: Case_Distribution_Batch_ID must be exactly '005', got ['005'] (list)", False),
+    ("case in two batches at once", set_case_field("Case_Distribution_Batch_ID", ["005", "006"]),
+     "case 1010 in batch 005: Case_Distribution_Batch_ID must be exactly '005', got ['005', '006'] (list)", True),
+    ("summary row batch id as an array", add_summary_row(Case_Distribution_Batch_ID=["005"], DRC_Id="D9"),
+     "Case_Distribution_Batch_ID must be exactly '005', got ['005'] (list)", False),
+    ("transaction batch id as an array", set_transaction(Case_Distribution_Batch_ID=["005"]),
+     "Case_Distribution_Batch_ID must be exactly '005', got ['005'] (list)", False),
+    # issue 8, item 12: a request far beyond any real one is refused at once, naming the limit
+    ("16,000 distributions", set_seq2_field("array_of_distributions", [dict(REQUEST, transfer_count=count)
+                                                                      for count in range(1, 16_001)]),
+     "array_of_distributions holds 16000 entries, more than the 1000 one amend request may hold; split the request",
+     False),
 ]
 
 
