@@ -11,7 +11,7 @@ from datetime import datetime
 
 from bson.decimal128 import Decimal128
 
-from amend_plan import AmountKind, AmendRequest, BatchCases, Distribution
+from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution
 from utils.connectDB import (
     CASES_COLLECTION,
     JOURNAL_COLLECTION,
@@ -418,6 +418,11 @@ def fetch_expired_claims(db, now, lease, clock_skew, task_id=None):
     processing = db[TASKS_COLLECTION].find(_amend_tasks({"task_status": "processing"}, task_id), CLAIM_FIELDS)
     return [task for task in processing.sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)])
             if stale_claim_reason(task, now, lease, clock_skew)]
+
+
+def fetch_journal(db, batch_id):
+    return db[JOURNAL_COLLECTION].find_one({"_id": batch_id}, {"_id": 1, "task_object_id": 1, "Task_Id": 1,
+                                                              "phase": 1})
 
 
 def fetch_journals(db):

@@ -13,6 +13,7 @@ from pymongo.errors import PyMongoError
 
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import BatchShape, generate_batch
+from utils.cli import OneLineArgumentParser, bounded_int, run_script
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
 from utils.connectDB import (
     CASES_COLLECTION,
@@ -25,7 +26,6 @@ from utils.connectDB import (
     TRANSACTIONS_COLLECTION,
     database_session,
 )
-from utils.cli import OneLineArgumentParser, bounded_int, run_script
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.read_template_task_id_ini import read_template_task_id
 from utils.secrets import scrub

@@ -46,7 +46,8 @@ configuration (in --config-dir, default config/ of the project):
                            variables {ENV_MONGO_URI} and {ENV_DB_NAME}
   {TEMPLATE_CONFIG_FILE:<24} [TEMPLATE_TASK] TEMPLATE_TASK_ID
   {JOB_CONFIG_FILE:<24} optional: [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30),
-                           [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8)
+                           MAX_CLOCK_SKEW_SECONDS (300), [RETRY] ATTEMPTS (5),
+                           INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8)
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
   alerts.ini               optional: [SMTP] e-mail when a task ends in error
 
@@ -55,6 +56,7 @@ exit codes:
   1  at least one task ended in error (its reason is in its status_description)
      (--dry-run: at least one task would be refused)
   2  configuration or database connection error; nothing was written
+  130, 143  stopped by Ctrl-C or SIGTERM (one line, no traceback)
 
 every run (but a dry run) is recorded in the collection {RUN_HISTORY_COLLECTION};
 batch_monitor.py shows, checks and exports that history."""

@@ -20,6 +20,7 @@ from database_checks import (
     fetch_case_prior_values,
     fetch_cases_for_batch,
     fetch_expired_claims,
+    fetch_journal,
     fetch_journals,
     fetch_open_tasks,
     fetch_summary_rows,
@@ -475,6 +476,11 @@ def dry_run(db, settings, task_id=None):
         try:
             fetch_and_validate_template_task(db, task, settings.template_task_id)
             batch_id = task_batch_id(task)
+            journal = fetch_journal(db, batch_id)
+            if journal is not None:
+                raise BatchBusyError(f"batch {batch_id} holds the journal (phase {journal.get('phase')}) of amend "
+                                     f"task {journal.get('Task_Id')} ({journal.get('task_object_id')}); a run "
+                                     f"finishes it before this task is planned")
             cases, _, plan = plan_batch(db, batch_id, settings, task_label(task))
         except TaskProcessingError as exc:
             results.append(DryRunResult(task["_id"], task.get("Task_Id"), _batch_of(task),

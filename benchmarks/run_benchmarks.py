@@ -103,6 +103,27 @@ def measure_embedded(size):
         return {"reset_seconds": reset_seconds, "run_seconds": time.perf_counter() - started}
 
 
+def measure_request_validation():
+    """Validating the largest amend request accepted, and refusing one of 16,000 distributions (seconds)."""
+    from database_checks import MAX_DISTRIBUTIONS, validate_distributions
+    from utils.Custom_Exceptions import TaskValidationError
+
+    def entries(count):
+        return [{"rtom": f"R{n}", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1}
+                for n in range(count)]
+
+    largest, hostile = entries(MAX_DISTRIBUTIONS), entries(16_000)
+    started = time.perf_counter()
+    validate_distributions(largest, "seq")
+    accepted = time.perf_counter() - started
+    started = time.perf_counter()
+    try:
+        validate_distributions(hostile, "seq")
+    except TaskValidationError:
+        refused = time.perf_counter() - started
+    return MAX_DISTRIBUTIONS, accepted, refused
+
+
 MEASUREMENTS = {"planning": measure_planning, "commands": measure_commands, "embedded": measure_embedded}
 
 
@@ -145,6 +166,9 @@ def main():
               f"| {size:,} | {planning['read_seconds']:.2f} | {planning['plan_seconds']:.2f} "
               f"| {planning['peak_mb']:.0f} | {planning['changed']:,} | {commands['commands']} "
               f"| {commands['documents_written']:,} | {commands['job_seconds']:.1f} | n/a | n/a |", flush=True)
+    largest, accepted, refused = measure_request_validation()
+    print(f"\nvalidating an amend request of {largest:,} distributions: {accepted * 1000:.1f} ms; "
+          f"refusing one of 16,000: {refused * 1000:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def case(case_id, amount):
     return {"Case_Id": case_id, "Case_Distribution_Batch_ID": "B", "DRC_Id": "D1", "RTOM": "CW", "Arrease": amount}
 
 
-@pytest.mark.parametrize("amounts, kind", [([1, Int64(2)], AmountKind.INTEGER), ([1, Decimal128("2.5")], AmountKind.DECIMAL),
+@pytest.mark.parametrize("amounts, kind", [([1, Int64(2)], AmountKind.INTEGER),
+                                           ([1, Decimal128("2.5")], AmountKind.DECIMAL),
                                            ([1, 2.5], AmountKind.FLOAT), ([Decimal128("1"), 2.5], AmountKind.FLOAT)])
 def test_the_kind_of_a_batch_follows_its_amounts(amounts, kind):
     cases = build_case_maps([case(i, amount) for i, amount in enumerate(amounts, 1)], "B")
@@ -111,7 +112,9 @@ def test_a_float_batch_id_on_a_case_is_refused():
 
 
 def test_a_thousand_distributions_are_validated_and_a_repeat_is_named():
-    entries = [{"rtom": f"R{n}", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1} for n in range(999)]
+    entries = [{"rtom": f"R{n}", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1}
+               for n in range(999)]
     assert len(validate_distributions(entries, "seq")) == 999
-    with pytest.raises(TaskValidationError, match=r"seq.array_of_distributions\[999\] repeats array_of_distributions\[3\]"):
+    repeat = r"seq.array_of_distributions\[999\] repeats array_of_distributions\[3\]"
+    with pytest.raises(TaskValidationError, match=repeat):
         validate_distributions(entries + [entries[3]], "seq")

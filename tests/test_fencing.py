@@ -88,7 +88,8 @@ def observed(db, batch):
 
 
 def closed_amends(state):
-    return sum(1 for seq in state["seqs"] if seq["action_type"] == "amend" and seq["CRD_Distribution_Status"] == "close")
+    return sum(1 for seq in state["seqs"]
+               if seq["action_type"] == "amend" and seq["CRD_Distribution_Status"] == "close")
 
 
 def undisturbed_states():
@@ -390,9 +391,22 @@ def test_check_and_status_count_such_a_claim_as_stuck(name, tmp_path, capsys):
     config.mkdir()
     for source in (PROJECT_ROOT / "config").iterdir():
         (config / source.name).write_text(source.read_text())
-    (config / "DB_Config.ini").write_text(f"[DATABASE]\nMONGO_URI = embedded://{path}\nDB_NAME = drs_case_distribution_db\n")
+    (config / "DB_Config.ini").write_text(
+        f"[DATABASE]\nMONGO_URI = embedded://{path}\nDB_NAME = drs_case_distribution_db\n")
     now = FIXED_NOW + timedelta(minutes=1)
     assert monitor_main(["--config-dir", str(config), "check"], now=now) != 0
     assert "; 1 stuck task(s) | " in capsys.readouterr().out
     assert monitor_main(["--config-dir", str(config), "status"], now=now) == 0
     assert "Stuck in processing (lease expired): 1" in capsys.readouterr().out
+
+
+def test_a_dry_run_says_a_leftover_journal_is_finished_first():
+    from task_processor import dry_run
+
+    db = scenario_db()
+    crash_after_the_case_writes(db)
+    requeue(db)
+    results = {result.task_id: result for result in dry_run(db, SETTINGS)}
+    assert results[101].refusal.startswith(
+        "BatchBusyError: batch 005 holds the journal (phase writing) of amend task 101")
+    assert results[102].refusal is None

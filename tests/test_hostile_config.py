@@ -18,7 +18,7 @@ from tests.conftest import PROJECT_ROOT, uri_with_password
 from tests.test_scripts import one_line, run
 from utils import secrets
 from utils.cli import run_script
-from utils.config import load_database_settings, load_job_settings
+from utils.config import load_database_settings
 from utils.Custom_Exceptions import ConfigurationError, DatabaseUpdateError
 
 LONG_PASSWORD = "Correct" + "Horse" + "-Battery-Staple-9"
@@ -53,7 +53,7 @@ def test_an_unescaped_character_in_the_password_is_one_clear_error_without_the_s
     message = str(error.value)
     assert f"environment variable DRS_MONGO_URI {uri_with_password('drs', '***', 'db.example.org:27017/drs')!r}" \
            in message
-    assert f"its password contains" in message and repr(character)[1:-1] in message and "percent-encode" in message
+    assert "its password contains" in message and repr(character)[1:-1] in message and "percent-encode" in message
     assert "Horse" not in message and "Battery" not in message
 
 
@@ -107,7 +107,8 @@ def config_with(tmp_path, name, text):
 
 OUT_OF_RANGE = [
     ("DB_Config.ini", "[DATABASE]\nMONGO_URI = mongodb://db.example.org:99999/\nDB_NAME = d\n",
-     "[DATABASE] MONGO_URI 'mongodb://db.example.org:99999/' is not valid: Port must be an integer between 0 and 65535"),
+     "[DATABASE] MONGO_URI 'mongodb://db.example.org:99999/' is not valid: "
+     "Port must be an integer between 0 and 65535"),
     ("DB_Config.ini", "[DATABASE]\nMONGO_URI = mongodb://db.example.org:abc/\nDB_NAME = d\n",
      "[DATABASE] MONGO_URI 'mongodb://db.example.org:abc/' is not valid: Port contains non-digit characters"),
     ("DB_Config.ini", "[DATABASE]\nMONGO_URI = mongodb://db.example.org/?journal=maybe\nDB_NAME = d\n",
@@ -118,7 +119,8 @@ OUT_OF_RANGE = [
      "[DATABASE] LOCK_TIMEOUT_SECONDS must be an integer, got '1e10'"),
     ("Job_Settings.ini", "[RECOVERY]\nLEASE_MINUTES = 10000000000\n",
      "[RECOVERY] LEASE_MINUTES must be at most 10080, got 10000000000"),
-    ("Job_Settings.ini", "[RECOVERY]\nLEASE_MINUTES = 1e10\n", "[RECOVERY] LEASE_MINUTES must be an integer, got '1e10'"),
+    ("Job_Settings.ini", "[RECOVERY]\nLEASE_MINUTES = 1e10\n",
+     "[RECOVERY] LEASE_MINUTES must be an integer, got '1e10'"),
     ("Job_Settings.ini", "[RECOVERY]\nMAX_CLOCK_SKEW_SECONDS = 86400\n",
      "[RECOVERY] MAX_CLOCK_SKEW_SECONDS must be at most 3600"),
     ("Job_Settings.ini", "[RETRY]\nATTEMPTS = 1e20\n", "[RETRY] ATTEMPTS must be an integer, got '1e20'"),
@@ -127,13 +129,15 @@ OUT_OF_RANGE = [
     ("Job_Settings.ini", "[RETRY]\nMAX_DELAY_SECONDS = inf\n", "[RETRY] MAX_DELAY_SECONDS must be between 0"),
     ("Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = 1e-999999999\n",
      "[BALANCING] MIN_SHARE_KEPT must be a number such as 0.2"),
-    ("Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = nan\n", "[BALANCING] MIN_SHARE_KEPT must be a number such as 0.2"),
+    ("Job_Settings.ini", "[BALANCING]\nMIN_SHARE_KEPT = nan\n",
+     "[BALANCING] MIN_SHARE_KEPT must be a number such as 0.2"),
     ("Set_Template_TaskID.ini", "[TEMPLATE_TASK]\nTEMPLATE_TASK_ID = 100000000000000000000\n",
      "[TEMPLATE_TASK] TEMPLATE_TASK_ID must be at most 9223372036854775807"),
     ("monitor.ini", "[CHECK]\nWINDOW_HOURS = 1000000000\n", "[CHECK] WINDOW_HOURS must be at most 8760"),
     ("monitor.ini", "[CHECK]\nFAILURE_RATE_WARNING = nan\n", "[CHECK] FAILURE_RATE_WARNING must be between 0 and 1"),
     ("monitor.ini", "[CHECK]\nFAILURE_RATE_CRITICAL = 5\n", "[CHECK] FAILURE_RATE_CRITICAL must be between 0 and 1"),
-    ("monitor.ini", "[CHECK]\nLAST_SUCCESS_WARNING_HOURS = inf\n", "[CHECK] LAST_SUCCESS_WARNING_HOURS must be between"),
+    ("monitor.ini", "[CHECK]\nLAST_SUCCESS_WARNING_HOURS = inf\n",
+     "[CHECK] LAST_SUCCESS_WARNING_HOURS must be between"),
     ("monitor.ini", "[CHECK]\nSTUCK_TASKS_WARNING = 5\nSTUCK_TASKS_CRITICAL = 2\n",
      "[CHECK] STUCK_TASKS_WARNING (5) is above STUCK_TASKS_CRITICAL (2)"),
     ("alerts.ini", "[SMTP]\nENABLED = yes\nHOST = h\nPORT = 99999\nSENDER = a@b\nRECIPIENTS = c@d\n",
@@ -141,7 +145,8 @@ OUT_OF_RANGE = [
 ]
 
 
-@pytest.mark.parametrize("name, text, message", OUT_OF_RANGE, ids=[f"{n}-{i}" for i, (n, *_) in enumerate(OUT_OF_RANGE)])
+@pytest.mark.parametrize("name, text, message", OUT_OF_RANGE,
+                         ids=[f"{name}-{index}" for index, (name, *_) in enumerate(OUT_OF_RANGE)])
 def test_an_out_of_range_setting_is_one_line_naming_file_and_key(tmp_path, capsys, name, text, message):
     config = config_with(tmp_path, name, text)
     started = time.monotonic()
@@ -161,12 +166,14 @@ def test_main_says_it_in_one_line_with_exit_2(tmp_path, name, text, message):
 
 
 @pytest.mark.parametrize("script, args, code, message", [
-    ("main.py", ["--task-id", str(10**20)], 2, "argument --task-id: expected an integer of at most 9223372036854775807"),
+    ("main.py", ["--task-id", str(10**20)], 2,
+     "argument --task-id: expected an integer of at most 9223372036854775807"),
     ("batch_monitor.py", ["status", "--runs", "0"], 2, "argument --runs: expected a positive integer, got 0"),
     ("batch_monitor.py", ["status", "--runs", "-3"], 2, "argument --runs: expected a positive integer, got -3"),
     ("batch_monitor.py", ["logs", "--task-id", str(-10**20)], 2, "argument --task-id: expected an integer of at least"),
     ("batch_monitor.py", ["check", "--bogus"], 3, "unrecognized arguments: --bogus"),
-    ("database_update.py", ["--generate", str(10**9)], 2, "argument --generate: expected a positive integer of at most"),
+    ("database_update.py", ["--generate", str(10**9)], 2,
+     "argument --generate: expected a positive integer of at most"),
     ("database_update.py", ["--generate", "100", "--seed", str(2**64)], 2, "argument --seed: expected an integer of"),
 ])
 def test_an_out_of_range_option_is_one_line_naming_it(script, args, code, message):

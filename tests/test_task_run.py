@@ -365,7 +365,8 @@ def test_a_reused_seq_number_closes_the_open_seq_and_never_the_closed_one(empty_
     report = amend_task_processing(db, settings, clock=lambda: later)
     assert [o.status for o in report.outcomes] == ["completed"]
     assert "seq 3" in report.outcomes[0].message
-    assert seqs_of(db) == [(1, "close", None), (2, "close", EARLIER_CLOSE), (2, "close", FIXED_NOW), (3, "close", later)]
+    assert seqs_of(db) == [(1, "close", None), (2, "close", EARLIER_CLOSE), (2, "close", FIXED_NOW),
+                           (3, "close", later)]
     assert db[TRANSACTIONS_COLLECTION].find_one()["summery_status"] == "close"
 
 
