@@ -128,7 +128,10 @@ def cell_total(amounts, kind, where):
         except decimal.DecimalException:
             raise TaskValidationError(f"{where}: Tot_Arrease cannot be summed exactly in the 34 digits of a "
                                       "Decimal128") from None
-    return round(math.fsum(float(amount) for amount in amounts), 2)
+    try:
+        return round(math.fsum(float(amount) for amount in amounts), 2)
+    except OverflowError:
+        raise TaskValidationError(f"{where}: Tot_Arrease exceeds the largest float") from None
 
 
 def summary_cells(cases, changes, existing_cells):

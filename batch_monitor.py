@@ -190,10 +190,10 @@ def parse_time(text):
     """An ISO 8601 date or date-time; UTC unless it says otherwise."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(
-            f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text!r}") from None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+            f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text[:40]!r}") from None
 
 
 def build_parser():

@@ -360,7 +360,8 @@ def finish_orphaned_journal(db, journal, task_status, run):
     """A journal whose task already ended (or is gone) is finished, never just deleted: rolled forward
     when its task completed, otherwise restored, so the batch agrees with what the task says."""
     fence = issue_fence(db)
-    taken = take_over_journal(db, {"_id": journal["_id"], "task_object_id": journal["task_object_id"]}, run, fence)
+    taken = take_over_journal(db, {"_id": journal["_id"], "task_object_id": journal.get("task_object_id")}, run,
+                              fence)
     if taken is None:
         return
     if "writes" in taken and taken.get("phase") in ("writing", "undoing"):
@@ -371,7 +372,7 @@ def finish_orphaned_journal(db, journal, task_status, run):
             unit.undo()
     close_journal(db, taken["_id"], fence)
     log.warning("finished the journal (phase %s) of batch %s left by amend task %s (%s), which is %s",
-                taken.get("phase"), taken["_id"], taken.get("Task_Id"), taken["task_object_id"],
+                taken.get("phase"), taken["_id"], taken.get("Task_Id"), taken.get("task_object_id"),
                 task_status or "gone")
 
 
@@ -396,7 +397,7 @@ def recover_interrupted_tasks(db, settings, run, clock=utc_now, task_id=None):
     for journal in db.retry(lambda: fetch_journals(db), "reading the journals"):
         if task_id is not None and journal.get("Task_Id") != task_id:
             continue
-        task = db.retry(partial(fetch_task, db, journal["task_object_id"]), "reading a task")
+        task = db.retry(partial(fetch_task, db, journal.get("task_object_id")), "reading a task")
         status = None if task is None else task.get("task_status")
         if status == "processing":
             continue  # held; recovered once its claim is stale
@@ -410,9 +411,9 @@ def recover_interrupted_tasks(db, settings, run, clock=utc_now, task_id=None):
             continue
         try:
             finish_orphaned_journal(db, journal, status, run)
-        except (TaskProcessingError, PyMongoError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one unreadable journal must not stop the run
             log.critical("the journal of batch %s could not be finished; the batch stays reserved: %s",
-                         journal["_id"], scrub(exc))
+                         journal["_id"], _failure_reason(exc, f"the journal of batch {journal['_id']}"))
     return outcomes
 
 

@@ -116,6 +116,16 @@ def normalized(value):
     return value
 
 
+def copy_of(database):
+    """An independent copy of a mongomock database."""
+    copy = mongomock.MongoClient()[database.name]
+    for name in database.list_collection_names():
+        documents = list(database[name].find())
+        if documents:
+            copy[name].insert_many(documents)
+    return copy
+
+
 def batch_state(db, batch_id):
     """Cases, summary and transaction of one batch, normalized."""
     query = {"Case_Distribution_Batch_ID": batch_id}

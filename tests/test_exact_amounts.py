@@ -118,3 +118,8 @@ def test_a_thousand_distributions_are_validated_and_a_repeat_is_named():
     repeat = r"seq.array_of_distributions\[999\] repeats array_of_distributions\[3\]"
     with pytest.raises(TaskValidationError, match=repeat):
         validate_distributions(entries + [entries[3]], "seq")
+
+
+def test_a_float_total_beyond_the_largest_float_is_a_validation_error():
+    with pytest.raises(TaskValidationError, match="cell: Tot_Arrease exceeds the largest float"):
+        cell_total([1e308, 1e308], AmountKind.FLOAT, "cell")

@@ -20,7 +20,7 @@ from bson import ObjectId
 from batch_monitor import main as monitor_main
 from database_update import read_fixtures, reset_collections
 from task_processor import amend_task_processing
-from tests.conftest import FIXED_NOW, PROJECT_ROOT, TEMPLATE_TASK_ID, normalized
+from tests.conftest import FIXED_NOW, PROJECT_ROOT, TEMPLATE_TASK_ID, copy_of, normalized
 from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, StallInjector, crash
 from update_databases import FENCE_FIELD
 from utils.config import JobSettings
@@ -239,6 +239,60 @@ def test_a_stalled_undo_is_fenced_out_too():
     assert db[TASKS_COLLECTION].find_one({"_id": TASK_101})["task_status"] == "completed"
 
 
+LATER = FIXED_NOW + SETTINGS.lease + timedelta(minutes=1)
+FIRST_TASK_WRITES = range(1, 11)
+
+
+@pytest.mark.parametrize("k", FIRST_TASK_WRITES)
+def test_a_recovering_run_that_stalls_is_fenced_out_too(k):
+    """A dies after its k-th write; B, recovering it, stalls at each of its own writes in turn while C
+    takes B's claim over; then B wakes up."""
+    crashed = scenario_db()
+    with pytest.raises(SimulatedCrash):
+        run(FaultyDatabase(crashed, FaultInjector({k}, True, crash)), Clock(FIXED_NOW))
+    recovery = FaultInjector()
+    run(FaultyDatabase(copy_of(crashed), recovery), Clock(LATER))
+    for j in range(1, len(recovery.writes) + 1):
+        db = copy_of(crashed)
+        clock_b = Clock(LATER)
+
+        def c_takes_over(db=db, clock_b=clock_b):
+            clock_b.now = LATER + SETTINGS.lease + timedelta(minutes=1)
+            run(db, clock_b)
+
+        try:
+            run(FaultyDatabase(db, StallInjector(j, c_takes_over)), clock_b)
+        except DatabaseUpdateError:
+            pass  # a claim of B failed for good
+        run(db, Clock(MUCH_LATER))
+        assert_consistent(db)
+
+
+class FailTheSummaryWrite(StallInjector):
+    """Write 7 (the summary of task 101) fails for good, so the run undoes; it stalls at write `at`."""
+
+    def call(self, collection_name, method_name, method, args, kwargs):
+        if len(self.writes) == 6:
+            self.writes.append((collection_name, method_name))
+            raise DatabaseUpdateError("injected: the summary write failed")
+        return super().call(collection_name, method_name, method, args, kwargs)
+
+
+@pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
+@pytest.mark.parametrize("at", range(8, 14))  # journal undoing, undo of seq, summary, cases, status, journal
+def test_a_run_stalled_at_any_point_of_its_undo_is_fenced_out(at, after_write):
+    db = scenario_db()
+    clock_a = Clock(FIXED_NOW)
+
+    def others_run():
+        clock_a.now = LATER
+        run(db, clock_a)
+
+    run(FaultyDatabase(db, FailTheSummaryWrite(at, others_run, after_write)), clock_a)
+    run(db, Clock(MUCH_LATER))
+    assert_consistent(db)
+
+
 def test_every_written_document_carries_the_writers_fence():
     db = scenario_db()
     run(db, Clock(FIXED_NOW), task_id=101)
@@ -410,3 +464,23 @@ def test_a_dry_run_says_a_leftover_journal_is_finished_first():
     assert results[101].refusal.startswith(
         "BatchBusyError: batch 005 holds the journal (phase writing) of amend task 101")
     assert results[102].refusal is None
+
+
+def test_a_journal_without_its_task_reference_is_restored_and_the_run_goes_on():
+    db = scenario_db()
+    crash_after_the_case_writes(db)
+    db[JOURNAL_COLLECTION].update_one({"_id": "005"}, {"$unset": {"task_object_id": ""}})
+    db[TASKS_COLLECTION].update_one({"_id": TASK_101}, {"$set": {"task_status": "error"}})
+    run(db, Clock(FIXED_NOW + timedelta(minutes=1)))
+    assert db[JOURNAL_COLLECTION].count_documents({}) == 0
+    assert observed(db, "005") == ORACLE["005"][1]  # restored, then task 103 amended seq 2
+
+
+def test_an_unreadable_journal_of_an_ended_task_is_reported_and_the_run_goes_on(caplog):
+    db = scenario_db()
+    crash_after_the_case_writes(db)
+    db[JOURNAL_COLLECTION].update_one({"_id": "005"}, {"$set": {"writes": "garbage"}})
+    db[TASKS_COLLECTION].update_one({"_id": TASK_101}, {"$set": {"task_status": "error"}})
+    report = run(db, Clock(FIXED_NOW + timedelta(minutes=1)))
+    assert "the journal of batch 005 could not be finished; the batch stays reserved" in caplog.text
+    assert [(o.task_id, o.status) for o in report.outcomes] == [(102, "completed"), (103, "deferred")]

@@ -2,6 +2,7 @@
 right exit code, never a traceback, never a secret, nothing lost."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -272,3 +273,31 @@ def test_a_run_stopped_while_it_waits_prints_no_traceback_and_saves_nothing(tmp_
     assert job.returncode == 128 + signal_number
     assert one_line(stderr).startswith(f"drs-amend: stopped by {signal.Signals(signal_number).name}; ")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name, message", [("drs.prod", "'.'"), ("drs/x", "'/'"), ("drs$", "'$'"), ("a" * 70, "63 bytes")])
+def test_a_database_name_mongodb_refuses_is_a_configuration_error(tmp_path, name, message):
+    (tmp_path / "DB_Config.ini").write_text("[DATABASE]\nMONGO_URI = embedded://x.bson\nDB_NAME = drs\n")
+    with pytest.raises(ConfigurationError, match=f"environment variable DRS_DB_NAME .*{re.escape(message)}"):
+        load_database_settings(tmp_path, environ={"DRS_DB_NAME": name})
+
+
+def test_a_time_beyond_the_calendar_is_a_usage_error():
+    result = run("batch_monitor.py", "logs", "--since", "0001-01-01T00:00+14:00")
+    assert result.returncode == 2 and "argument --since: expected an ISO date" in one_line(result.stderr)
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    assert run("database_update.py", env=env).returncode == 0
+    for _ in range(3):
+        assert run("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DRS_")} | env
+    monitor = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "batch_monitor.py"), "logs", "--export", "json"],
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    monitor.stdout.read(10)
+    monitor.stdout.close()  # as `| head -c 10` does
+    stderr = monitor.stderr.read().decode()
+    monitor.wait(timeout=60)
+    monitor.stderr.close()
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr

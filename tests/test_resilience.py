@@ -15,7 +15,7 @@ from bson import ObjectId
 
 from database_update import read_fixtures, reset_collections
 from task_processor import amend_task_processing
-from tests.conftest import FIXED_NOW, PROJECT_ROOT, batch_state, fixed_clock
+from tests.conftest import FIXED_NOW, PROJECT_ROOT, batch_state, copy_of, fixed_clock
 from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, crash, permanent, transient
 from utils.config import JobSettings
 from utils.connectDB import (
@@ -123,24 +123,14 @@ def test_crash_during_recovery_then_another_run(k):
     with pytest.raises(SimulatedCrash):
         run_job(FaultyDatabase(database, FaultInjector({k}, True, crash)))
     recovery_writes = FaultInjector()
-    run_job(FaultyDatabase(fresh_copy := fresh_db_like(database), recovery_writes), clock=lambda: LATER)
+    run_job(FaultyDatabase(fresh_copy := copy_of(database), recovery_writes), clock=lambda: LATER)
     for j in range(1, len(recovery_writes.writes) + 1):
-        copy = fresh_db_like(database)
+        copy = copy_of(database)
         with pytest.raises(SimulatedCrash):
             run_job(FaultyDatabase(copy, FaultInjector({j}, True, crash)), clock=lambda: LATER)
         run_job(copy, clock=lambda: LATER + SETTINGS.lease * 2)
         assert_consistent(copy)
     assert_consistent(fresh_copy)
-
-
-def fresh_db_like(database):
-    """An independent copy of a mongomock database."""
-    copy = mongomock.MongoClient()["drs_case_distribution_db"]
-    for name in database.list_collection_names():
-        documents = list(database[name].find())
-        if documents:
-            copy[name].insert_many(documents)
-    return copy
 
 
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])

@@ -2,6 +2,7 @@
 options, and Ctrl-C / SIGTERM ending a script with one line instead of a traceback."""
 
 import argparse
+import os
 import signal
 import sys
 
@@ -59,10 +60,16 @@ def run_script(main, name, consequence="nothing was changed"):
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         code = main()
+        sys.stdout.flush()
     except KeyboardInterrupt:
         code = _stopped(name, signal.SIGINT, consequence)
     except Interrupted as interruption:
         code = _stopped(name, interruption.signal_number, consequence)
+    except BrokenPipeError:
+        # The reader of stdout went away (`... | head`): nothing left to tell it. Python would
+        # print a traceback when it flushes stdout at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     sys.exit(code)
 
 

@@ -131,6 +131,19 @@ def _without_srv_only_options(uri):
     return base + (mark + "&".join(kept) if mark else "")
 
 
+# What MongoDB refuses in a database name (and 64 bytes at most).
+_BAD_DATABASE_NAME_CHARACTERS = set('/\\. "$*<>:|?\0')
+
+
+def check_database_name(name, where):
+    bad = sorted(_BAD_DATABASE_NAME_CHARACTERS & set(name))
+    if bad:
+        raise ConfigurationError(f"{where} {name[:64]!r} holds {', '.join(map(repr, bad))}, which MongoDB refuses "
+                                 f"in a database name")
+    if len(name.encode()) > 63:
+        raise ConfigurationError(f"{where} is longer than the 63 bytes MongoDB allows in a database name")
+
+
 def check_server_uri(uri, where):
     """A mongodb:// or mongodb+srv:// URI pymongo accepts: user information escaped, hosts, ports and
     options valid. Checked without connecting (and without the DNS lookup of a mongodb+srv:// URI)."""
@@ -156,7 +169,10 @@ def load_database_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
     uri = from_environment or ini_value(parser, path, "DATABASE", "MONGO_URI")
     register_uri_secrets(uri)
     where = f"environment variable {ENV_MONGO_URI}" if from_environment else f"{path}: [DATABASE] MONGO_URI"
-    db_name = environ.get(ENV_DB_NAME, "").strip() or ini_value(parser, path, "DATABASE", "DB_NAME")
+    db_name_from_environment = environ.get(ENV_DB_NAME, "").strip()
+    db_name = db_name_from_environment or ini_value(parser, path, "DATABASE", "DB_NAME")
+    check_database_name(db_name, f"environment variable {ENV_DB_NAME}" if db_name_from_environment
+                        else f"{path}: [DATABASE] DB_NAME")
     if uri.startswith(EMBEDDED_SCHEME):
         if not uri[len(EMBEDDED_SCHEME):].strip():
             raise ConfigurationError(f"{where} {uri!r} names no file: use embedded://PATH")
