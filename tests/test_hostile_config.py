@@ -2,8 +2,8 @@
 right exit code, never a traceback, never a secret, nothing lost."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
