@@ -16,6 +16,10 @@ from database_checks import AMEND_TASK_TYPE  # noqa: E402
 from database_update import read_fixtures, reset_collections  # noqa: E402
 from update_databases import FENCE_FIELD  # noqa: E402
 from utils.config import JobSettings  # noqa: E402
+from utils.mongomock_compat import patch_mongomock  # noqa: E402
+
+patch_mongomock()
+
 from utils.connectDB import (  # noqa: E402
     CASES_COLLECTION,
     SUMMARY_COLLECTION,

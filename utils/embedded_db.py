@@ -24,6 +24,7 @@ from bson.int64 import Int64
 from pymongo.errors import PyMongoError
 
 from utils.Custom_Exceptions import DatabaseConnectionError
+from utils.mongomock_compat import patch_mongomock
 
 FILE_FORMAT = "drs-amend-embedded"
 FILE_VERSION = 2
@@ -32,6 +33,7 @@ LEGACY_VERSION = 1
 TEMPORARY_SUFFIX = ".tmp"
 
 log = logging.getLogger("drs_amend.embedded")
+patch_mongomock()
 
 
 def _trailer(records, digest):
