@@ -1,23 +1,51 @@
 """The balancing rule of SPEC.md: pure functions of plain data, no database.
 
-The rule itself (plan_transfer) works on the batch indexed by (DRC, RTOM) cell, so that a
-task applying several distributions to a million cases indexes the batch once and then
-touches only the donor's and receiver's cells. balance_resources is the rule on the
-Case_Id -> (drc, rtom) mapping of the specification.
+`balance_resources` is the rule with the specification's signature: a Case_Id -> (drc,
+rtom) mapping in, the new mapping out. Production applies the very same rule through
+`plan_transfer`, which works on the batch indexed by (DRC, RTOM) cell, so that a task
+applying several distributions to a million cases indexes the batch once and then touches
+only the donor's and receiver's cells; `balance_resources` is `plan_transfer` on the index
+of its mapping. To change the rule, change `plan_transfer`.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
+from typing import NamedTuple
 
 from utils.Custom_Exceptions import ResourceBalanceError
 
 DEFAULT_MIN_SHARE_KEPT = Fraction(1, 5)
 
 
-def _percent(share):
+class Cell(NamedTuple):
+    """A (DRC, RTOM) pair: where a case is assigned."""
+    drc: str
+    rtom: str
+
+
+Holdings = Mapping[Cell, Sequence[int]]
+Move = tuple[int, Cell, Cell]
+
+
+def is_transfer_count(value: object) -> bool:
+    """A distribution moves an integer number of cases, at least one (a bool is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def distribution_error(receiver_drc: str, donor_drc: str, transfer_value: object) -> str | None:
+    """Why a distribution can never be applied, whatever the batch; None when it can."""
+    if not is_transfer_count(transfer_value):
+        return f"transfer count must be an integer of at least 1, got {transfer_value!r}"
+    if donor_drc == receiver_drc:
+        return f"donor and receiver are the same DRC {donor_drc!r}"
+    return None
+
+
+def _percent(share: Fraction) -> str:
     return f"{float(share) * 100:g}%"
 
 
-def _check_keeps_share(held, moved, share, what):
+def _check_keeps_share(held: int, moved: int, share: Fraction, what: str) -> None:
     # Exact: Fraction arithmetic, so 5 - 4 >= 0.2 * 5 is not lost to binary rounding.
     if held - moved < share * held:
         raise ResourceBalanceError(
@@ -25,24 +53,24 @@ def _check_keeps_share(held, moved, share, what):
             f"of {_percent(share)} ({float(share * held):g}) it must keep")
 
 
-def index_by_cell(drcs):
+def index_by_cell(drcs: Mapping[int, tuple[str, str]]) -> dict[Cell, list[int]]:
     """{(drc, rtom): [Case_Id, ...]} of a Case_Id -> (drc, rtom) mapping, in one pass."""
-    holdings = {}
+    holdings: dict[Cell, list[int]] = {}
     for case_id, cell in drcs.items():
-        holdings.setdefault(cell, []).append(case_id)
+        holdings.setdefault(Cell(*cell), []).append(case_id)
     return holdings
 
 
-def plan_transfer(holdings, receiver_drc, donor_drc, rtom, transfer_value, min_share_kept=DEFAULT_MIN_SHARE_KEPT):
+def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: str, transfer_value: int,
+                  min_share_kept: Fraction = DEFAULT_MIN_SHARE_KEPT) -> list[Move]:
     """The moves [(Case_Id, from_cell, to_cell)] of one distribution, or ResourceBalanceError.
 
     `holdings` maps (drc, rtom) -> Case_Ids. Every choice depends on Case_Id order and on
     counts only, never on the order of the lists, so the result is deterministic.
     """
-    if isinstance(transfer_value, bool) or not isinstance(transfer_value, int) or transfer_value < 1:
-        raise ResourceBalanceError(f"transfer count must be an integer of at least 1, got {transfer_value!r}")
-    if donor_drc == receiver_drc:
-        raise ResourceBalanceError(f"donor and receiver are the same DRC {donor_drc!r}")
+    problem = distribution_error(receiver_drc, donor_drc, transfer_value)
+    if problem:
+        raise ResourceBalanceError(problem)
     share = Fraction(min_share_kept)
     donor_rtoms = {r for (drc, r), ids in holdings.items() if drc == donor_drc and ids}
     receiver_counts = {r: len(ids) for (drc, r), ids in holdings.items() if drc == receiver_drc and ids}
@@ -56,7 +84,7 @@ def plan_transfer(holdings, receiver_drc, donor_drc, rtom, transfer_value, min_s
     if rtom not in receiver_counts:
         raise ResourceBalanceError(f"receiver DRC {receiver_drc!r} holds no {rtom!r} case")
 
-    donor_cell = (donor_drc, rtom)
+    donor_cell = Cell(donor_drc, rtom)
     _check_keeps_share(len(holdings[donor_cell]), transfer_value, share,
                        f"donor DRC {donor_drc!r} in RTOM {rtom!r}")
 
@@ -69,11 +97,11 @@ def plan_transfer(holdings, receiver_drc, donor_drc, rtom, transfer_value, min_s
     _check_keeps_share(pool, transfer_value, share,
                        f"receiver DRC {receiver_drc!r} in its give-back pool ({', '.join(sorted(shared_rtoms))})")
 
-    moves = [(case_id, donor_cell, (receiver_drc, rtom))
+    moves = [(case_id, donor_cell, Cell(receiver_drc, rtom))
              for case_id in sorted(holdings[donor_cell])[:transfer_value]]
 
     visit_order = sorted(shared_rtoms, key=lambda r: (-receiver_counts[r], r))
-    candidates = {r: iter(sorted(holdings[(receiver_drc, r)])[:transfer_value]) for r in visit_order}
+    candidates = {r: iter(sorted(holdings[Cell(receiver_drc, r)])[:transfer_value]) for r in visit_order}
     given_back = 0
     while given_back < transfer_value:
         for give_rtom in list(visit_order):
@@ -81,35 +109,37 @@ def plan_transfer(holdings, receiver_drc, donor_drc, rtom, transfer_value, min_s
             if case_id is None:
                 visit_order.remove(give_rtom)
                 continue
-            moves.append((case_id, (receiver_drc, give_rtom), (donor_drc, give_rtom)))
+            moves.append((case_id, Cell(receiver_drc, give_rtom), Cell(donor_drc, give_rtom)))
             given_back += 1
             if given_back == transfer_value:
                 break
     return moves
 
 
-def apply_moves(holdings, moves):
+def apply_moves(holdings: Holdings, moves: Iterable[Move]) -> dict[Cell, Sequence[int]]:
     """A new index with `moves` applied; only the cells they touch are copied."""
-    leaving, arriving = {}, {}
+    leaving: dict[Cell, set[int]] = {}
+    arriving: dict[Cell, list[int]] = {}
     for case_id, from_cell, to_cell in moves:
         leaving.setdefault(from_cell, set()).add(case_id)
         arriving.setdefault(to_cell, []).append(case_id)
-    result = dict(holdings)
+    result: dict[Cell, Sequence[int]] = dict(holdings)
     for cell, case_ids in leaving.items():
         result[cell] = [case_id for case_id in result[cell] if case_id not in case_ids]
     for cell, case_ids in arriving.items():
-        result[cell] = result.get(cell, []) + case_ids
+        result[cell] = list(result.get(cell, [])) + case_ids
     return result
 
 
-def balance_resources(drcs, receiver_drc, donor_drc, rtom, transfer_value, min_share_kept=DEFAULT_MIN_SHARE_KEPT):
+def balance_resources(drcs: Mapping[int, tuple[str, str]], receiver_drc: str, donor_drc: str, rtom: str,
+                      transfer_value: int, min_share_kept: Fraction = DEFAULT_MIN_SHARE_KEPT) -> dict[int, Cell]:
     """Move `transfer_value` `rtom` cases donor -> receiver and give back as many round-robin.
 
     `drcs` maps Case_Id -> (drc, rtom). Returns a new mapping; the input is not modified.
     Raises ResourceBalanceError when a rule of SPEC.md refuses the move.
     """
     moves = plan_transfer(index_by_cell(drcs), receiver_drc, donor_drc, rtom, transfer_value, min_share_kept)
-    result = dict(drcs)
+    result = {case_id: Cell(*cell) for case_id, cell in drcs.items()}
     for case_id, _, to_cell in moves:
         result[case_id] = to_cell
     return result

@@ -11,65 +11,51 @@ import csv
 import io
 import smtplib
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from database_checks import fetch_expired_claims, fetch_last_successful_run, fetch_runs, fetch_task_status_counts
-from utils.alerts import load_alert_settings, send_alert
-from utils.cli import OneLineArgumentParser, bounded_int, run_script
-from utils.config import (
-    DEFAULT_CONFIG_DIR,
-    ini_value,
-    load_database_settings,
-    load_job_settings,
-    parse_float_setting,
-    parse_int_setting,
-    read_ini,
+from amend_store import AmendStore, utc_now
+from database_checks import (
+    Document,
+    batch_of,
+    fetch_expired_claims,
+    fetch_last_successful_run,
+    fetch_runs,
+    fetch_task_status_counts,
 )
+from utils.alerts import send_alert
+from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
+from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Thresholds, load_config
 from utils.connectDB import database_session
-from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError
-from utils.read_template_task_id_ini import read_template_task_id
-from utils.reports import text_table, to_json
+from utils.Custom_Exceptions import TaskProcessingError
+from utils.reports import Outcome, text_table, to_json
 from utils.secrets import scrub
 
-MONITOR_CONFIG_FILE = "monitor.ini"
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+OK, WARNING, CRITICAL, UNKNOWN = ExitStatus.OK, ExitStatus.WARNING, ExitStatus.CRITICAL, ExitStatus.UNKNOWN
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 LOG_COLUMNS = ("run_id", "run_started", "host", "run_exit_code", "Task_Id", "task_object_id", "batch", "outcome",
                "cases_moved", "duration_seconds", "message")
 
 
-def utc_now():
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 # --- the pure core -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Thresholds:
-    window_hours: int = 24
-    failure_rate_warning: float = 0.1
-    failure_rate_critical: float = 0.5
-    last_success_warning_hours: float = 2
-    last_success_critical_hours: float = 6
-    stuck_tasks_warning: int = 1
-    stuck_tasks_critical: int = 3
-
-
-def level(value, warning, critical):
+def level(value: float, warning: float, critical: float) -> ExitStatus:
     return CRITICAL if value >= critical else WARNING if value >= warning else OK
 
 
-def failure_rate(runs):
+def failure_rate(runs: Iterable[Document]) -> tuple[int, int]:
     """(tasks ended in error, tasks ended) over the given runs."""
-    ended = [task for run in runs for task in run.get("tasks", []) if task.get("outcome") in ("completed", "error")]
-    return sum(1 for task in ended if task["outcome"] == "error"), len(ended)
+    ended = [task for run in runs for task in run.get("tasks", [])
+             if task.get("outcome") in (Outcome.COMPLETED, Outcome.ERROR)]
+    return sum(1 for task in ended if task["outcome"] == Outcome.ERROR), len(ended)
 
 
-def evaluate_health(window_runs, success, stuck_tasks, now, thresholds):
+def evaluate_health(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
+                    thresholds: Thresholds) -> tuple[ExitStatus, str]:
     """(state, one status line with performance data) from the runs of the window, the last
     successful run (or None) and the number of stuck tasks."""
     errors, ended = failure_rate(window_runs)
@@ -90,7 +76,8 @@ def evaluate_health(window_runs, success, stuck_tasks, now, thresholds):
     return state, line
 
 
-def log_rows(runs, status=None, batch=None, task_id=None):
+def log_rows(runs: Iterable[Document], status: str | None = None, batch: str | None = None,
+             task_id: int | None = None) -> list[dict[str, Any]]:
     """One row per task outcome of the runs (a run without tasks gives one row when no task filter is set)."""
     rows = []
     task_filtered = status is not None or batch is not None or task_id is not None
@@ -112,11 +99,11 @@ def log_rows(runs, status=None, batch=None, task_id=None):
     return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
 
 
-def _cell(value):
+def _cell(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else "" if value is None else str(value)
 
 
-def export(rows, form):
+def export(rows: Sequence[Mapping[str, Any]], form: str) -> str:
     """The rows as csv, json or txt."""
     if form == "json":
         return to_json(rows) + "\n"
@@ -129,7 +116,9 @@ def export(rows, form):
     return text_table(LOG_COLUMNS, [[_cell(row[column]) for column in LOG_COLUMNS] for row in rows]) + "\n"
 
 
-def dashboard(runs, window_runs, success, status_counts, stuck, now, thresholds):
+def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success: Document | None,
+              status_counts: Mapping[str, int], stuck: Sequence[Document], now: datetime,
+              thresholds: Thresholds) -> str:
     """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
     errors, ended = failure_rate(window_runs)
     lines = [f"DRS Amend at {now:%Y-%m-%d %H:%M:%S} UTC", "", "Last runs:"]
@@ -143,9 +132,8 @@ def dashboard(runs, window_runs, success, status_counts, stuck, now, thresholds)
     lines += ["Stuck in processing (lease expired): " + (str(len(stuck)) if stuck else "none")]
     if stuck:
         lines.append(text_table(("Task_Id", "_id", "batch", "since", "claimed by"),
-                                [(task.get("Task_Id"), task["_id"], (task.get("parameters") or {}).get(
-                                    "Case_Distribution_Batch_ID"), task.get("status_changed_dtm"),
-                                  (task.get("claimed_by") or {}).get("host")) for task in stuck]))
+                                [(task.get("Task_Id"), task["_id"], batch_of(task), task.get("status_changed_dtm"),
+                                  _claim_host(task)) for task in stuck]))
     lines.append(f"Failure rate over {thresholds.window_hours} h: "
                  + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
     lines.append("Last successful run: " + (
@@ -154,39 +142,14 @@ def dashboard(runs, window_runs, success, status_counts, stuck, now, thresholds)
     return "\n".join(lines)
 
 
+def _claim_host(task: Document) -> object:
+    claimed_by = task.get("claimed_by")
+    return claimed_by.get("host") if isinstance(claimed_by, dict) else claimed_by
+
+
 # --- the shell ---------------------------------------------------------------------------
 
-# (name, parse, lower bound, upper bound) of each [CHECK] key of monitor.ini
-THRESHOLD_KEYS = (("window_hours", int, 1, 8760), ("failure_rate_warning", float, 0, 1),
-                  ("failure_rate_critical", float, 0, 1), ("last_success_warning_hours", float, 0, 8760),
-                  ("last_success_critical_hours", float, 0, 8760), ("stuck_tasks_warning", int, 0, 1_000_000),
-                  ("stuck_tasks_critical", int, 0, 1_000_000))
-
-
-def load_thresholds(config_dir):
-    """[CHECK] of monitor.ini; every key optional, each within its bounds, no warning above its critical."""
-    path = Path(config_dir) / MONITOR_CONFIG_FILE
-    if not path.exists():
-        return Thresholds()
-    parser = read_ini(path)
-    values = {}
-    for name, kind, minimum, maximum in THRESHOLD_KEYS:
-        text = ini_value(parser, path, "CHECK", name.upper(), required=False)
-        if text is None:
-            continue
-        where = f"{path}: [CHECK] {name.upper()}"
-        parse = parse_int_setting if kind is int else parse_float_setting
-        values[name] = parse(text, where, minimum, maximum)
-    thresholds = Thresholds(**values)
-    for figure in ("failure_rate", "last_success", "stuck_tasks"):
-        warning, critical = (name for name, *_ in THRESHOLD_KEYS if name.startswith(figure))
-        if getattr(thresholds, warning) > getattr(thresholds, critical):
-            raise ConfigurationError(f"{path}: [CHECK] {warning.upper()} ({getattr(thresholds, warning)}) is above "
-                                     f"{critical.upper()} ({getattr(thresholds, critical)})")
-    return thresholds
-
-
-def parse_time(text):
+def parse_time(text: str) -> datetime:
     """An ISO 8601 date or date-time; UTC unless it says otherwise."""
     try:
         moment = datetime.fromisoformat(text)
@@ -196,7 +159,7 @@ def parse_time(text):
             f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text[:40]!r}") from None
 
 
-def build_parser():
+def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="batch_monitor.py", description="Dashboard, health check and history of the DRS Amend job.",
         epilog="exit codes: status and logs 0, or 2 on a configuration or database error; "
@@ -212,7 +175,7 @@ def build_parser():
     logs = commands.add_parser("logs", help="run and task history, filtered, optionally exported")
     logs.add_argument("--since", type=parse_time, help="runs started at or after this time (UTC)")
     logs.add_argument("--until", type=parse_time, help="runs started before this time (UTC)")
-    logs.add_argument("--status", choices=("completed", "error", "deferred"), help="task outcome")
+    logs.add_argument("--status", choices=tuple(Outcome), help="task outcome")
     logs.add_argument("--batch", help="Case_Distribution_Batch_ID")
     logs.add_argument("--task-id", type=bounded_int(), help="Task_Id")
     logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
@@ -220,39 +183,38 @@ def build_parser():
     return parser
 
 
-def run_command(args, db, now, thresholds, job_settings):
+def run_command(args: argparse.Namespace, store: AmendStore, now: datetime, thresholds: Thresholds,
+                job: JobSettings) -> tuple[str, ExitStatus]:
     """The command's output and exit code."""
     if args.command == "logs":
-        rows = log_rows(fetch_runs(db, args.since, args.until), args.status, args.batch, args.task_id)
+        rows = log_rows(fetch_runs(store, args.since, args.until), args.status, args.batch, args.task_id)
         return export(rows, args.export), OK
-    window_runs = fetch_runs(db, since=now - timedelta(hours=thresholds.window_hours))
-    success = fetch_last_successful_run(db)
-    stuck = fetch_expired_claims(db, now, job_settings.lease, job_settings.clock_skew)
+    window_runs = fetch_runs(store, since=now - timedelta(hours=thresholds.window_hours))
+    success = fetch_last_successful_run(store)
+    stuck = fetch_expired_claims(store, now, job.lease, job.clock_skew)
     if args.command == "status":
-        return dashboard(fetch_runs(db, limit=args.runs), window_runs, success, fetch_task_status_counts(db), stuck,
-                         now, thresholds) + "\n", OK
+        return dashboard(fetch_runs(store, limit=args.runs), window_runs, success, fetch_task_status_counts(store),
+                         stuck, now, thresholds) + "\n", OK
     state, line = evaluate_health(window_runs, success, len(stuck), now, thresholds)
     return line + "\n", state
 
 
-def main(argv=None, now=None):
+def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         # A plugin's usage error is UNKNOWN (3) for a monitoring system, not CRITICAL (2).
-        if exit_.code == 2 and "check" in argv:
+        if exit_.code == ExitStatus.SETUP_ERROR and "check" in argv:
             return UNKNOWN
         raise
     now = now or utc_now()
-    failure_code = UNKNOWN if args.command == "check" else 2
+    failure_code = UNKNOWN if args.command == "check" else ExitStatus.SETUP_ERROR
     try:
-        database_settings = load_database_settings(args.config_dir)
-        thresholds = load_thresholds(args.config_dir)
-        job_settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
-        alerts = load_alert_settings(args.config_dir) if args.command == "check" else None
-        with database_session(database_settings) as db:
-            output, code = run_command(args, db, now, thresholds, job_settings)
+        settings = load_config(args.config_dir)
+        with database_session(settings.database) as database:
+            store = AmendStore(database, settings.job.retry)
+            output, code = run_command(args, store, now, settings.thresholds, settings.job)
     except (TaskProcessingError, PyMongoError) as exc:
         prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
         print(scrub(f"{prefix}{exc}"), file=sys.stderr if args.command != "check" else sys.stdout)
@@ -262,12 +224,12 @@ def main(argv=None, now=None):
             args.out.write_text(output, encoding="utf-8")
         except OSError as exc:
             print(f"batch_monitor: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
-            return 2
+            return ExitStatus.SETUP_ERROR
     else:
         sys.stdout.write(output)
-    if code == CRITICAL and alerts is not None:
+    if code == CRITICAL and args.command == "check" and settings.alerts is not None:
         try:
-            send_alert(alerts, output.split(" | ")[0].strip(), output)
+            send_alert(settings.alerts, output.split(" | ")[0].strip(), output)
         except (OSError, smtplib.SMTPException) as exc:
             print(scrub(f"batch_monitor: the alert e-mail could not be sent: {exc}"), file=sys.stderr)
     return code

@@ -1,18 +1,24 @@
 """Reads of the job and the validation of what they return.
 
-The fetch_* functions query the database; the validators below them are pure functions of
-the documents, so every rule is tested without a database. Every failure is a
-TaskValidationError whose message names the document and the field to fix.
+The fetch_* functions read through the store (amend_store.AmendStore.read: one call per
+query, retried there); the validators are pure functions of the documents, so every rule
+is tested without a database. Every failure is a TaskValidationError whose message names
+the document and the field to fix.
 """
 
 import math
 import re
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from bson.decimal128 import Decimal128
 
 from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution
-from utils.connectDB import (
+from amend_store import (
+    AMEND_FIELDS,
+    AMEND_TASK_TYPE,
     CASES_COLLECTION,
     JOURNAL_COLLECTION,
     RUN_HISTORY_COLLECTION,
@@ -20,29 +26,34 @@ from utils.connectDB import (
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
     TRANSACTIONS_COLLECTION,
+    AmendStore,
+    TaskStatus,
 )
+from balance_resources import Cell, distribution_error, is_transfer_count
 from utils.Custom_Exceptions import TaskValidationError
 
-AMEND_TASK_TYPE = "Case Amend Planning among DRC"
+Document = dict[str, Any]
+BatchId = str | int
+
 DISTRIBUTION_KEYS = ("rtom", "donor_drc_id", "receiver_drc_id", "transfer_count")
 CASE_FIELDS = {"_id": 1, "Case_Id": 1, "Case_Distribution_Batch_ID": 1, "DRC_Id": 1, "NEW_DRC_ID": 1, "RTOM": 1,
                "Arrease": 1}
 # One amend seq holds a handful of distributions; thousands are a malformed request, refused before planning.
 MAX_DISTRIBUTIONS = 1_000
-AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
+OLDEST_FIRST = [("created_dtm", 1), ("Task_Id", 1), ("_id", 1)]
 _INTEGRAL_TEXT = re.compile(r"[0-9]+")
 
 
-def _kind(value):
+def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def is_empty(value):
+def is_empty(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or \
         (isinstance(value, (list, dict, tuple)) and not value)
 
 
-def require_code(value, where):
+def require_code(value: object, where: str) -> str:
     """A DRC id or RTOM code: a non-empty string without surrounding whitespace."""
     if not isinstance(value, str) or not value.strip():
         raise TaskValidationError(f"{where} must be a non-empty string, got {value!r} ({_kind(value)})")
@@ -53,35 +64,34 @@ def require_code(value, where):
 
 # --- tasks and templates -------------------------------------------------------------
 
-def _amend_tasks(query, task_id=None):
+def _amend_tasks(query: Document, task_id: int | None = None) -> Document:
     query = dict(query, task_type=AMEND_TASK_TYPE)
     if task_id is not None:
         query["Task_Id"] = task_id
     return query
 
 
-def fetch_open_tasks(db, task_id=None):
+def fetch_open_tasks(store: AmendStore, task_id: int | None = None) -> list[Document]:
     """Open amend tasks, oldest first (created_dtm, then Task_Id); other task types are never read.
     With `task_id`, only the amend task(s) of that Task_Id."""
-    cursor = db[TASKS_COLLECTION].find(
-        _amend_tasks({"task_status": "open"}, task_id),
-        {"_id": 1, "Task_Id": 1, "created_dtm": 1},
-    ).sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)])
-    return list(cursor)
+    return store.read("selecting open tasks", lambda: list(store[TASKS_COLLECTION].find(
+        _amend_tasks({"task_status": TaskStatus.OPEN}, task_id), {"_id": 1, "Task_Id": 1, "created_dtm": 1},
+    ).sort(OLDEST_FIRST)))
 
 
-def fetch_task(db, task_object_id):
-    return db[TASKS_COLLECTION].find_one({"_id": task_object_id})
+def fetch_task(store: AmendStore, task_object_id: object) -> Document | None:
+    return store.read(f"reading task {task_object_id}",
+                      lambda: store[TASKS_COLLECTION].find_one({"_id": task_object_id}))
 
 
-def task_parameters(task):
+def task_parameters(task: Document) -> Document:
     parameters = task.get("parameters")
     if not isinstance(parameters, dict):
         raise TaskValidationError(f"task parameters must be an object, got {parameters!r} ({_kind(parameters)})")
     return parameters
 
 
-def is_batch_id(value, batch_id):
+def is_batch_id(value: object, batch_id: BatchId) -> bool:
     """`value` is exactly `batch_id`: the same string, or the same integer (an array holding it,
     or a float equal to it, is not, although a MongoDB query on the batch matches both)."""
     if isinstance(batch_id, str):
@@ -89,14 +99,14 @@ def is_batch_id(value, batch_id):
     return isinstance(value, int) and not isinstance(value, bool) and value == batch_id
 
 
-def require_batch_id(document, batch_id, what):
+def require_batch_id(document: Document, batch_id: BatchId, what: str) -> None:
     value = document.get("Case_Distribution_Batch_ID")
     if not is_batch_id(value, batch_id):
         raise TaskValidationError(
             f"{what}: Case_Distribution_Batch_ID must be exactly {batch_id!r}, got {value!r} ({_kind(value)})")
 
 
-def task_batch_id(task):
+def task_batch_id(task: Document) -> BatchId:
     """parameters.Case_Distribution_Batch_ID: a non-empty string or an integer, never a query operator."""
     batch_id = task_parameters(task).get("Case_Distribution_Batch_ID")
     if isinstance(batch_id, str) and batch_id.strip() and batch_id == batch_id.strip():
@@ -108,7 +118,15 @@ def task_batch_id(task):
         f"got {batch_id!r} ({_kind(batch_id)})")
 
 
-def validate_template_task_parameters(task, template, template_task_id):
+def batch_of(task: Document) -> BatchId | None:
+    """The task's batch id, or None when it has none that task_batch_id accepts (for reports)."""
+    try:
+        return task_batch_id(task)
+    except TaskValidationError:
+        return None
+
+
+def validate_template_task_parameters(task: Document, template: Document, template_task_id: int) -> None:
     """The task must follow the configured template: same id, same type, every parameter present."""
     task_template_id = task.get("Template_Task_Id")
     if isinstance(task_template_id, bool) or task_template_id != template_task_id:
@@ -127,10 +145,10 @@ def validate_template_task_parameters(task, template, template_task_id):
         raise TaskValidationError(f"task parameters missing or empty: {', '.join(missing)}")
 
 
-def fetch_and_validate_template_task(db, task, template_task_id):
+def fetch_and_validate_template_task(store: AmendStore, task: Document, template_task_id: int) -> Document:
     """The configured Template_task of the amend type, checked against the task; templates are only read."""
-    templates = list(db[TEMPLATES_COLLECTION].find(
-        {"Template_Task_Id": template_task_id, "task_type": AMEND_TASK_TYPE}).limit(2))
+    templates = store.read("reading the template", lambda: list(store[TEMPLATES_COLLECTION].find(
+        {"Template_Task_Id": template_task_id, "task_type": AMEND_TASK_TYPE}).limit(2)))
     if not templates:
         raise TaskValidationError(
             f"no Template_task with Template_Task_Id {template_task_id} and task_type {AMEND_TASK_TYPE!r}")
@@ -143,32 +161,29 @@ def fetch_and_validate_template_task(db, task, template_task_id):
 
 # --- the amend request ---------------------------------------------------------------
 
-def parse_transfer_count(value, where):
+def parse_transfer_count(value: object, where: str) -> int:
     """An integer >= 1; an integral numeric string ("5") or an integral float (5.0) is accepted."""
-    if isinstance(value, bool):
-        count = None
-    elif isinstance(value, int):
+    count: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
         count = value
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
         count = int(value)
     elif isinstance(value, str) and _INTEGRAL_TEXT.fullmatch(value):
         count = int(value)
-    else:
-        count = None
-    if count is None or count < 1:
+    if count is None or not is_transfer_count(count):
         raise TaskValidationError(
             f"{where}.transfer_count must be an integer of at least 1, got {value!r} ({_kind(value)})")
     return count
 
 
-def validate_distributions(raw, where):
+def validate_distributions(raw: object, where: str) -> tuple[Distribution, ...]:
     if not isinstance(raw, list) or not raw:
         raise TaskValidationError(f"{where}.array_of_distributions must be a non-empty array, got {raw!r}")
     if len(raw) > MAX_DISTRIBUTIONS:
         raise TaskValidationError(
             f"{where}.array_of_distributions holds {len(raw)} entries, more than the {MAX_DISTRIBUTIONS} one "
             f"amend request may hold; split the request")
-    distributions = {}
+    distributions: dict[Distribution, int] = {}
     for index, entry in enumerate(raw):
         at = f"{where}.array_of_distributions[{index}]"
         if not isinstance(entry, dict):
@@ -182,8 +197,10 @@ def validate_distributions(raw, where):
             receiver_drc_id=require_code(entry["receiver_drc_id"], f"{at}.receiver_drc_id"),
             transfer_count=parse_transfer_count(entry["transfer_count"], at),
         )
-        if distribution.donor_drc_id == distribution.receiver_drc_id:
-            raise TaskValidationError(f"{at}: donor and receiver are the same DRC {distribution.donor_drc_id!r}")
+        problem = distribution_error(distribution.receiver_drc_id, distribution.donor_drc_id,
+                                     distribution.transfer_count)
+        if problem:
+            raise TaskValidationError(f"{at}: {problem}")
         if distribution in distributions:
             # Most likely a request submitted twice; applying it twice would move twice the cases.
             raise TaskValidationError(f"{at} repeats array_of_distributions[{distributions[distribution]}]")
@@ -191,11 +208,11 @@ def validate_distributions(raw, where):
     return tuple(distributions)
 
 
-def _is_open_amend(seq):
+def _is_open_amend(seq: Document) -> bool:
     return seq.get("action_type") == "amend" and seq.get("CRD_Distribution_Status") == "open"
 
 
-def open_amend_seqs(transaction, batch_id):
+def open_amend_seqs(transaction: Document, batch_id: BatchId) -> list[tuple[int, Document]]:
     """[(position, seq)] of the open amend seqs of a transaction; a malformed batch_seq_details is an
     error naming it."""
     where = f"transaction {transaction.get('_id')} of batch {batch_id}"
@@ -208,7 +225,7 @@ def open_amend_seqs(transaction, batch_id):
     return [(index, seq) for index, seq in enumerate(seqs) if _is_open_amend(seq)]
 
 
-def select_amend_request(transaction, batch_id):
+def select_amend_request(transaction: Document, batch_id: BatchId) -> AmendRequest:
     """The lowest open amend seq of the transaction, validated, with its position in batch_seq_details."""
     open_amends = open_amend_seqs(transaction, batch_id)
     if not open_amends:
@@ -235,10 +252,10 @@ def select_amend_request(transaction, batch_id):
     )
 
 
-def fetch_transaction_details(db, batch_id):
+def fetch_transaction_details(store: AmendStore, batch_id: BatchId) -> AmendRequest:
     """The batch's open transaction that holds an open amend seq, and that seq validated."""
-    transactions = list(db[TRANSACTIONS_COLLECTION].find(
-        {"Case_Distribution_Batch_ID": batch_id, "summery_status": "open"}))
+    transactions = store.read(f"reading the transaction of batch {batch_id}", lambda: list(
+        store[TRANSACTIONS_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id, "summery_status": "open"})))
     if not transactions:
         raise TaskValidationError(f"no open transaction for batch {batch_id}")
     for transaction in transactions:
@@ -254,9 +271,10 @@ def fetch_transaction_details(db, batch_id):
 # --- cases and summary ---------------------------------------------------------------
 
 _NUMBER_TYPES = (int, float)
+Amount = int | float | Decimal
 
 
-def _arrears(value, where):
+def _arrears(value: object, where: str) -> Amount:
     """An amount as planning sums it: int (Int64 included), float, or decimal.Decimal (from Decimal128)."""
     if value is None:
         return 0
@@ -270,7 +288,7 @@ def _arrears(value, where):
     return int(value) if isinstance(value, int) else value
 
 
-def read_case(document, batch_id):
+def read_case(document: Document, batch_id: BatchId) -> tuple[int, str, str, Amount]:
     """(Case_Id, current DRC, RTOM, arrears) of one case document, or a TaskValidationError naming it."""
     case_id = document.get("Case_Id")
     if isinstance(case_id, bool) or not isinstance(case_id, int):
@@ -289,16 +307,18 @@ def read_case(document, batch_id):
     return int(case_id), current, rtom, _arrears(document.get("Arrease"), where)
 
 
-def build_case_maps(documents, batch_id):
+def build_case_maps(documents: Iterable[Document], batch_id: BatchId) -> BatchCases:
     """The batch's cases as a BatchCases, in one pass; a duplicated Case_Id is an error.
 
     A batch holds up to millions of cases with a handful of distinct codes, so a case whose
     fields are of the plain expected types and whose codes were already validated takes a
     fast path; any other case goes through read_case, which validates it field by field and
-    names what is wrong. Cases of one (DRC, RTOM) cell share one tuple.
+    names what is wrong. Cases of one (DRC, RTOM) cell share one Cell.
     """
-    assignment, arrears, cells = {}, {}, {}
-    valid_codes = set()
+    assignment: dict[int, Cell] = {}
+    arrears: dict[int, Amount] = {}
+    cells: dict[tuple[str, str], tuple[Cell, list[int], list[Amount]]] = {}
+    valid_codes: set[str] = set()
     batch_type = type(batch_id)
     has_float = has_decimal = False
     for count, document in enumerate(documents, start=1):
@@ -320,10 +340,9 @@ def build_case_maps(documents, batch_id):
                 has_float = True
             else:
                 has_decimal = True
-        key = (current, rtom)
-        entry = cells.get(key)
+        entry = cells.get((current, rtom))
         if entry is None:
-            entry = cells[key] = (key, [], [])
+            entry = cells[(current, rtom)] = (Cell(current, rtom), [], [])
         cell, case_ids, amounts = entry
         assignment[case_id] = cell
         arrears[case_id] = amount
@@ -337,49 +356,53 @@ def build_case_maps(documents, batch_id):
                       amounts={cell: amounts for cell, _, amounts in cells.values()}, amount_kind=kind)
 
 
-def fetch_cases_for_batch(db, batch_id, progress=iter):
+def fetch_cases_for_batch(store: AmendStore, batch_id: BatchId,
+                          progress: Callable[[Iterable[Document]], Iterator[Document]] = iter) -> BatchCases:
     """The batch's cases as a BatchCases, read with a projection and streamed from the cursor
-    (through `progress`, which may show a progress bar)."""
-    cursor = db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)
-    cases = build_case_maps(progress(cursor), batch_id)
+    (through `progress`, which may show a progress bar); a fault midway reads the batch again."""
+    cases = store.read(f"reading the cases of batch {batch_id}", lambda: build_case_maps(
+        progress(store[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)), batch_id))
     if not cases.assignment:
         raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
     return cases
 
 
-def fetch_case_prior_values(db, batch_id, case_ids, chunk_size):
+def fetch_case_prior_values(store: AmendStore, batch_id: BatchId, case_ids: list[int],
+                            chunk_size: int) -> dict[int, Document]:
     """The amend fields of the given cases as they are now, to undo the case writes."""
-    priors = {}
+    priors: dict[int, Document] = {}
     projection = {"_id": 0, "Case_Id": 1, **{field: 1 for field in AMEND_FIELDS}}
     for start in range(0, len(case_ids), chunk_size):
-        chunk = case_ids[start:start + chunk_size]
-        for document in db[CASES_COLLECTION].find(
-                {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": chunk}}, projection):
+        query = {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": case_ids[start:start + chunk_size]}}
+        for document in store.read(f"reading the amend fields of batch {batch_id}",
+                                   lambda query=query: list(store[CASES_COLLECTION].find(query, projection))):
             priors[document["Case_Id"]] = {field: document[field] for field in AMEND_FIELDS if field in document}
     return priors
 
 
-def summary_cell_keys(rows, batch_id):
+def summary_cell_keys(rows: Iterable[Document], batch_id: BatchId) -> set[Cell]:
     """The (DRC, RTOM) cells of the batch's summary rows; two rows for one cell is an error."""
-    cells = set()
+    cells: set[Cell] = set()
     for row in rows:
         require_batch_id(row, batch_id, f"summary row {row.get('_id')}")
-        cell = (require_code(row.get("DRC_Id"), f"summary row {row.get('_id')} of batch {batch_id}: DRC_Id"),
-                require_code(row.get("RTOM"), f"summary row {row.get('_id')} of batch {batch_id}: RTOM"))
+        cell = Cell(require_code(row.get("DRC_Id"), f"summary row {row.get('_id')} of batch {batch_id}: DRC_Id"),
+                    require_code(row.get("RTOM"), f"summary row {row.get('_id')} of batch {batch_id}: RTOM"))
         if cell in cells:
             raise TaskValidationError(
-                f"batch {batch_id} has more than one summary row for DRC {cell[0]} RTOM {cell[1]}")
+                f"batch {batch_id} has more than one summary row for DRC {cell.drc} RTOM {cell.rtom}")
         cells.add(cell)
     return cells
 
 
-def fetch_summary_rows(db, batch_id):
-    return list(db[SUMMARY_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}))
+def fetch_summary_rows(store: AmendStore, batch_id: BatchId) -> list[Document]:
+    return store.read(f"reading the summary of batch {batch_id}", lambda: list(
+        store[SUMMARY_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id})))
 
 
 # --- claims and journals -------------------------------------------------------------
 
-def stale_claim_reason(task, now, lease, clock_skew):
+def stale_claim_reason(task: Mapping[str, Any], now: datetime, lease: timedelta,
+                       clock_skew: timedelta) -> str | None:
     """Why a processing task's claim no longer protects it, or None while it is live.
 
     A claim is live while its claim_expires_dtm lies between now and now + lease (+ the
@@ -413,42 +436,50 @@ CLAIM_FIELDS = {"_id": 1, "Task_Id": 1, "parameters": 1, "claimed_by": 1, "statu
                 "claim_expires_dtm": 1, "created_dtm": 1}
 
 
-def fetch_expired_claims(db, now, lease, clock_skew, task_id=None):
+def fetch_expired_claims(store: AmendStore, now: datetime, lease: timedelta, clock_skew: timedelta,
+                         task_id: int | None = None) -> list[Document]:
     """Amend tasks in processing whose claim no longer protects them (stale_claim_reason), oldest first."""
-    processing = db[TASKS_COLLECTION].find(_amend_tasks({"task_status": "processing"}, task_id), CLAIM_FIELDS)
-    return [task for task in processing.sort([("created_dtm", 1), ("Task_Id", 1), ("_id", 1)])
-            if stale_claim_reason(task, now, lease, clock_skew)]
+    processing = store.read("selecting tasks in processing", lambda: list(store[TASKS_COLLECTION].find(
+        _amend_tasks({"task_status": TaskStatus.PROCESSING}, task_id), CLAIM_FIELDS).sort(OLDEST_FIRST)))
+    return [task for task in processing if stale_claim_reason(task, now, lease, clock_skew)]
 
 
-def fetch_journal(db, batch_id):
-    return db[JOURNAL_COLLECTION].find_one({"_id": batch_id}, {"_id": 1, "task_object_id": 1, "Task_Id": 1,
-                                                              "phase": 1})
+def fetch_journal(store: AmendStore, batch_id: BatchId) -> Document | None:
+    return store.read(f"reading the journal of batch {batch_id}", lambda: store[JOURNAL_COLLECTION].find_one(
+        {"_id": batch_id}, {"_id": 1, "task_object_id": 1, "Task_Id": 1, "phase": 1, "fence": 1}))
 
 
-def fetch_journals(db):
-    return list(db[JOURNAL_COLLECTION].find({}, {"_id": 1, "task_object_id": 1, "Task_Id": 1, "phase": 1,
-                                                 "fence": 1}))
+def fetch_journals(store: AmendStore) -> list[Document]:
+    return store.read("reading the journals", lambda: list(store[JOURNAL_COLLECTION].find(
+        {}, {"_id": 1, "task_object_id": 1, "Task_Id": 1, "phase": 1, "fence": 1})))
 
 
 # --- run history and monitoring --------------------------------------------------------
 
-def fetch_runs(db, since=None, until=None, limit=None):
+def fetch_runs(store: AmendStore, since: datetime | None = None, until: datetime | None = None,
+               limit: int | None = None) -> list[Document]:
     """Recorded runs, newest first, started within [since, until) when given."""
     started = {}
     if since is not None:
         started["$gte"] = since
     if until is not None:
         started["$lt"] = until
-    cursor = db[RUN_HISTORY_COLLECTION].find({"started_dtm": started} if started else {}).sort("started_dtm", -1)
-    return list(cursor.limit(limit) if limit else cursor)
+
+    def read() -> list[Document]:
+        cursor = store[RUN_HISTORY_COLLECTION].find({"started_dtm": started} if started else {})
+        cursor = cursor.sort("started_dtm", -1)
+        return list(cursor.limit(limit) if limit else cursor)
+    return store.read("reading the run history", read)
 
 
-def fetch_last_successful_run(db):
+def fetch_last_successful_run(store: AmendStore) -> Document | None:
     """The newest recorded run that ended with exit code 0, or None."""
-    return db[RUN_HISTORY_COLLECTION].find_one({"exit_code": 0}, sort=[("started_dtm", -1)])
+    return store.read("reading the last successful run", lambda: store[RUN_HISTORY_COLLECTION].find_one(
+        {"exit_code": 0}, sort=[("started_dtm", -1)]))
 
 
-def fetch_task_status_counts(db):
+def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
     """{task_status: number} of the amend tasks."""
-    return {row["_id"]: row["count"] for row in db[TASKS_COLLECTION].aggregate([
-        {"$match": {"task_type": AMEND_TASK_TYPE}}, {"$group": {"_id": "$task_status", "count": {"$sum": 1}}}])}
+    return store.read("counting the tasks", lambda: {row["_id"]: row["count"] for row in store[
+        TASKS_COLLECTION].aggregate([{"$match": {"task_type": AMEND_TASK_TYPE}},
+                                     {"$group": {"_id": "$task_status", "count": {"$sum": 1}}}])})

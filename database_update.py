@@ -1,9 +1,10 @@
 """Reset the job's five collections from JSON fixtures (or a generated batch, --generate N) and
 create the indexes the job relies on."""
 
-import itertools
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import bson
 from bson import ObjectId, json_util
@@ -11,56 +12,35 @@ from bson.errors import BSONError
 from bson.json_util import RELAXED_JSON_OPTIONS
 from pymongo.errors import PyMongoError
 
+from amend_store import JOB_COLLECTIONS, AmendStore
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import BatchShape, generate_batch
-from utils.cli import OneLineArgumentParser, bounded_int, run_script
-from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, load_database_settings
-from utils.connectDB import (
-    CASES_COLLECTION,
-    JOB_COLLECTIONS,
-    JOURNAL_COLLECTION,
-    RUN_HISTORY_COLLECTION,
-    SUMMARY_COLLECTION,
-    TASKS_COLLECTION,
-    TEMPLATES_COLLECTION,
-    TRANSACTIONS_COLLECTION,
-    database_session,
-)
+from update_databases import reset_collections
+from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
+from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
+from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
-from utils.read_template_task_id_ini import read_template_task_id
 from utils.secrets import scrub
 
+Document = dict[str, Any]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
-EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
-INSERT_CHUNK = 10_000
 MONGODB_MAX_DEPTH = 100
 MONGODB_MAX_DOCUMENT_BYTES = 16 * 2**20
 MAX_GENERATED_CASES = 10_000_000
-
-# (collection, index keys, index name); created idempotently, also listed in the README.
-INDEXES = (
-    (TASKS_COLLECTION, [("task_status", 1), ("task_type", 1), ("created_dtm", 1), ("Task_Id", 1)], "open_tasks"),
-    (TEMPLATES_COLLECTION, [("Template_Task_Id", 1), ("task_type", 1)], "template_id_type"),
-    (TRANSACTIONS_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("summery_status", 1)], "batch_status"),
-    (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("Case_Id", 1)], "batch_case"),
-    (SUMMARY_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("DRC_Id", 1), ("RTOM", 1)], "batch_drc_rtom"),
-    (JOURNAL_COLLECTION, [("task_object_id", 1)], "journal_task"),
-    (RUN_HISTORY_COLLECTION, [("started_dtm", -1)], "run_started"),
-)
 
 # Dates come back naive UTC, as pymongo returns them from a server.
 JSON_OPTIONS = RELAXED_JSON_OPTIONS.with_options(tz_aware=False)
 
 
-def _described(document, index):
+def _described(document: Document, index: int) -> str:
     identity = f" (_id {document['_id']!r})" if isinstance(document.get("_id"), (str, int, ObjectId)) else ""
     return f"document {index}{identity}"
 
 
-def check_fixture_document(document):
+def check_fixture_document(document: Document) -> str | None:
     """None, or why MongoDB would refuse `document` or misread it: every key a plain name (no NUL, no
     leading $, no dot), at most MONGODB_MAX_DEPTH levels, integers of at most 8 bytes, under 16 MB."""
-    pending = [(document, 1)]
+    pending: list[tuple[Any, int]] = [(document, 1)]
     while pending:
         value, depth = pending.pop()
         if depth > MONGODB_MAX_DEPTH:
@@ -85,7 +65,7 @@ def check_fixture_document(document):
     return None
 
 
-def read_fixture(path):
+def read_fixture(path: Path) -> list[Document]:
     """The documents of one Extended JSON file (an array of objects or a single object), each checked."""
     try:
         content = json_util.loads(path.read_text(encoding="utf-8"), json_options=JSON_OPTIONS)
@@ -98,7 +78,7 @@ def read_fixture(path):
     except (OSError, ValueError, TypeError, IndexError, KeyError, OverflowError, BSONError) as exc:
         raise DatabaseUpdateError(f"fixture {path} is not valid Extended JSON: {exc}") from exc
     documents = content if isinstance(content, list) else [content]
-    seen_ids = {}
+    seen_ids: dict[bytes, int] = {}
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             raise DatabaseUpdateError(f"fixture {path}: element {index} is not an object")
@@ -114,34 +94,13 @@ def read_fixture(path):
     return documents
 
 
-def read_fixtures(data_dir):
+def read_fixtures(data_dir: Path) -> dict[str, list[Document]]:
     """Every fixture read and checked before anything is deleted."""
     return {name: read_fixture(Path(data_dir) / f"{name}.json") for name in JOB_COLLECTIONS}
 
 
-def create_indexes(db):
-    for collection, keys, name in INDEXES:
-        db[collection].create_index(keys, name=name)
-
-
-def reset_collections(db, fixtures):
-    """Delete the documents of the five collections and the job's journal, insert the fixtures
-    (any iterable, inserted in chunks so a generated million cases never sit in memory at once),
-    create the indexes."""
-    db[JOURNAL_COLLECTION].delete_many({})
-    counts = {}
-    for name, documents in fixtures.items():
-        db[name].delete_many({})
-        counts[name] = 0
-        iterator = iter(documents)
-        while chunk := list(itertools.islice(iterator, INSERT_CHUNK)):
-            db[name].insert_many(chunk)
-            counts[name] += len(chunk)
-    create_indexes(db)
-    return counts
-
-
-def confirmed(settings, assume_yes, ask=input, interactive=None):
+def confirmed(settings: DatabaseSettings, assume_yes: bool, ask: Callable[[str], str] = input,
+              interactive: bool | None = None) -> bool:
     """Deleting data outside the embedded default needs --yes or an interactive "yes"."""
     if settings.is_embedded or assume_yes:
         return True
@@ -157,7 +116,7 @@ def confirmed(settings, assume_yes, ask=input, interactive=None):
     return answer.strip().lower() == "yes"
 
 
-def build_parser():
+def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="database_update.py",
         description="Delete the documents of the job's five collections, import DIR/<collection>.json "
@@ -184,33 +143,35 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_database_settings(args.config_dir)
+        settings = load_config(args.config_dir)
+        fixtures: dict[str, Iterable[Document]]
         if args.generate:
             try:
                 shape = BatchShape(cases=args.generate, drcs=args.drcs, rtoms=args.rtoms,
                                    distributions=args.distributions, seed=args.seed,
-                                   template_task_id=read_template_task_id(args.config_dir))
+                                   template_task_id=settings.job.template_task_id)
             except ValueError as exc:
                 parser.error(str(exc))
             fixtures = generate_batch(shape)
         else:
-            fixtures = read_fixtures(args.data_dir)
-        if not confirmed(settings, args.yes):
-            print(f"database_update: refused to reset {settings.db_name} on {settings.redacted_uri} "
+            fixtures = dict(read_fixtures(args.data_dir))
+        database = settings.database
+        if not confirmed(database, args.yes):
+            print(f"database_update: refused to reset {database.db_name} on {database.redacted_uri} "
                   f"without confirmation; run it with --yes", file=sys.stderr)
-            return EXIT_REFUSED
-        with database_session(settings) as db:
-            counts = reset_collections(db, fixtures)
+            return ExitStatus.REFUSED
+        with database_session(database) as opened:
+            counts = reset_collections(AmendStore(opened, settings.job.retry), fixtures)
     except (TaskProcessingError, PyMongoError) as exc:
         print(scrub(f"database_update: {exc}"), file=sys.stderr)
-        return EXIT_ERROR
+        return ExitStatus.SETUP_ERROR
     imported = ", ".join(f"{name} {count}" for name, count in counts.items())
-    print(f"database_update: {settings.db_name} on {settings.redacted_uri} reset; imported {imported}")
-    return EXIT_OK
+    print(f"database_update: {database.db_name} on {database.redacted_uri} reset; imported {imported}")
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":

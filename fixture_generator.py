@@ -5,17 +5,20 @@ give the same documents.
 """
 
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from balance_resources import apply_moves, index_by_cell, plan_transfer
-from database_checks import AMEND_TASK_TYPE
-from utils.connectDB import (
+from balance_resources import Cell, Holdings, apply_moves, index_by_cell, plan_transfer
+from amend_store import (
+    AMEND_TASK_TYPE,
     CASES_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
     TRANSACTIONS_COLLECTION,
+    TaskStatus,
 )
 from utils.Custom_Exceptions import ResourceBalanceError
 
@@ -34,7 +37,7 @@ class BatchShape:
     template_task_id: int = 3
     transfer_share: float = 0.05
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         checks = ((self.cases >= 1, "cases must be at least 1"), (self.drcs >= 2, "drcs must be at least 2"),
                   (1 <= self.rtoms, "rtoms must be at least 1"),
                   (self.distributions >= 1, "distributions must be at least 1"),
@@ -44,11 +47,14 @@ class BatchShape:
                 raise ValueError(message)
 
 
-def rtom_codes(count):
+def rtom_codes(count: int) -> list[str]:
     return [RTOM_CODES[i] if i < len(RTOM_CODES) else f"R{i:02d}" for i in range(count)]
 
 
-def generate_cells(shape):
+GeneratedCase = tuple[int, str, str, float]
+
+
+def generate_cells(shape: BatchShape) -> list[GeneratedCase]:
     """(Case_Id, DRC, RTOM, arrears) per case: uneven DRC and RTOM sizes, ids dealt in random order."""
     rng = random.Random(shape.seed)
     drcs = [f"D{i + 1:02d}" for i in range(shape.drcs)]
@@ -63,16 +69,16 @@ def generate_cells(shape):
             for case_id, drc, rtom in zip(case_ids, chosen_drcs, chosen_rtoms, strict=True)]
 
 
-def generate_distributions(shape, cells):
+def generate_distributions(shape: BatchShape, cells: Sequence[GeneratedCase]) -> list[dict[str, Any]]:
     """M distinct requests, each moving transfer_share (5% by default) of the donor's RTOM cases as the
     batch stands after the previous ones; a count the rules refuse is halved until they accept it."""
     rng = random.Random(shape.seed + 1)
-    holdings = index_by_cell({case_id: (drc, rtom) for case_id, drc, rtom, _ in cells})
+    holdings: Holdings = index_by_cell({case_id: (drc, rtom) for case_id, drc, rtom, _ in cells})
     triples = [(rtom, donor, receiver) for (donor, rtom) in holdings for receiver in sorted({d for d, _ in holdings})
                if receiver != donor and (receiver, rtom) in holdings]
     distributions = []
     for rtom, donor, receiver in rng.sample(sorted(triples), min(shape.distributions, len(triples))):
-        count = max(1, int(len(holdings[(donor, rtom)]) * shape.transfer_share))
+        count = max(1, int(len(holdings[Cell(donor, rtom)]) * shape.transfer_share))
         while True:
             try:
                 moves = plan_transfer(holdings, receiver, donor, rtom, count)
@@ -87,21 +93,21 @@ def generate_distributions(shape, cells):
     return distributions
 
 
-def generate_batch(shape):
+def generate_batch(shape: BatchShape) -> dict[str, Iterable[dict[str, Any]]]:
     """The documents of the five collections for one generated batch and its open amend task."""
     cells = generate_cells(shape)
     cases = ({"Case_Id": case_id, "Case_Distribution_Batch_ID": shape.batch_id, "DRC_Id": drc, "RTOM": rtom,
               "Arrease": arrears, "NEW_DRC_ID": None, "Proceed_On": None, "Amend_Status": None,
               "Amend_Description": None, "created_dtm": CREATED}
              for case_id, drc, rtom, arrears in cells)
-    totals = {}
+    totals: dict[tuple[str, str], tuple[int, float]] = {}
     for _, drc, rtom, arrears in cells:
         count, total = totals.get((drc, rtom), (0, 0.0))
         totals[(drc, rtom)] = (count + 1, total + arrears)
     return {
         TASKS_COLLECTION: [{
             "Task_Id": shape.seed, "Template_Task_Id": shape.template_task_id, "task_type": AMEND_TASK_TYPE,
-            "parameters": {"Case_Distribution_Batch_ID": shape.batch_id}, "task_status": "open",
+            "parameters": {"Case_Distribution_Batch_ID": shape.batch_id}, "task_status": TaskStatus.OPEN,
             "created_dtm": CREATED, "status_changed_dtm": CREATED, "status_description": "Amend request queued",
             "end_dtm": None}],
         TEMPLATES_COLLECTION: [{

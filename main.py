@@ -1,17 +1,22 @@
 """DRS Amend: the cron entry point that executes "Case Amend Planning among DRC" tasks."""
 
 import argparse
+import logging
 import smtplib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from task_processor import amend_task_processing, dry_run
+from amend_store import RUN_HISTORY_COLLECTION, AmendStore
+from dry_run import dry_run, dry_run_text
+from task_processor import amend_task_processing
 from update_databases import record_run
 from utils import __version__
-from utils.alerts import load_alert_settings, send_alert
-from utils.cli import OneLineArgumentParser, bounded_int, run_script
+from utils.alerts import send_alert
+from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
 from utils.config import (
     DB_CONFIG_FILE,
     DEFAULT_CONFIG_DIR,
@@ -21,17 +26,15 @@ from utils.config import (
     JOB_CONFIG_FILE,
     LOGGING_CONFIG_FILE,
     TEMPLATE_CONFIG_FILE,
-    load_database_settings,
-    load_job_settings,
+    AlertSettings,
+    Settings,
+    load_config,
 )
-from utils.connectDB import RUN_HISTORY_COLLECTION, database_session
+from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
-from utils.read_template_task_id_ini import read_template_task_id
-from utils.reports import text_table, to_json
+from utils.reports import Outcome, RunReport, to_json
 from utils.secrets import scrub
-
-EXIT_OK, EXIT_TASK_ERROR, EXIT_SETUP_ERROR = 0, 1, 2
 
 DESCRIPTION = """\
 Execute every open "Case Amend Planning among DRC" task, oldest first. For each task the
@@ -62,9 +65,9 @@ every run (but a dry run) is recorded in the collection {RUN_HISTORY_COLLECTION}
 batch_monitor.py shows, checks and exports that history."""
 
 
-def build_parser():
+def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="main.py", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR,
@@ -79,34 +82,18 @@ def build_parser():
     return parser
 
 
-def configuration_summary(database_settings, settings, task_id):
+def configuration_summary(settings: Settings, task_id: int | None) -> dict[str, Any]:
     """What the run was configured with, without secrets."""
-    return {"database": database_settings.redacted_uri, "db_name": database_settings.db_name,
-            "template_task_id": settings.template_task_id, "min_share_kept": float(settings.min_share_kept),
-            "lease_minutes": settings.lease.total_seconds() / 60, "retry_attempts": settings.retry.attempts,
+    job = settings.job
+    return {"database": settings.database.redacted_uri, "db_name": settings.database.db_name,
+            "template_task_id": job.template_task_id, "min_share_kept": float(job.min_share_kept),
+            "lease_minutes": job.lease.total_seconds() / 60, "retry_attempts": job.retry.attempts,
             "task_id": task_id}
 
 
-def dry_run_text(results):
-    if not results:
-        return "dry run: no open amend task"
-    blocks = []
-    for result in results:
-        title = f"amend task {result.task_id} ({result.object_id}) batch {result.batch_id}"
-        if result.refusal:
-            blocks.append(f"{title}: would be REFUSED: {result.refusal}")
-            continue
-        rows = [(cell["DRC_Id"], cell["RTOM"], cell["before"], cell["after"],
-                 f"{cell['after'] - cell['before']:+d}" if cell["after"] != cell["before"] else "")
-                for cell in result.document()["cells"]]
-        blocks.append(f"{title}: would reassign {result.changes} case(s)\n"
-                      + text_table(("DRC", "RTOM", "before", "after", "change"), rows))
-    return "\n\n".join(blocks)
-
-
-def alert_on_errors(alerts, report, log):
+def alert_on_errors(alerts: AlertSettings | None, report: RunReport, log: logging.Logger) -> None:
     """E-mail the tasks that ended in error, when alerts are enabled; a failed e-mail is logged only."""
-    errored = [outcome for outcome in report.outcomes if outcome.status == "error"]
+    errored = [outcome for outcome in report.outcomes if outcome.status == Outcome.ERROR]
     if alerts is None or not errored:
         return
     body = "\n".join([report.summary_line(), ""] + [
@@ -117,42 +104,42 @@ def alert_on_errors(alerts, report, log):
         log.error("the alert e-mail could not be sent: %s", exc)
 
 
-def record_run_quietly(db, report, configuration, log):
+def record_run_quietly(store: AmendStore, report: RunReport, configuration: dict[str, Any],
+                       log: logging.Logger) -> None:
     try:
-        record_run(db, report.document() | {"version": __version__, "configuration": configuration})
+        record_run(store, report.document() | {"version": __version__, "configuration": configuration})
     except DatabaseUpdateError as exc:
         log.error("the run could not be recorded in %s: %s", RUN_HISTORY_COLLECTION, exc)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = None
     try:
-        database_settings = load_database_settings(args.config_dir)
-        settings = load_job_settings(read_template_task_id(args.config_dir), args.config_dir)
-        alerts = load_alert_settings(args.config_dir)
+        settings = load_config(args.config_dir)
         setup_logging(args.config_dir, args.log_dir)
         log = get_logger()
-        with database_session(database_settings) as db:
+        with database_session(settings.database) as database:
+            store = AmendStore(database, settings.job.retry)
             if args.dry_run:
-                results = dry_run(db, settings, args.task_id)
+                results = dry_run(store, settings.job, args.task_id)
             else:
                 log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
-                         database_settings.redacted_uri, database_settings.db_name, settings.template_task_id)
-                report = amend_task_processing(db, settings, task_id=args.task_id)
-                record_run_quietly(db, report, configuration_summary(database_settings, settings, args.task_id), log)
+                         settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
+                report = amend_task_processing(store, settings.job, task_id=args.task_id)
+                record_run_quietly(store, report, configuration_summary(settings, args.task_id), log)
     except (TaskProcessingError, PyMongoError) as exc:
         message = scrub(f"drs-amend: {exc}")
         if log is None:
             print(message, file=sys.stderr)
         else:
             log.error(message)
-        return EXIT_SETUP_ERROR
+        return ExitStatus.SETUP_ERROR
     if args.dry_run:
         print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
-        return EXIT_TASK_ERROR if any(result.refusal for result in results) else EXIT_OK
+        return ExitStatus.TASK_ERROR if any(result.refusal for result in results) else ExitStatus.OK
     log.info(report.summary_line())
-    alert_on_errors(alerts, report, log)
+    alert_on_errors(settings.alerts, report, log)
     if args.json:
         print(to_json(report.document()))
     return report.exit_code

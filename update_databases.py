@@ -2,9 +2,12 @@
 
 One owner per collection: System_tasks (claim_task, take_over_expired_claim, renew_claim,
 release_task, update_task_status), the journal (open_journal, record_planned_writes,
-mark_journal_undoing, take_over_journal, close_journal), the fencing counter (issue_fence),
-cases (update_case_distribution_collection), summary (update_summary_in_mongo) and
-transactions (close_amend_sequence), each data write with its rollback_*.
+mark_journal_undoing, take_over_journal, close_journal, and the mapping of a
+PlannedWrites to its document), the fencing counter (issue_fence), cases
+(update_case_distribution_collection), summary (update_summary_in_mongo) and transactions
+(close_amend_sequence), each data write with its rollback_*, the run history (record_run)
+and a reset from fixtures (reset_collections). Each write is one AmendStore.write: retried
+there on a transient fault, a DatabaseUpdateError naming it when it fails for good.
 
 Every write is idempotent: running it twice, as a retry after a lost reply or a recovery
 after a crash does, leaves what running it once leaves.
@@ -16,35 +19,45 @@ whose token is not newer than the writer's. A run whose journal was taken over h
 older token, so its late writes match nothing.
 """
 
+import itertools
 from collections import defaultdict
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import bson
 from bson.decimal128 import Decimal128
 from pymongo import DeleteMany, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from amend_plan import AmendRequest, CaseChange, PlannedWrites, SummaryCell
-from database_checks import AMEND_FIELDS, AMEND_TASK_TYPE
-from utils.connectDB import (
+from amend_store import (
+    AMEND_FIELDS,
+    AMEND_TASK_TYPE,
     CASES_COLLECTION,
     COUNTERS_COLLECTION,
+    FENCE_FIELD,
+    FINAL_STATUSES,
     JOURNAL_COLLECTION,
     RUN_HISTORY_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TRANSACTIONS_COLLECTION,
+    AmendStore,
+    JournalPhase,
+    TaskStatus,
 )
+from balance_resources import Cell
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
 from utils.loggers import get_logger
+from utils.reports import RunIdentity
+
+Document = dict[str, Any]
+Item = TypeVar("Item")
 
 CASE_CHUNK_SIZE = 10_000
-# MongoDB's limit is 16 MB for the whole journal document; the rest of it is a few hundred bytes.
-JOURNAL_LIMIT_BYTES = 16 * 2**20 - 64 * 2**10
-FINAL_STATUSES = ("completed", "error")
-FENCE_FIELD = "DRS_Amend_Fence"
+INSERT_CHUNK = 10_000
 FENCE_COUNTER_ID = "fence"
 # The journal's own layout; a journal of another layout (an earlier release) is not rolled forward.
 JOURNAL_FORMAT = 2
@@ -53,61 +66,53 @@ INT64_MAX = 2**63 - 1
 log = get_logger("writes")
 
 
-@contextmanager
-def _writing(what):
-    """Turn a driver error into a DatabaseUpdateError saying which write failed."""
-    try:
-        yield
-    except PyMongoError as exc:
-        raise DatabaseUpdateError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _chunks(items, size):
+def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def not_newer_than(fence):
+def not_newer_than(fence: int) -> Document:
     """Matches a document that no writer with a newer fencing token has written."""
     return {FENCE_FIELD: {"$not": {"$gt": fence}}}
 
 
-def issue_fence(db):
+def issue_fence(store: AmendStore) -> int:
     """A new fencing token: the database's counter, incremented atomically (never reused, never lower)."""
-    with _writing("issuing a fencing token"):
+    def increment() -> int:
         for _ in range(2):
             try:
-                counter = db[COUNTERS_COLLECTION].find_one_and_update(
+                counter = store[COUNTERS_COLLECTION].find_one_and_update(
                     {"_id": FENCE_COUNTER_ID}, {"$inc": {"value": 1}}, upsert=True,
                     return_document=ReturnDocument.AFTER)
-                return counter["value"]
+                return int(counter["value"])
             except DuplicateKeyError:
                 continue  # two first-ever upserts raced; the counter exists now
-    raise DatabaseUpdateError("issuing a fencing token failed: the counter could not be created")
+        raise DatabaseUpdateError("issuing a fencing token failed: the counter could not be created")
+    return store.write("issuing a fencing token", increment)
 
 
 # --- System_tasks ----------------------------------------------------------------------
 
-def _claim_fields(run, now, lease, description):
-    return {"task_status": "processing", "status_changed_dtm": now, "status_description": description,
+def _claim_fields(run: RunIdentity, now: datetime, lease: timedelta, description: str) -> Document:
+    return {"task_status": TaskStatus.PROCESSING, "status_changed_dtm": now, "status_description": description,
             "claimed_by": run.document(), "claim_expires_dtm": now + lease}
 
 
-def claim_task(db, task_object_id, run, now, lease):
+def claim_task(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
+               lease: timedelta) -> Document | None:
     """open -> processing in one atomic update on _id; None when another run claimed it first.
 
     A retry after a lost reply finds the task claimed by this very run and returns it again.
     """
-    with _writing(f"claiming task {task_object_id}"):
-        return db[TASKS_COLLECTION].find_one_and_update(
-            {"_id": task_object_id, "task_type": AMEND_TASK_TYPE,
-             "$or": [{"task_status": "open"}, {"task_status": "processing", "claimed_by.run_id": run.run_id}]},
-            {"$set": _claim_fields(run, now, lease, f"Claimed by {run.label}")},
-            return_document=ReturnDocument.AFTER,
-        )
+    return store.write(f"claiming task {task_object_id}", lambda: store[TASKS_COLLECTION].find_one_and_update(
+        {"_id": task_object_id, "task_type": AMEND_TASK_TYPE,
+         "$or": [{"task_status": TaskStatus.OPEN},
+                 {"task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id}]},
+        {"$set": _claim_fields(run, now, lease, f"Claimed by {run.label}")},
+        return_document=ReturnDocument.AFTER))
 
 
-def _as_read(value):
+def _as_read(value: object) -> object:
     """A filter condition on a field that matches `value` as it was read.
 
     Dates, strings and numbers are compared with $eq (a value never acts as an operator).
@@ -121,7 +126,7 @@ def _as_read(value):
     return {"$exists": True, "$not": {"$type": "date"}}
 
 
-def _claim_as_read(task):
+def _claim_as_read(task: Mapping[str, Any]) -> Document:
     claimed_by = task.get("claimed_by")
     if isinstance(claimed_by, dict):
         condition = {"claimed_by.run_id": _as_read(claimed_by.get("run_id"))}
@@ -131,7 +136,8 @@ def _claim_as_read(task):
     return condition
 
 
-def take_over_expired_claim(db, task, run, now, lease):
+def take_over_expired_claim(store: AmendStore, task: Mapping[str, Any], run: RunIdentity, now: datetime,
+                            lease: timedelta) -> Document | None:
     """Take a processing task whose claim was found stale (database_checks.stale_claim_reason).
 
     Compare-and-set on the claim as it was read, so that a renewal or another run's
@@ -139,51 +145,49 @@ def take_over_expired_claim(db, task, run, now, lease):
     task held by this run and returns it.
     """
     as_read = _claim_as_read(task)
-    with _writing(f"taking over task {task['_id']}"):
-        return db[TASKS_COLLECTION].find_one_and_update(
-            {"_id": task["_id"], "task_type": AMEND_TASK_TYPE, "task_status": "processing",
-             "$or": [as_read, {"claimed_by.run_id": run.run_id}]},
-            {"$set": _claim_fields(run, now, lease, f"Being recovered by {run.label}")},
-            return_document=ReturnDocument.AFTER,
-        )
+    return store.write(f"taking over task {task['_id']}", lambda: store[TASKS_COLLECTION].find_one_and_update(
+        {"_id": task["_id"], "task_type": AMEND_TASK_TYPE, "task_status": TaskStatus.PROCESSING,
+         "$or": [as_read, {"claimed_by.run_id": run.run_id}]},
+        {"$set": _claim_fields(run, now, lease, f"Being recovered by {run.label}")},
+        return_document=ReturnDocument.AFTER))
 
 
-def renew_claim(db, task_object_id, run, now, lease):
+def renew_claim(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
+                lease: timedelta) -> None:
     """Extend this run's lease before writing; ClaimLostError when another run took the task over."""
-    with _writing(f"renewing the claim of task {task_object_id}"):
-        result = db[TASKS_COLLECTION].update_one(
-            {"_id": task_object_id, "task_status": "processing", "claimed_by.run_id": run.run_id},
-            {"$set": {"claim_expires_dtm": now + lease}})
+    result = store.write(f"renewing the claim of task {task_object_id}", lambda: store[TASKS_COLLECTION].update_one(
+        {"_id": task_object_id, "task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id},
+        {"$set": {"claim_expires_dtm": now + lease}}))
     if result.matched_count != 1:
         raise ClaimLostError(f"task {task_object_id} is no longer claimed by {run.label}")
 
 
-def release_task(db, task_object_id, run, now, description):
+def release_task(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
+                 description: str) -> None:
     """processing -> open again, for a task that has to wait for a later run."""
-    with _writing(f"releasing task {task_object_id}"):
-        db[TASKS_COLLECTION].update_one(
-            {"_id": task_object_id, "task_status": "processing", "claimed_by.run_id": run.run_id},
-            {"$set": {"task_status": "open", "status_changed_dtm": now, "status_description": description},
-             "$unset": {"claimed_by": "", "claim_expires_dtm": ""}})
+    store.write(f"releasing task {task_object_id}", lambda: store[TASKS_COLLECTION].update_one(
+        {"_id": task_object_id, "task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id},
+        {"$set": {"task_status": TaskStatus.OPEN, "status_changed_dtm": now, "status_description": description},
+         "$unset": {"claimed_by": "", "claim_expires_dtm": ""}}))
 
 
-def update_task_status(db, task_object_id, run, status, description, now):
+def update_task_status(store: AmendStore, task_object_id: object, run: RunIdentity, status: TaskStatus,
+                       description: str, now: datetime) -> None:
     """Move a task this run holds to `status`; a final status also sets end_dtm.
 
     When the reply is lost the task is read back: a status that landed counts as written,
     so a completed task is never undone because its acknowledgement went missing.
     """
-    fields = {"task_status": status, "status_description": description, "status_changed_dtm": now}
+    fields: Document = {"task_status": status, "status_description": description, "status_changed_dtm": now}
     if status in FINAL_STATUSES:
         fields["end_dtm"] = now
     held = {"_id": task_object_id, "claimed_by.run_id": run.run_id}
     try:
-        with _writing(f"setting task {task_object_id} to {status}"):
-            result = db[TASKS_COLLECTION].update_one(
-                dict(held, task_status={"$in": ["processing", status]}), {"$set": fields})
+        result = store.write(f"setting task {task_object_id} to {status}", lambda: store[TASKS_COLLECTION].update_one(
+            dict(held, task_status={"$in": [TaskStatus.PROCESSING, status]}), {"$set": fields}))
     except DatabaseUpdateError:
-        with _writing(f"reading back task {task_object_id}"):
-            landed = db[TASKS_COLLECTION].find_one(dict(held, task_status=status, status_changed_dtm=now))
+        landed = store.write(f"reading back task {task_object_id}", lambda: store[TASKS_COLLECTION].find_one(
+            dict(held, task_status=status, status_changed_dtm=now)))
         if landed is None:
             raise
         log.warning("task %s: the reply to setting it %s was lost, but the write landed", task_object_id, status)
@@ -194,7 +198,8 @@ def update_task_status(db, task_object_id, run, status, description, now):
 
 # --- the journal: one document per batch being amended ---------------------------------
 
-def open_journal(db, batch_id, task, run, now, fence):
+def open_journal(store: AmendStore, batch_id: object, task: Document, run: RunIdentity, now: datetime,
+                 fence: int) -> None:
     """Take the batch for this task: insert its journal (phase `planning`, this run's fence).
 
     BatchBusyError when another task holds the batch, or when a journal of an earlier
@@ -202,88 +207,90 @@ def open_journal(db, batch_id, task, run, now, fence):
     run, see task_processor.recover_interrupted_tasks), never adopted.
     """
     document = {"_id": batch_id, "task_object_id": task["_id"], "Task_Id": task.get("Task_Id"),
-                "run": run.document(), "fence": fence, "phase": "planning", "created_dtm": now}
-    with _writing(f"opening the journal of batch {batch_id}"):
+                "run": run.document(), "fence": fence, "phase": JournalPhase.PLANNING, "created_dtm": now}
+
+    def insert() -> Document | None:
+        """None when inserted; the journal that holds the batch otherwise ({} when it vanished meanwhile)."""
         try:
-            db[JOURNAL_COLLECTION].insert_one(document)
-            return
+            store[JOURNAL_COLLECTION].insert_one(document)
+            return None
         except DuplicateKeyError:
-            holder = db[JOURNAL_COLLECTION].find_one({"_id": batch_id})
-    if holder is not None and holder.get("fence") == fence:
-        return  # our own insert, whose reply was lost
-    if holder is not None and holder.get("task_object_id") == task["_id"]:
+            return store[JOURNAL_COLLECTION].find_one({"_id": batch_id}) or {}
+    holder = store.write(f"opening the journal of batch {batch_id}", insert)
+    if holder is None or holder.get("fence") == fence:
+        return  # inserted, or our own insert whose reply was lost
+    if holder.get("task_object_id") == task["_id"]:
         raise BatchBusyError(
             f"batch {batch_id} holds the unfinished journal (phase {holder.get('phase')}) of an earlier attempt "
             f"of this task; the next run finishes it first")
-    owner = "another task" if holder is None else f"amend task {holder.get('Task_Id')} ({holder.get('task_object_id')})"
+    owner = f"amend task {holder.get('Task_Id')} ({holder.get('task_object_id')})" if holder else "another task"
     raise BatchBusyError(f"batch {batch_id} is being amended by {owner}")
 
 
-def _journal_lost(batch_id, fence, what):
+def _journal_lost(batch_id: object, fence: int, what: str) -> ClaimLostError:
     return ClaimLostError(f"the journal of batch {batch_id} was taken over by a run with a newer fencing token "
                           f"than {fence}; {what}")
 
 
-def record_planned_writes(db, batch_id, fence, writes):
+def record_planned_writes(store: AmendStore, batch_id: object, fence: int, writes: PlannedWrites) -> None:
     """Store the planned writes and prior values (phase `writing`) before the first data write."""
     document = journal_writes_document(writes)
     size = len(bson.encode(document))
-    if size > JOURNAL_LIMIT_BYTES:
+    if size > store.journal_limit_bytes:
         raise DatabaseUpdateError(
             f"the plan of batch {batch_id} ({len(writes.changes)} changed cases) needs {size / 2**20:.1f} MB of "
             f"journal, over MongoDB's 16 MB document limit; split the amend request into smaller ones")
-    with _writing(f"journaling the writes of batch {batch_id}"):
-        result = db[JOURNAL_COLLECTION].update_one({"_id": batch_id, "fence": fence},
-                                                   {"$set": {"phase": "writing", "writes": document}})
+    result = store.write(f"journaling the writes of batch {batch_id}", lambda: store[JOURNAL_COLLECTION].update_one(
+        {"_id": batch_id, "fence": fence}, {"$set": {"phase": JournalPhase.WRITING, "writes": document}}))
     if result.matched_count != 1:
         raise _journal_lost(batch_id, fence, "nothing was written")
 
 
-def mark_journal_undoing(db, batch_id, fence, reason):
+def mark_journal_undoing(store: AmendStore, batch_id: object, fence: int, reason: str) -> None:
     """From here on, the task's writes are to be undone (also by a run recovering from a crash)."""
-    with _writing(f"marking the journal of batch {batch_id} for undo"):
-        result = db[JOURNAL_COLLECTION].update_one({"_id": batch_id, "fence": fence},
-                                                   {"$set": {"phase": "undoing", "error": reason}})
+    result = store.write(f"marking the journal of batch {batch_id} for undo",
+                         lambda: store[JOURNAL_COLLECTION].update_one(
+                             {"_id": batch_id, "fence": fence},
+                             {"$set": {"phase": JournalPhase.UNDOING, "error": reason}}))
     if result.matched_count != 1:
         raise _journal_lost(batch_id, fence, "the run that holds it finishes or undoes the writes")
 
 
-def take_over_journal(db, journal_filter, run, fence):
+def take_over_journal(store: AmendStore, journal_filter: Document, run: RunIdentity, fence: int) -> Document | None:
     """Make a journal this run's: it takes `fence` (newer than any before it), so the run that held it
     writes nothing more. The journal as it is now, or None when it is gone or a newer run holds it."""
-    with _writing("taking over a journal"):
-        return db[JOURNAL_COLLECTION].find_one_and_update(
-            dict(journal_filter, fence={"$not": {"$gt": fence}}),
-            {"$set": {"fence": fence, "run": run.document()}}, return_document=ReturnDocument.AFTER)
+    return store.write("taking over a journal", lambda: store[JOURNAL_COLLECTION].find_one_and_update(
+        dict(journal_filter, fence={"$not": {"$gt": fence}}),
+        {"$set": {"fence": fence, "run": run.document()}}, return_document=ReturnDocument.AFTER))
 
 
-def journal_fence_held(db, batch_id, fence):
+def journal_fence_held(store: AmendStore, batch_id: object, fence: int) -> bool:
     """Whether the batch's journal still carries `fence` (no other run took it over)."""
-    with _writing(f"reading the journal of batch {batch_id}"):
-        journal = db[JOURNAL_COLLECTION].find_one({"_id": batch_id}, {"fence": 1})
+    journal = store.write(f"reading the journal of batch {batch_id}",
+                          lambda: store[JOURNAL_COLLECTION].find_one({"_id": batch_id}, {"fence": 1}))
     return journal is not None and journal.get("fence") == fence
 
 
-def close_journal(db, batch_id, fence):
+def close_journal(store: AmendStore, batch_id: object, fence: int) -> None:
     """Free the batch once its task is completed or error."""
-    with _writing(f"closing the journal of batch {batch_id}"):
-        db[JOURNAL_COLLECTION].delete_one({"_id": batch_id, "fence": fence})
+    store.write(f"closing the journal of batch {batch_id}",
+                lambda: store[JOURNAL_COLLECTION].delete_one({"_id": batch_id, "fence": fence}))
 
 
-def _priors_key(fields):
+def _priors_key(fields: Document) -> bytes:
     # The BSON encoding is the grouping key, since a prior value may be of any BSON type.
     return bson.encode(fields)
 
 
-def group_priors(case_priors):
+def group_priors(case_priors: Mapping[int, Document]) -> list[tuple[Document, list[int]]]:
     """[(fields, sorted case ids)]: cases that had the same prior amend fields, grouped."""
-    groups = defaultdict(list)
+    groups: dict[bytes, list[int]] = defaultdict(list)
     for case_id, fields in case_priors.items():
         groups[_priors_key(fields)].append(case_id)
     return [(bson.decode(encoded), sorted(case_ids)) for encoded, case_ids in sorted(groups.items())]
 
 
-def stored_amount(total):
+def stored_amount(total: object) -> object:
     """A Tot_Arrease as BSON stores it: a decimal as Decimal128, an integer beyond Int64 as Decimal128."""
     if isinstance(total, Decimal):
         return Decimal128(total)
@@ -292,13 +299,13 @@ def stored_amount(total):
     return total
 
 
-def _read_amount(value):
+def _read_amount(value: object) -> object:
     return value.to_decimal() if isinstance(value, Decimal128) else value
 
 
-def journal_writes_document(writes):
+def journal_writes_document(writes: PlannedWrites) -> Document:
     """The `writes` field of a journal: a PlannedWrites in BSON types."""
-    moves = {}
+    moves: dict[tuple[str, str], list[int]] = {}
     for change in writes.changes:
         moves.setdefault((change.old_drc, change.new_drc), []).append(change.case_id)
     request = writes.request
@@ -312,13 +319,13 @@ def journal_writes_document(writes):
                     "closes_transaction": request.closes_transaction},
         "moves": [{"old": old, "new": new, "case_ids": ids} for (old, new), ids in sorted(moves.items())],
         "summary": [{"drc": c.drc, "rtom": c.rtom, "count": c.count, "total": stored_amount(c.total_arrears),
-                     "row_id": writes.summary_row_ids[(c.drc, c.rtom)]} for c in writes.summary],
+                     "row_id": writes.summary_row_ids[Cell(c.drc, c.rtom)]} for c in writes.summary],
         "case_priors": [{"fields": fields, "case_ids": ids} for fields, ids in group_priors(writes.case_priors)],
         "summary_rows": list(writes.summary_rows),
     }
 
 
-def planned_writes_from_journal(journal):
+def planned_writes_from_journal(journal: Document) -> PlannedWrites:
     """The PlannedWrites a journal holds; DatabaseUpdateError for a journal of another layout."""
     document = journal["writes"]
     if document.get("format") != JOURNAL_FORMAT:
@@ -334,7 +341,7 @@ def planned_writes_from_journal(journal):
                              key=lambda change: change.case_id)),
         summary=tuple(SummaryCell(c["drc"], c["rtom"], c["count"], _read_amount(c["total"]))
                       for c in document["summary"]),
-        summary_row_ids={(c["drc"], c["rtom"]): c["row_id"] for c in document["summary"]},
+        summary_row_ids={Cell(c["drc"], c["rtom"]): c["row_id"] for c in document["summary"]},
         case_priors={case_id: dict(group["fields"])
                      for group in document["case_priors"] for case_id in group["case_ids"]},
         summary_rows=tuple(document["summary_rows"]),
@@ -343,14 +350,15 @@ def planned_writes_from_journal(journal):
 
 # --- DRS.Tmp_Case_Distribution_DRC -----------------------------------------------------
 
-def _case_chunk_filter(batch_id, case_ids, fence):
+def _case_chunk_filter(batch_id: object, case_ids: Sequence[int], fence: int) -> Document:
     return {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": case_ids}, **not_newer_than(fence)}
 
 
-def update_case_distribution_collection(db, batch_id, changes, now, task_label, fence):
+def update_case_distribution_collection(store: AmendStore, batch_id: object, changes: Sequence[CaseChange],
+                                        now: datetime, task_label: str, fence: int) -> None:
     """NEW_DRC_ID and the amend fields of every changed case: one UpdateMany per (old, new) DRC and
     chunk of CASE_CHUNK_SIZE ids (a few hundred KB, far under the 16 MB limit), all in one bulk_write."""
-    by_move = defaultdict(list)
+    by_move: dict[tuple[str, str], list[int]] = defaultdict(list)
     for change in changes:
         by_move[(change.old_drc, change.new_drc)].append(change.case_id)
     requests = [
@@ -363,8 +371,8 @@ def update_case_distribution_collection(db, batch_id, changes, now, task_label, 
     ]
     if not requests:
         return
-    with _writing(f"updating {len(changes)} case(s) of batch {batch_id}"):
-        result = db[CASES_COLLECTION].bulk_write(requests, ordered=True)
+    result = store.write(f"updating {len(changes)} case(s) of batch {batch_id}",
+                         lambda: store[CASES_COLLECTION].bulk_write(requests, ordered=True))
     # Each Case_Id is unique in the batch and named once, so every case must be matched once.
     if result.matched_count != len(changes):
         raise DatabaseUpdateError(
@@ -372,25 +380,27 @@ def update_case_distribution_collection(db, batch_id, changes, now, task_label, 
             f"the batch changed while the task ran")
 
 
-def rollback_case_distribution_collection(db, batch_id, case_priors, fence):
+def rollback_case_distribution_collection(store: AmendStore, batch_id: object, case_priors: Mapping[int, Document],
+                                          fence: int) -> None:
     """Put back the amend fields each case had before the task (absent fields are removed again).
     The fence is not put back: fencing tokens only grow."""
     requests = []
     for fields, case_ids in group_priors(case_priors):
-        update = {"$set": dict(fields, **{FENCE_FIELD: fence})}
+        update: Document = {"$set": dict(fields, **{FENCE_FIELD: fence})}
         absent = [field for field in AMEND_FIELDS if field not in fields]
         if absent:
             update["$unset"] = {field: "" for field in absent}
         requests += [UpdateMany(_case_chunk_filter(batch_id, chunk, fence), update)
                      for chunk in _chunks(case_ids, CASE_CHUNK_SIZE)]
     if requests:
-        with _writing(f"restoring {len(case_priors)} case(s) of batch {batch_id}"):
-            db[CASES_COLLECTION].bulk_write(requests, ordered=True)
+        store.write(f"restoring {len(case_priors)} case(s) of batch {batch_id}",
+                    lambda: store[CASES_COLLECTION].bulk_write(requests, ordered=True))
 
 
 # --- DRS_Database.Case_Distribution_DRC_Summary ----------------------------------------
 
-def update_summary_in_mongo(db, batch_id, cells, row_ids, fence):
+def update_summary_in_mongo(store: AmendStore, batch_id: object, cells: Sequence[SummaryCell],
+                            row_ids: Mapping[Cell, object], fence: int) -> None:
     """Count and Tot_Arrease of every cell of the batch in one ordered bulk_write.
 
     Each row is written by its _id (missing rows are upserted with the _id chosen at planning):
@@ -398,7 +408,7 @@ def update_summary_in_mongo(db, batch_id, cells, row_ids, fence):
     being written twice.
     """
     requests = [
-        UpdateOne({"_id": row_ids[(cell.drc, cell.rtom)], **not_newer_than(fence)},
+        UpdateOne({"_id": row_ids[Cell(cell.drc, cell.rtom)], **not_newer_than(fence)},
                   {"$set": {"Count": cell.count, "Tot_Arrease": stored_amount(cell.total_arrears),
                             FENCE_FIELD: fence},
                    "$setOnInsert": {"Case_Distribution_Batch_ID": batch_id, "DRC_Id": cell.drc, "RTOM": cell.rtom}},
@@ -406,23 +416,23 @@ def update_summary_in_mongo(db, batch_id, cells, row_ids, fence):
         for cell in cells
     ]
     if requests:
-        with _writing(f"rewriting the summary of batch {batch_id}"):
-            db[SUMMARY_COLLECTION].bulk_write(requests, ordered=True)
+        store.write(f"rewriting the summary of batch {batch_id}",
+                    lambda: store[SUMMARY_COLLECTION].bulk_write(requests, ordered=True))
 
 
-def rollback_summary_in_mongo(db, prior_rows, new_row_ids, fence):
+def rollback_summary_in_mongo(store: AmendStore, prior_rows: Sequence[Document], new_row_ids: Sequence[object],
+                              fence: int) -> None:
     """Remove the rows the task added and put back every row as it was (with this run's fence)."""
-    requests = [DeleteMany({"_id": {"$in": list(new_row_ids)}, **not_newer_than(fence)})] if new_row_ids else []
+    requests: list[DeleteMany | ReplaceOne] = [DeleteMany({"_id": {"$in": list(new_row_ids)}, **not_newer_than(fence)})] if new_row_ids else []
     requests += [ReplaceOne({"_id": row["_id"], **not_newer_than(fence)}, dict(row, **{FENCE_FIELD: fence}),
                             upsert=True) for row in prior_rows]
     if requests:
-        with _writing("restoring the summary rows"):
-            db[SUMMARY_COLLECTION].bulk_write(requests, ordered=True)
+        store.write("restoring the summary rows", lambda: store[SUMMARY_COLLECTION].bulk_write(requests, ordered=True))
 
 
 # --- Case_distribution_drc_transactions ------------------------------------------------
 
-def _seq_filter(request, fence, statuses):
+def _seq_filter(request: AmendRequest, fence: int, statuses: Mapping[str, datetime | None]) -> Document:
     """The processed seq by its position, checked to be still the same amend seq, in one of `statuses`
     ({status: required CRD_Distribution_Status_on or None for any})."""
     at = f"batch_seq_details.{request.seq_index}"
@@ -433,36 +443,39 @@ def _seq_filter(request, fence, statuses):
             "$or": alternatives, **not_newer_than(fence)}
 
 
-def close_amend_sequence(db, request, now, fence):
+def close_amend_sequence(store: AmendStore, request: AmendRequest, now: datetime, fence: int) -> None:
     """Close the processed amend seq only (by its position), and the transaction once no amend seq is open.
 
     The seq must still be open, or closed by this very task (at `now`, the journaled time), so
     a seq closed earlier, or by someone else, never has its close date rewritten.
     """
     at = f"batch_seq_details.{request.seq_index}"
-    fields = {f"{at}.CRD_Distribution_Status": "close", f"{at}.CRD_Distribution_Status_on": now, FENCE_FIELD: fence}
+    fields: Document = {f"{at}.CRD_Distribution_Status": "close", f"{at}.CRD_Distribution_Status_on": now,
+                        FENCE_FIELD: fence}
     if request.closes_transaction:
         fields["summery_status"] = "close"
-    with _writing(f"closing amend seq {request.batch_seq} of transaction {request.transaction_id}"):
-        result = db[TRANSACTIONS_COLLECTION].update_one(
-            _seq_filter(request, fence, {"open": None, "close": now}), {"$set": fields})
+    result = store.write(f"closing amend seq {request.batch_seq} of transaction {request.transaction_id}",
+                         lambda: store[TRANSACTIONS_COLLECTION].update_one(
+                             _seq_filter(request, fence, {"open": None, "close": now}), {"$set": fields}))
     if result.matched_count != 1:
         raise DatabaseUpdateError(
             f"amend seq {request.batch_seq} (batch_seq_details[{request.seq_index}]) of transaction "
             f"{request.transaction_id} is no longer the open seq the task planned for")
 
 
-def rollback_amend_sequence(db, request, now, fence):
+def rollback_amend_sequence(store: AmendStore, request: AmendRequest, now: datetime, fence: int) -> None:
     """Reopen the seq this task closed (at `now`), with its prior close date and summery_status."""
     at = f"batch_seq_details.{request.seq_index}"
-    update = {"$set": {f"{at}.CRD_Distribution_Status": "open", "summery_status": request.prior_summery_status,
+    update: Document = {"$set": {f"{at}.CRD_Distribution_Status": "open",
+                                 "summery_status": request.prior_summery_status,
                        FENCE_FIELD: fence}}
     if request.prior_status_on_present:
         update["$set"][f"{at}.CRD_Distribution_Status_on"] = request.prior_status_on
     else:
         update["$unset"] = {f"{at}.CRD_Distribution_Status_on": ""}
-    with _writing(f"reopening amend seq {request.batch_seq} of transaction {request.transaction_id}"):
-        db[TRANSACTIONS_COLLECTION].update_one(_seq_filter(request, fence, {"open": None, "close": now}), update)
+    store.write(f"reopening amend seq {request.batch_seq} of transaction {request.transaction_id}",
+                lambda: store[TRANSACTIONS_COLLECTION].update_one(
+                    _seq_filter(request, fence, {"open": None, "close": now}), update))
 
 
 # --- one task's writes as a unit -------------------------------------------------------
@@ -473,29 +486,29 @@ class AmendWriteUnit:
     crash. When a write fails and the journal no longer carries `fence`, another run took the batch
     over: ClaimLostError, and this run writes nothing more."""
 
-    def __init__(self, db, writes, fence):
-        self._db = db
+    def __init__(self, store: AmendStore, writes: PlannedWrites, fence: int):
+        self._store = store
         self._writes = writes
         self._fence = fence
         self._steps = (
             ("cases",
-             lambda: update_case_distribution_collection(db, writes.batch_id, writes.changes, writes.now,
+             lambda: update_case_distribution_collection(store, writes.batch_id, writes.changes, writes.now,
                                                          writes.label, fence),
-             lambda: rollback_case_distribution_collection(db, writes.batch_id, writes.case_priors, fence)),
+             lambda: rollback_case_distribution_collection(store, writes.batch_id, writes.case_priors, fence)),
             ("summary",
-             lambda: update_summary_in_mongo(db, writes.batch_id, writes.summary, writes.summary_row_ids, fence),
-             lambda: rollback_summary_in_mongo(db, writes.summary_rows, writes.new_summary_row_ids, fence)),
+             lambda: update_summary_in_mongo(store, writes.batch_id, writes.summary, writes.summary_row_ids, fence),
+             lambda: rollback_summary_in_mongo(store, writes.summary_rows, writes.new_summary_row_ids, fence)),
             ("transaction",
-             lambda: close_amend_sequence(db, writes.request, writes.now, fence),
-             lambda: rollback_amend_sequence(db, writes.request, writes.now, fence)),
+             lambda: close_amend_sequence(store, writes.request, writes.now, fence),
+             lambda: rollback_amend_sequence(store, writes.request, writes.now, fence)),
         )
 
-    def _raise_if_fenced_out(self, exc):
-        if not journal_fence_held(self._db, self._writes.batch_id, self._fence):
+    def _raise_if_fenced_out(self, exc: DatabaseUpdateError) -> None:
+        if not journal_fence_held(self._store, self._writes.batch_id, self._fence):
             raise _journal_lost(self._writes.batch_id, self._fence,
                                 f"this run stopped writing ({exc})") from exc
 
-    def apply(self):
+    def apply(self) -> None:
         for _, write, _ in self._steps:
             try:
                 write()
@@ -503,7 +516,7 @@ class AmendWriteUnit:
                 self._raise_if_fenced_out(exc)
                 raise
 
-    def undo(self):
+    def undo(self) -> None:
         """Undo every step, newest first (each undo is idempotent); report the steps whose undo failed."""
         failures = []
         for name, _, undo in reversed(self._steps):
@@ -520,7 +533,25 @@ class AmendWriteUnit:
 
 # --- DRS_Amend.Run_History -------------------------------------------------------------
 
-def record_run(db, document):
+def record_run(store: AmendStore, document: Document) -> None:
     """One execution record per run of main.py."""
-    with _writing("recording the run"):
-        db[RUN_HISTORY_COLLECTION].insert_one(document)
+    store.write("recording the run", lambda: store[RUN_HISTORY_COLLECTION].insert_one(document))
+
+
+# --- a reset from fixtures (database_update.py) ---------------------------------------------
+
+def reset_collections(store: AmendStore, fixtures: Mapping[str, Iterable[Document]]) -> dict[str, int]:
+    """Delete the documents of the given collections and the job's journal, insert the fixtures (any
+    iterable, inserted in chunks so a generated million cases never sit in memory at once), create the
+    indexes. The run history and the fencing counter are kept. {collection: documents inserted}."""
+    store.write("emptying the journal", lambda: store[JOURNAL_COLLECTION].delete_many({}))
+    counts = {}
+    for name, documents in fixtures.items():
+        store.write(f"emptying {name}", lambda name=name: store[name].delete_many({}))
+        counts[name] = 0
+        iterator = iter(documents)
+        while chunk := list(itertools.islice(iterator, INSERT_CHUNK)):
+            store.write(f"importing into {name}", lambda name=name, chunk=chunk: store[name].insert_many(chunk))
+            counts[name] += len(chunk)
+    store.create_indexes()
+    return counts

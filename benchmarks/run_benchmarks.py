@@ -34,10 +34,10 @@ def measure_planning(size):
     from fractions import Fraction
 
     from amend_plan import plan_amend
+    from amend_store import CASES_COLLECTION, TRANSACTIONS_COLLECTION
     from database_checks import build_case_maps, select_amend_request
     from fixture_generator import BatchShape, generate_batch
     from task_processor import collector_paused
-    from utils.connectDB import CASES_COLLECTION, TRANSACTIONS_COLLECTION
 
     def plan_once(documents):
         """As task_processor.read_and_plan does it."""
@@ -69,20 +69,23 @@ def measure_commands(size):
     """The job on mongomock with the cases in a light stand-in: commands per task, documents written."""
     import mongomock
 
-    from database_update import reset_collections
+    from amend_store import CASES_COLLECTION, AmendStore
+    from benchmarks.instruments import CommandLog, InstrumentedDatabase, LightCasesCollection
     from fixture_generator import BatchShape, generate_batch
     from task_processor import amend_task_processing
-    from tests.command_counting import CountingDatabase, LightCasesCollection
+    from update_databases import reset_collections
     from utils.config import JobSettings
-    from utils.connectDB import CASES_COLLECTION
+    from utils.mongomock_compat import patch_mongomock
 
+    patch_mongomock()
     documents = generate_batch(BatchShape(size))
     cases = LightCasesCollection(documents.pop(CASES_COLLECTION))
     db = mongomock.MongoClient()["drs"]
-    reset_collections(db, documents | {CASES_COLLECTION: []})
-    counting = CountingDatabase(db, {CASES_COLLECTION: cases})
+    reset_collections(AmendStore(db), documents | {CASES_COLLECTION: []})
+    counting = CommandLog()
     started = time.perf_counter()
-    report = amend_task_processing(counting, JobSettings(template_task_id=3))
+    report = amend_task_processing(AmendStore(InstrumentedDatabase(db, counting, {CASES_COLLECTION: cases})),
+                                   JobSettings(template_task_id=3))
     seconds = time.perf_counter() - started
     (outcome,) = report.outcomes
     return {"commands": len(counting.commands_of_first_task()), "status": outcome.status, "job_seconds": seconds,

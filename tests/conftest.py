@@ -1,140 +1,85 @@
-"""Shared fixtures: a mongomock database loaded with data/, a fixed clock, batch builders."""
+"""Fixtures of the suite (the helpers they build on are in tests/support.py)."""
 
+import logging
+import os
 import sys
-from datetime import datetime
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 
-import mongomock
 import pytest
-from bson import ObjectId
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from database_checks import AMEND_TASK_TYPE  # noqa: E402
-from database_update import read_fixtures, reset_collections  # noqa: E402
-from update_databases import FENCE_FIELD  # noqa: E402
-from utils.config import JobSettings  # noqa: E402
 from utils.mongomock_compat import patch_mongomock  # noqa: E402
 
 patch_mongomock()
 
-from utils.connectDB import (  # noqa: E402
-    CASES_COLLECTION,
-    SUMMARY_COLLECTION,
-    TASKS_COLLECTION,
-    TEMPLATES_COLLECTION,
-    TRANSACTIONS_COLLECTION,
-)
+import batch_monitor  # noqa: E402
+import database_update  # noqa: E402
+import main as main_script  # noqa: E402
+from tests.support import SETTINGS, add_template, fresh_db, new_database  # noqa: E402
+from utils import secrets  # noqa: E402
+from utils.loggers import get_logger  # noqa: E402
 
-FIXED_NOW = datetime(2026, 11, 25, 10, 30, 0, 123000)
-# Every date in the fixtures is older; every date a run writes (fixed clock or real one) is newer.
-RUN_TIMES_START = datetime(2026, 11, 21)
-TEMPLATE_TASK_ID = 3
-
-
-def uri_with_password(user, password, location, scheme="mongodb"):
-    """A test URI carrying a made-up password, built from parts so that no credentialed
-    connection string is ever written out in the repository."""
-    return f"{scheme}://{user}:{password}@{location}"
-
-
-def fixed_clock():
-    return FIXED_NOW
+SCRIPTS = {"main.py": main_script, "batch_monitor.py": batch_monitor, "database_update.py": database_update}
 
 
 @pytest.fixture
 def settings():
-    return JobSettings(template_task_id=TEMPLATE_TASK_ID, min_share_kept=Fraction(1, 5))
+    return SETTINGS
 
 
 @pytest.fixture
 def db():
     """A fresh in-memory database holding the shipped fixtures of data/."""
-    database = mongomock.MongoClient()["drs_case_distribution_db"]
-    reset_collections(database, read_fixtures(PROJECT_ROOT / "data"))
-    return database
+    return fresh_db()
 
 
 @pytest.fixture
 def empty_db():
-    database = mongomock.MongoClient()["drs_case_distribution_db"]
-    database[TEMPLATES_COLLECTION].insert_one({
-        "Template_Task_Id": TEMPLATE_TASK_ID, "task_type": AMEND_TASK_TYPE,
-        "parameters": {"Case_Distribution_Batch_ID": "string"}})
+    """An in-memory database holding only the amend template."""
+    database = new_database()
+    add_template(database)
     return database
 
 
-def add_batch(db, batch_id, layout, distributions, first_case_id=1, task_id=1, arrears=100):
-    """Insert a batch: cases per layout {drc: {rtom: n}}, its summary, an open amend seq and an open task.
-
-    Case_Ids are dealt round-robin over the (drc, rtom) cells so that each cell's ids interleave.
-    """
-    deepest = max((n for counts in layout.values() for n in counts.values()), default=0)
-    cells = [(drc, rtom) for k in range(deepest) for drc, counts in layout.items()
-             for rtom, n in counts.items() if k < n]
-    cases = [{"Case_Id": first_case_id + index, "Case_Distribution_Batch_ID": batch_id, "DRC_Id": drc, "RTOM": rtom,
-              "Arrease": arrears, "NEW_DRC_ID": None} for index, (drc, rtom) in enumerate(cells)]
-    if cases:
-        db[CASES_COLLECTION].insert_many(cases)
-    summary = {}
-    for case in cases:
-        summary.setdefault((case["DRC_Id"], case["RTOM"]), []).append(case["Arrease"])
-    if summary:
-        db[SUMMARY_COLLECTION].insert_many([
-            {"Case_Distribution_Batch_ID": batch_id, "DRC_Id": drc, "RTOM": rtom, "Count": len(v), "Tot_Arrease": sum(v)}
-            for (drc, rtom), v in summary.items()])
-    db[TRANSACTIONS_COLLECTION].insert_one({
-        "Case_Distribution_Batch_ID": batch_id, "summery_status": "open",
-        "batch_seq_details": [
-            {"batch_seq": 1, "action_type": "distribution", "CRD_Distribution_Status": "close"},
-            {"batch_seq": 2, "action_type": "amend", "CRD_Distribution_Status": "open",
-             "array_of_distributions": distributions}]})
-    db[TASKS_COLLECTION].insert_one({
-        "_id": ObjectId(f"{task_id:024x}"), "Task_Id": task_id, "Template_Task_Id": TEMPLATE_TASK_ID, "task_type": AMEND_TASK_TYPE,
-        "parameters": {"Case_Distribution_Batch_ID": batch_id}, "task_status": "open",
-        "created_dtm": datetime(2026, 11, 20, 8, 0, task_id % 60)})
-    return cases
+@pytest.fixture
+def restore_logging():
+    """Logging as it was before the test (a script's set-up attaches handlers to capture streams and files)."""
+    loggers = [logging.getLogger(), get_logger()]
+    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, handlers, level, propagate in saved:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
 
 
-def snapshot(db, batch_id=None):
-    """Every document of the data collections (of one batch when given), for before/after comparisons."""
-    batch_filter = {} if batch_id is None else {"Case_Distribution_Batch_ID": batch_id}
-    return {
-        name: sorted(db[name].find(batch_filter), key=lambda doc: str(doc["_id"]))
-        for name in (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
-    } | {TEMPLATES_COLLECTION: list(db[TEMPLATES_COLLECTION].find())}
+@dataclass(frozen=True)
+class ScriptResult:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def normalized(value):
-    """A document with the times written by a run replaced by a marker and without _id or fencing
-    token, so that the results of runs at different times, or with upserted rows, compare equal
-    (a token only grows: an undo leaves the undoer's, see README "Fencing")."""
-    if isinstance(value, datetime) and value >= RUN_TIMES_START:
-        return "<run time>"
-    if isinstance(value, dict):
-        return {key: normalized(item) for key, item in value.items() if key not in ("_id", FENCE_FIELD)}
-    if isinstance(value, list):
-        return [normalized(item) for item in value]
-    return value
+@pytest.fixture
+def script(capsys, monkeypatch, restore_logging):
+    """Run a script's main(argv) in this process, as `python SCRIPT ARGS` would run it: its exit code and
+    what it printed. DRS_* environment variables come from `env` only; registered secrets are forgotten
+    afterwards."""
+    monkeypatch.setattr(secrets, "_secrets", set())
 
-
-def copy_of(database):
-    """An independent copy of a mongomock database."""
-    copy = mongomock.MongoClient()[database.name]
-    for name in database.list_collection_names():
-        documents = list(database[name].find())
-        if documents:
-            copy[name].insert_many(documents)
-    return copy
-
-
-def batch_state(db, batch_id):
-    """Cases, summary and transaction of one batch, normalized."""
-    query = {"Case_Distribution_Batch_ID": batch_id}
-    return normalized({
-        "cases": list(db[CASES_COLLECTION].find(query).sort("Case_Id", 1)),
-        "summary": list(db[SUMMARY_COLLECTION].find(query).sort([("DRC_Id", 1), ("RTOM", 1)])),
-        "transaction": db[TRANSACTIONS_COLLECTION].find_one(query),
-    })
+    def run(name, *args, env=None):
+        for variable in [variable for variable in os.environ if variable.startswith("DRS_")]:
+            monkeypatch.delenv(variable)
+        for variable, value in (env or {}).items():
+            monkeypatch.setenv(variable, value)
+        capsys.readouterr()
+        try:
+            code = SCRIPTS[name].main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+        output = capsys.readouterr()
+        return ScriptResult(int(code), output.out, output.err)
+    return run

@@ -1,20 +1,13 @@
 """Mutations of the shipped fixtures: each makes batch 005 or its task 101 malformed in one way."""
 
-from bson import ObjectId
-
-from task_processor import amend_task_processing
-from tests.conftest import FIXED_NOW, fixed_clock, snapshot
-from utils.connectDB import (
+from amend_store import (
     CASES_COLLECTION,
     JOURNAL_COLLECTION,
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
     TRANSACTIONS_COLLECTION,
 )
-
-TASK_005 = ObjectId("6740a0000000000000000101")
-TASK_006 = ObjectId("6740a0000000000000000102")
-OTHER_TYPE_TASK = ObjectId("6740a0000000000000000901")
+from tests.support import FIXED_NOW, OTHER_TYPE_TASK, TASK_005, TASK_006, run_job, snapshot
 
 
 def cases(db):
@@ -86,7 +79,7 @@ def assert_task_101_fails_cleanly(db, settings, mutate, reason, affects_all):
     mutate(db)
     before = snapshot(db, "005")
     other_type_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
     assert task["task_status"] == "error"
     assert reason in task["status_description"]

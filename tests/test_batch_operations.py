@@ -12,11 +12,10 @@ from datetime import datetime, timedelta
 import pytest
 from aiosmtpd.controller import Controller
 
-import batch_monitor
-from batch_monitor import CRITICAL, OK, WARNING, Thresholds, evaluate_health, export, log_rows
-from tests.conftest import PROJECT_ROOT
-from tests.test_scripts import load, one_line, run
-from utils.connectDB import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
+from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
+from batch_monitor import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
+from tests.support import PROJECT_ROOT, load, one_line
+from utils.config import Thresholds, load_alert_settings, load_thresholds
 
 NOW = datetime(2026, 11, 25, 12, 0)
 PASSWORD = "pw-7f3a9"
@@ -25,7 +24,7 @@ PASSWORD = "pw-7f3a9"
 REQUEST_005 = '"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}'
 
 
-def refuse_task_101(embedded):
+def refuse_task_101(embedded, script):
     """Reset the embedded file with batch 005 asking for 3 CW cases of D2, which holds 3: refused."""
     data = embedded["path"] / "data"
     shutil.copytree(PROJECT_ROOT / "data", data)
@@ -33,7 +32,7 @@ def refuse_task_101(embedded):
     text = transactions.read_text()
     assert text.count(REQUEST_005) == 1
     transactions.write_text(text.replace(REQUEST_005, REQUEST_005.replace("2}", "3}")))
-    assert run("database_update.py", "--data-dir", str(data), env=embedded["env"]).returncode == 0
+    assert script("database_update.py", "--data-dir", str(data), env=embedded["env"]).returncode == 0
 
 
 def run_record(hours_ago, exit_code=0, tasks=(), run_id=None):
@@ -100,15 +99,15 @@ def test_exports_csv_json_txt():
 # --- the scripts ------------------------------------------------------------------------
 
 @pytest.fixture
-def embedded(tmp_path):
+def embedded(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
-    assert run("database_update.py", env=env).returncode == 0
+    assert script("database_update.py", env=env).returncode == 0
     return {"env": env, "logs": ["--log-dir", str(tmp_path / "logs")], "path": tmp_path}
 
 
-def test_every_run_is_recorded_without_secrets(embedded):
-    assert run("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
-    assert run("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
+def test_every_run_is_recorded_without_secrets(embedded, script):
+    assert script("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
+    assert script("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
     runs = list(load(embedded["path"] / "db.bson")[RUN_HISTORY_COLLECTION].find().sort("started_dtm", 1))
     assert len(runs) == 2
     first = runs[0]
@@ -122,10 +121,10 @@ def test_every_run_is_recorded_without_secrets(embedded):
     assert runs[1]["tasks"] == [] and runs[1]["exit_code"] == 0
 
 
-def test_dry_run_plans_and_writes_nothing(embedded):
+def test_dry_run_plans_and_writes_nothing(embedded, script):
     db_before = load(embedded["path"] / "db.bson")
     before = {name: list(db_before[name].find()) for name in db_before.list_collection_names()}
-    result = run("main.py", "--dry-run", *embedded["logs"], env=embedded["env"])
+    result = script("main.py", "--dry-run", *embedded["logs"], env=embedded["env"])
     assert result.returncode == 0, result.stderr
     assert "amend task 101 (6740a0000000000000000101) batch 005: would reassign 4 case(s)" in result.stdout
     assert "D1   CW    8       10     +2" in result.stdout
@@ -133,9 +132,9 @@ def test_dry_run_plans_and_writes_nothing(embedded):
     assert {name: list(db_after[name].find()) for name in db_after.list_collection_names()} == before
 
 
-def test_dry_run_json_shows_refusals_and_exits_1(embedded):
-    refuse_task_101(embedded)
-    result = run("main.py", "--dry-run", "--json", *embedded["logs"], env=embedded["env"])
+def test_dry_run_json_shows_refusals_and_exits_1(embedded, script):
+    refuse_task_101(embedded, script)
+    result = script("main.py", "--dry-run", "--json", *embedded["logs"], env=embedded["env"])
     assert result.returncode == 1
     plans = json.loads(result.stdout)
     assert [p["Task_Id"] for p in plans] == [101, 102]
@@ -144,8 +143,8 @@ def test_dry_run_json_shows_refusals_and_exits_1(embedded):
     assert {"DRC_Id": "D1", "RTOM": "AG", "before": 5, "after": 7} in plans[1]["cells"]
 
 
-def test_task_id_processes_only_that_task_and_json_reports_it(embedded):
-    result = run("main.py", "--task-id", "102", "--json", *embedded["logs"], env=embedded["env"])
+def test_task_id_processes_only_that_task_and_json_reports_it(embedded, script):
+    result = script("main.py", "--task-id", "102", "--json", *embedded["logs"], env=embedded["env"])
     assert result.returncode == 0
     report = json.loads(result.stdout)
     assert [t["Task_Id"] for t in report["tasks"]] == [102] and report["cases_moved"] == 6
@@ -155,42 +154,42 @@ def test_task_id_processes_only_that_task_and_json_reports_it(embedded):
     assert statuses == {(101, "Case"): "open", (102, "Case"): "completed", (101, "Crea"): "open"}
 
 
-def test_task_id_must_be_an_integer():
-    result = run("main.py", "--task-id", "abc")
+def test_task_id_must_be_an_integer(script):
+    result = script("main.py", "--task-id", "abc")
     assert result.returncode == 2 and "invalid int value: 'abc'" in result.stderr
 
 
-def test_monitor_commands_on_a_fresh_history(embedded):
-    assert run("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
-    status = run("batch_monitor.py", "status", env=embedded["env"])
+def test_monitor_commands_on_a_fresh_history(embedded, script):
+    assert script("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
+    status = script("batch_monitor.py", "status", env=embedded["env"])
     assert status.returncode == 0
     assert "Amend tasks by status: completed 2" in status.stdout and "Stuck in processing (lease expired): none" in status.stdout
-    check = run("batch_monitor.py", "check", env=embedded["env"])
+    check = script("batch_monitor.py", "check", env=embedded["env"])
     assert check.returncode == 0 and check.stdout.startswith("DRS-AMEND OK - last successful run 0.0 h ago")
     out = embedded["path"] / "history.csv"
-    logs = run("batch_monitor.py", "logs", "--status", "completed", "--batch", "006", "--export", "csv",
+    logs = script("batch_monitor.py", "logs", "--status", "completed", "--batch", "006", "--export", "csv",
                "--out", str(out), env=embedded["env"])
     assert logs.returncode == 0 and logs.stdout == ""
     rows = list(csv.DictReader(out.open()))
     assert [(r["Task_Id"], r["cases_moved"]) for r in rows] == [("102", "6")]
-    since = run("batch_monitor.py", "logs", "--since", "2999-01-01", "--export", "json", env=embedded["env"])
+    since = script("batch_monitor.py", "logs", "--since", "2999-01-01", "--export", "json", env=embedded["env"])
     assert json.loads(since.stdout) == []
-    until = run("batch_monitor.py", "logs", "--until", "2999-01-01T00:00:00+02:00", "--task-id", "101",
+    until = script("batch_monitor.py", "logs", "--until", "2999-01-01T00:00:00+02:00", "--task-id", "101",
                 "--export", "txt", env=embedded["env"])
     assert until.returncode == 0 and "completed" in until.stdout.splitlines()[1]
 
 
-def test_check_is_critical_without_any_run_and_unknown_on_a_broken_configuration(embedded, tmp_path):
-    assert run("batch_monitor.py", "check", env=embedded["env"]).returncode == CRITICAL
+def test_check_is_critical_without_any_run_and_unknown_on_a_broken_configuration(embedded, tmp_path, script):
+    assert script("batch_monitor.py", "check", env=embedded["env"]).returncode == CRITICAL
     config = tmp_path / "config"
     shutil.copytree(PROJECT_ROOT / "config", config)
     (config / "monitor.ini").write_text("[CHECK]\nWINDOW_HOURS = soon\n")
-    result = run("batch_monitor.py", "--config-dir", str(config), "check", env=embedded["env"])
+    result = script("batch_monitor.py", "--config-dir", str(config), "check", env=embedded["env"])
     assert result.returncode == 3 and result.stdout.startswith("DRS-AMEND UNKNOWN - ")
     assert "WINDOW_HOURS must be an integer, got 'soon'" in result.stdout
 
 
-def test_check_reports_stuck_tasks(embedded):
+def test_check_reports_stuck_tasks(embedded, script):
     path = embedded["path"] / "db.bson"
     from utils.embedded_db import save_database
 
@@ -198,12 +197,12 @@ def test_check_reports_stuck_tasks(embedded):
     db[TASKS_COLLECTION].update_one({"Task_Id": 101, "task_type": "Case Amend Planning among DRC"},
                                     {"$set": {"task_status": "processing", "claim_expires_dtm": datetime(2020, 1, 1)}})
     save_database(db, path)
-    assert run("main.py", "--task-id", "102", *embedded["logs"], env=embedded["env"]).returncode == 0
+    assert script("main.py", "--task-id", "102", *embedded["logs"], env=embedded["env"]).returncode == 0
     db = load(path)  # main.py recovered nothing of 101: --task-id limits recovery too
     assert db[TASKS_COLLECTION].find_one({"Task_Id": 101, "task_status": "processing"}) is not None
-    check = run("batch_monitor.py", "check", env=embedded["env"])
+    check = script("batch_monitor.py", "check", env=embedded["env"])
     assert check.returncode == WARNING and "1 stuck task(s)" in check.stdout
-    status = run("batch_monitor.py", "status", env=embedded["env"])
+    status = script("batch_monitor.py", "status", env=embedded["env"])
     assert "Stuck in processing (lease expired): 1" in status.stdout and "005" in status.stdout
 
 
@@ -213,27 +212,27 @@ def test_check_reports_stuck_tasks(embedded):
     (["logs", "--export", "xml"], "invalid choice: 'xml'"),
     ([], "the following arguments are required: command"),
 ])
-def test_monitor_argument_errors(args, message):
-    result = run("batch_monitor.py", *args)
+def test_monitor_argument_errors(args, message, script):
+    result = script("batch_monitor.py", *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", [["status"], ["logs"]])
-def test_status_and_logs_exit_2_on_a_configuration_error(tmp_path, command):
-    result = run("batch_monitor.py", "--config-dir", str(tmp_path), *command)
+def test_status_and_logs_exit_2_on_a_configuration_error(tmp_path, command, script):
+    result = script("batch_monitor.py", "--config-dir", str(tmp_path), *command)
     assert result.returncode == 2 and "DB_Config.ini is missing" in one_line(result.stderr)
 
 
-def test_logs_out_to_an_unwritable_place(embedded):
-    result = run("batch_monitor.py", "logs", "--out", str(embedded["path"] / "missing" / "x.csv"), env=embedded["env"])
+def test_logs_out_to_an_unwritable_place(embedded, script):
+    result = script("batch_monitor.py", "logs", "--out", str(embedded["path"] / "missing" / "x.csv"), env=embedded["env"])
     assert result.returncode == 2 and "cannot write" in one_line(result.stderr)
 
 
 def test_thresholds_are_read_from_monitor_ini(tmp_path):
-    assert batch_monitor.load_thresholds(PROJECT_ROOT / "config") == Thresholds(stuck_tasks_critical=3)
+    assert load_thresholds(PROJECT_ROOT / "config") == Thresholds(stuck_tasks_critical=3)
     (tmp_path / "monitor.ini").write_text("[CHECK]\nFAILURE_RATE_WARNING = 0.25\nSTUCK_TASKS_CRITICAL = 9\n")
-    assert batch_monitor.load_thresholds(tmp_path) == Thresholds(failure_rate_warning=0.25, stuck_tasks_critical=9)
-    assert batch_monitor.load_thresholds(tmp_path / "absent") == Thresholds()
+    assert load_thresholds(tmp_path) == Thresholds(failure_rate_warning=0.25, stuck_tasks_critical=9)
+    assert load_thresholds(tmp_path / "absent") == Thresholds()
 
 
 # --- alerts against a real SMTP server on loopback -----------------------------------------
@@ -273,11 +272,11 @@ def alerts_config(tmp_path, port, extra=""):
     return config
 
 
-def test_a_task_in_error_sends_an_alert(embedded, smtp_server):
+def test_a_task_in_error_sends_an_alert(embedded, smtp_server, script):
     inbox, port = smtp_server
     config = alerts_config(embedded["path"], port)
-    refuse_task_101(embedded)
-    result = run("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
+    refuse_task_101(embedded, script)
+    result = script("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
     assert result.returncode == 1
     [(sender, recipients, content)] = inbox.messages
     assert sender == "drs@example.org" and recipients == ["ops@example.org", "oncall@example.org"]
@@ -285,40 +284,38 @@ def test_a_task_in_error_sends_an_alert(embedded, smtp_server):
     assert "amend task 101 (6740a0000000000000000101) batch 005: ResourceBalanceError" in content
 
 
-def test_no_alert_when_every_task_completes(embedded, smtp_server):
+def test_no_alert_when_every_task_completes(embedded, smtp_server, script):
     inbox, port = smtp_server
-    result = run("main.py", "--config-dir", str(alerts_config(embedded["path"], port)), *embedded["logs"],
+    result = script("main.py", "--config-dir", str(alerts_config(embedded["path"], port)), *embedded["logs"],
                  env=embedded["env"])
     assert result.returncode == 0 and inbox.messages == []
 
 
-def test_check_critical_sends_an_alert(embedded, smtp_server):
+def test_check_critical_sends_an_alert(embedded, smtp_server, script):
     inbox, port = smtp_server
-    result = run("batch_monitor.py", "--config-dir", str(alerts_config(embedded["path"], port)), "check",
+    result = script("batch_monitor.py", "--config-dir", str(alerts_config(embedded["path"], port)), "check",
                  env=embedded["env"])
     assert result.returncode == CRITICAL
     [(_, _, content)] = inbox.messages
     assert "Subject: [DRS Amend] DRS-AMEND CRITICAL - no successful run recorded" in content
 
 
-def test_an_unreachable_smtp_server_changes_no_exit_code(embedded, tmp_path):
+def test_an_unreachable_smtp_server_changes_no_exit_code(embedded, tmp_path, script):
     config = alerts_config(tmp_path, free_port())
-    refuse_task_101(embedded)
-    result = run("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
+    refuse_task_101(embedded, script)
+    result = script("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
     assert result.returncode == 1 and "the alert e-mail could not be sent" in result.stderr
-    check = run("batch_monitor.py", "--config-dir", str(config), "check", env=embedded["env"])
+    check = script("batch_monitor.py", "--config-dir", str(config), "check", env=embedded["env"])
     assert check.returncode == CRITICAL  # 1 of 2 tasks failed: 50%, and no successful run
     assert "the alert e-mail could not be sent" in check.stderr
 
 
-def test_smtp_credentials_come_from_the_environment(embedded, tmp_path):
+def test_smtp_credentials_come_from_the_environment(embedded, tmp_path, script):
     config = alerts_config(tmp_path, 25, "USERNAME_ENV = DRS_SMTP_USER\nPASSWORD_ENV = DRS_SMTP_PASSWORD\n")
-    result = run("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
+    result = script("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
     assert result.returncode == 2
     assert "PASSWORD_ENV names the environment variable DRS_SMTP_PASSWORD, which is not set" in one_line(result.stderr) \
         or "USERNAME_ENV names the environment variable DRS_SMTP_USER, which is not set" in one_line(result.stderr)
-    from utils.alerts import load_alert_settings
-
     settings = load_alert_settings(config, environ={"DRS_SMTP_USER": "ops", "DRS_SMTP_PASSWORD": PASSWORD})
     assert (settings.username, settings.password) == ("ops", PASSWORD) and PASSWORD not in repr(settings)
 
@@ -333,7 +330,7 @@ class AcceptOperator:
 def test_starttls_with_login_verified_against_the_configured_ca(tmp_path):
     import trustme
 
-    from utils.alerts import load_alert_settings, send_alert
+    from utils.alerts import send_alert
 
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -359,7 +356,6 @@ def test_starttls_with_login_verified_against_the_configured_ca(tmp_path):
 
 
 def test_a_missing_ca_file_is_a_configuration_error(tmp_path):
-    from utils.alerts import load_alert_settings
     from utils.Custom_Exceptions import ConfigurationError
 
     config = alerts_config(tmp_path, 25, "CA_FILE = /nonexistent/ca.pem\n")

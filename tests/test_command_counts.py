@@ -3,28 +3,32 @@ at most 15 commands plus 1 per 10,000 changed cases (getMore batches not counted
 
 import math
 
-import mongomock
 import pytest
 
-from database_update import reset_collections
+from amend_store import (
+    CASES_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+    WRITE_COMMANDS,
+)
+from benchmarks.instruments import CommandLog, LightCasesCollection
 from fixture_generator import BatchShape, generate_batch
-from task_processor import amend_task_processing
-from tests.command_counting import CountingDatabase, LightCasesCollection
-from tests.conftest import fixed_clock
-from utils.config import JobSettings
-from utils.connectDB import CASES_COLLECTION, TASKS_COLLECTION
+from tests.support import disturbed, new_database, run_job, store_of
+from update_databases import reset_collections
 
-SETTINGS = JobSettings(template_task_id=3)
+
+DATA_COLLECTIONS = (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
 
 
 def run_counted(shape, light_cases):
     documents = generate_batch(shape)
-    db = mongomock.MongoClient()["drs"]
+    db = new_database()
     cases = list(documents.pop(CASES_COLLECTION))
-    reset_collections(db, dict(documents, **{CASES_COLLECTION: [] if light_cases else cases}))
+    reset_collections(store_of(db), dict(documents, **{CASES_COLLECTION: [] if light_cases else cases}))
     replacements = {CASES_COLLECTION: LightCasesCollection(cases)} if light_cases else {}
-    counting = CountingDatabase(db, replacements)
-    report = amend_task_processing(counting, SETTINGS, clock=fixed_clock)
+    counting = CommandLog()
+    report = run_job(disturbed(db, counting, replacements))
     assert [o.status for o in report.outcomes] == ["completed"], report.outcomes
     return counting, report.cases_moved, db
 
@@ -39,9 +43,12 @@ def test_a_1000_case_task_on_mongomock():
     assert len(commands) <= limit(changed)
     assert commands.count((CASES_COLLECTION, "bulk_write")) == 1
     assert commands.count((CASES_COLLECTION, "find")) == 2  # the batch, then the prior values of the changed cases
-    # the changed cases, the summary rows, the transaction, the task 3 times, the journal 3 times, the fence counter
-    summary_rows = db["DRS_Database.Case_Distribution_DRC_Summary"].count_documents({})
-    assert counting.documents_written_by_first_task() == changed + summary_rows + 1 + 3 + 3 + 1
+    # the changed cases, the summary rows, the transaction, and one document per other write (the task, the
+    # journal, the fencing counter)
+    summary_rows = db[SUMMARY_COLLECTION].count_documents({})
+    bookkeeping = [(collection, command) for collection, command in commands
+                   if command in WRITE_COMMANDS and collection not in DATA_COLLECTIONS]
+    assert counting.documents_written_by_first_task() == changed + summary_rows + 1 + len(bookkeeping)
     assert db[TASKS_COLLECTION].find_one()["task_status"] == "completed"
 
 

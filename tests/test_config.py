@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, uri_with_password
-from utils.config import DEFAULT_LEASE, DEFAULT_MIN_SHARE_KEPT, load_database_settings, load_job_settings
+from balance_resources import DEFAULT_MIN_SHARE_KEPT
+from tests.support import PROJECT_ROOT, run_job, uri_with_password
+from utils.config import CONFIG_FILES, DEFAULT_LEASE, load_config, load_database_settings, load_job_settings
 from utils.Custom_Exceptions import ConfigurationError
 from utils.loggers import get_logger, setup_logging
 from utils.read_template_task_id_ini import read_template_task_id
@@ -126,17 +127,6 @@ def test_job_settings_errors(tmp_path, text, message):
         load_job_settings(3, tmp_path)
 
 
-@pytest.fixture
-def restore_logging():
-    logger = get_logger()
-    saved = logger.handlers[:], logger.level, logger.propagate
-    yield
-    for handler in logger.handlers:
-        if handler not in saved[0]:
-            handler.close()
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
 def test_logging_writes_rotating_files_under_a_created_folder(tmp_path, restore_logging):
     log_dir = tmp_path / "new" / "logs"
     setup_logging(PROJECT_ROOT / "config", log_dir)
@@ -187,13 +177,34 @@ def test_the_progress_bar_shows_only_on_a_terminal():
 
 
 def test_a_run_logs_one_line_per_phase(db, settings, caplog):
-    from task_processor import amend_task_processing
-    from tests.conftest import fixed_clock
-
     with caplog.at_level(logging.INFO, logger="drs_amend"):
-        amend_task_processing(db, settings, clock=fixed_clock)
+        run_job(db, settings=settings)
     messages = [record.getMessage() for record in caplog.records]
     assert any("read 31 case(s) in 6 cell(s) of batch 005 in" in m for m in messages)
     assert any("planned 1 distribution(s): 4 case(s) to reassign, 6 summary cell(s) in" in m for m in messages)
     assert any("wrote 4 case(s) and 6 summary row(s), closed seq 2 in" in m for m in messages)
     assert len(messages) < 20
+
+
+def test_one_loader_reads_every_file_into_one_immutable_object(tmp_path):
+    import dataclasses
+
+    settings = load_config(PROJECT_ROOT / "config", environ={})
+    assert settings.database.db_name == "drs_case_distribution_db" and settings.job.template_task_id == 3
+    assert settings.thresholds.window_hours == 24 and settings.alerts is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.job = None
+    for name in CONFIG_FILES:
+        write(tmp_path, name, (PROJECT_ROOT / "config" / name).read_text())
+    write(tmp_path, "monitor.ini", "[CHECK]\nWINDOW_HOURS = a day\n")
+    with pytest.raises(ConfigurationError, match=r"monitor.ini: \[CHECK\] WINDOW_HOURS must be an integer"):
+        load_config(tmp_path, environ={})
+
+
+def test_the_scripts_read_the_configuration_through_the_one_loader():
+    for script in ("main.py", "batch_monitor.py", "database_update.py"):
+        text = (PROJECT_ROOT / script).read_text()
+        assert "load_config(" in text, script
+        for loader in ("load_database_settings", "load_job_settings", "load_thresholds", "load_alert_settings",
+                       "read_template_task_id", "read_ini"):
+            assert loader not in text, (script, loader)

@@ -7,6 +7,7 @@ import mongomock
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
+from tests.support import fresh_db
 from utils.config import DatabaseSettings
 from utils.connectDB import database_session, get_collection, get_db_connection
 from utils.Custom_Exceptions import DatabaseConnectionError
@@ -116,13 +117,8 @@ def test_concurrent_sessions_never_lose_an_update(tmp_path):
 # --- integrity of the data file (issue 8, item 4) -----------------------------------------
 
 def saved_fixture_file(tmp_path):
-    from database_update import read_fixtures, reset_collections
-    from tests.conftest import PROJECT_ROOT
-
-    source = mongomock.MongoClient()["drs"]
-    reset_collections(source, read_fixtures(PROJECT_ROOT / "data"))
     path = tmp_path / "db.bson"
-    save_database(source, path)
+    save_database(fresh_db(), path)
     return path
 
 
@@ -180,20 +176,18 @@ def test_every_single_bit_flip_is_refused(tmp_path):
             load_database(mongomock.MongoClient()["drs"], path)
 
 
-def test_a_damaged_file_stops_every_script_with_one_line_and_is_never_overwritten(tmp_path):
-    from tests.test_scripts import run
-
+def test_a_damaged_file_stops_every_script_with_one_line_and_is_never_overwritten(tmp_path, script):
     path = saved_fixture_file(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[:record_boundaries(data)[47]])
     damaged = path.read_bytes()
     env = {"DRS_MONGO_URI": f"embedded://{path}"}
-    for script, args, code in (("main.py", ["--log-dir", str(tmp_path / "logs")], 2),
-                               ("batch_monitor.py", ["check"], 3),
-                               ("batch_monitor.py", ["status"], 2),
-                               ("database_update.py", [], 2)):
-        result = run(script, *args, env=env)
-        assert result.returncode == code, (script, result.stderr)
+    for name, args, code in (("main.py", ["--log-dir", str(tmp_path / "logs")], 2),
+                             ("batch_monitor.py", ["check"], 3),
+                             ("batch_monitor.py", ["status"], 2),
+                             ("database_update.py", [], 2)):
+        result = script(name, *args, env=env)
+        assert result.returncode == code, (name, result.stderr)
         output = (result.stdout + result.stderr).strip()
         assert len(output.splitlines()) == 1 and "is damaged" in output and "Traceback" not in output, output
         assert path.read_bytes() == damaged

@@ -7,10 +7,9 @@ import pytest
 from bson import Decimal128, Int64
 
 from amend_plan import AmountKind, cell_total
+from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
 from database_checks import build_case_maps, is_batch_id, validate_distributions
-from task_processor import amend_task_processing
-from tests.conftest import add_batch, fixed_clock
-from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
+from tests.support import add_batch, run_job
 from utils.Custom_Exceptions import TaskValidationError
 
 BIG = 2**53 + 1  # the first integer a float cannot hold
@@ -22,7 +21,7 @@ def run_with_amounts(db, settings, amounts):
                       [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
     for case, amount in zip(cases, amounts, strict=False):
         db[CASES_COLLECTION].update_one({"Case_Id": case["Case_Id"]}, {"$set": {"Arrease": amount}})
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
     assert [o.status for o in report.outcomes] == ["completed"], report.outcomes
     expected = {}
     for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": "B1"}):
@@ -65,7 +64,7 @@ def test_a_decimal_total_beyond_34_digits_ends_the_task_without_writing(empty_db
                       [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
     for case, amount in zip(cases, amounts, strict=False):
         empty_db[CASES_COLLECTION].update_one({"Case_Id": case["Case_Id"]}, {"$set": {"Arrease": amount}})
-    amend_task_processing(empty_db, settings, clock=fixed_clock)
+    run_job(empty_db, settings=settings)
     task = empty_db[TASKS_COLLECTION].find_one()
     assert task["task_status"] == "error"
     assert "Tot_Arrease cannot be summed exactly in the 34 digits of a Decimal128" in task["status_description"]

@@ -13,44 +13,48 @@ closed seq.
 from collections import Counter
 from datetime import timedelta
 
-import mongomock
 import pytest
 from bson import ObjectId
 
-from batch_monitor import main as monitor_main
-from database_update import read_fixtures, reset_collections
-from task_processor import amend_task_processing
-from tests.conftest import FIXED_NOW, PROJECT_ROOT, TEMPLATE_TASK_ID, copy_of, normalized
-from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, StallInjector, crash
-from update_databases import FENCE_FIELD
-from utils.config import JobSettings
-from utils.connectDB import (
+from amend_store import (
     CASES_COLLECTION,
+    FENCE_FIELD,
     JOURNAL_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TRANSACTIONS_COLLECTION,
 )
+from batch_monitor import main as monitor_main
+from dry_run import dry_run
+from tests.support import (
+    FIXED_NOW,
+    PROJECT_ROOT,
+    SETTINGS,
+    TASK_005,
+    TASK_006,
+    Clock,
+    FaultInjector,
+    SimulatedCrash,
+    StallInjector,
+    copy_of,
+    crash,
+    current_drc,
+    disturbed,
+    fresh_db,
+    normalized,
+    permanent,
+    run_job,
+    store_of,
+)
 from utils.Custom_Exceptions import DatabaseUpdateError
 
-SETTINGS = JobSettings(template_task_id=TEMPLATE_TASK_ID)
-FIXTURES = read_fixtures(PROJECT_ROOT / "data")
-TASK_101, TASK_102, TASK_103 = (ObjectId(f"6740a0000000000000000{n}") for n in (101, 102, 103))
+TASK_101, TASK_102, TASK_103 = TASK_005, TASK_006, ObjectId("6740a0000000000000000103")
 BATCH_TASKS = {"005": (TASK_101, TASK_103), "006": (TASK_102,)}
 MUCH_LATER = FIXED_NOW + timedelta(days=400)  # later than every lease any run of these tests writes
 
 
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 def scenario_db():
-    db = mongomock.MongoClient()["drs_case_distribution_db"]
-    reset_collections(db, FIXTURES)
+    db = fresh_db()
     db[TRANSACTIONS_COLLECTION].update_one({"Case_Distribution_Batch_ID": "005"}, {"$push": {"batch_seq_details": {
         "batch_seq": 3, "action_type": "amend", "CRD_Distribution_Status": "open", "CRD_Distribution_Status_on": None,
         "array_of_distributions": [{"rtom": "AD", "donor_drc_id": "D1", "receiver_drc_id": "D2",
@@ -61,16 +65,8 @@ def scenario_db():
     return db
 
 
-def no_sleep(_seconds):
-    """Retries in tests do not wait."""
-
-
 def run(db, clock, task_id=None):
-    return amend_task_processing(db, SETTINGS, clock=clock, sleep=no_sleep, task_id=task_id)
-
-
-def current(case):
-    return case.get("NEW_DRC_ID") or case["DRC_Id"]
+    return run_job(db, clock=clock, task_id=task_id)
 
 
 def observed(db, batch):
@@ -78,7 +74,7 @@ def observed(db, batch):
     query = {"Case_Distribution_Batch_ID": batch}
     transaction = db[TRANSACTIONS_COLLECTION].find_one(query)
     return {
-        "cases": {case["Case_Id"]: (current(case), case["RTOM"]) for case in db[CASES_COLLECTION].find(query)},
+        "cases": {case["Case_Id"]: (current_drc(case), case["RTOM"]) for case in db[CASES_COLLECTION].find(query)},
         "summary": {(row["DRC_Id"], row["RTOM"]): (row["Count"], row["Tot_Arrease"])
                     for row in db[SUMMARY_COLLECTION].find(query)},
         "seqs": normalized([{key: seq.get(key) for key in ("batch_seq", "action_type", "CRD_Distribution_Status",
@@ -108,8 +104,8 @@ ORACLE = undisturbed_states()
 def summary_from_cases(db, batch):
     totals = {}
     for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch}):
-        count, total = totals.get((current(case), case["RTOM"]), (0, 0))
-        totals[(current(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
+        count, total = totals.get((current_drc(case), case["RTOM"]), (0, 0))
+        totals[(current_drc(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
     return {cell: (count, round(total, 2)) for cell, (count, total) in totals.items()}
 
 
@@ -145,7 +141,7 @@ def requeue(db, keep_claim=True):
 
 def undisturbed_write_count():
     injector = FaultInjector()
-    run(FaultyDatabase(scenario_db(), injector), Clock(FIXED_NOW))
+    run(disturbed(scenario_db(), injector), Clock(FIXED_NOW))
     return len(injector.writes)
 
 
@@ -180,11 +176,20 @@ def test_a_stalled_run_is_fenced_out_at_every_write_point(k, variant, after_writ
     db = scenario_db()
     clock_a = Clock(FIXED_NOW + timedelta(days=365) if variant == "clock-ahead" else FIXED_NOW)
     try:
-        run(FaultyDatabase(db, StallInjector(k, stall_then(variant, db, clock_a), after_write)), clock_a)
+        run(disturbed(db, StallInjector(k, stall_then(variant, db, clock_a), after_write)), clock_a)
     except DatabaseUpdateError:
         pass  # a claim of A failed for good: the run stops (exit code 2)
     run(db, Clock(MUCH_LATER))
     assert_consistent(db)
+
+
+class FailTheSummaryWrite(StallInjector):
+    """Write 7 (the summary of task 101) fails for good, so the run undoes; it stalls at write `at`."""
+
+    def on_write(self, number, collection, command, call):
+        if number == 7:
+            raise permanent("injected: the summary write failed")
+        return super().on_write(number, collection, command, call)
 
 
 def test_the_issue_scenario_a_stall_before_the_case_writes():
@@ -201,7 +206,7 @@ def test_the_issue_scenario_a_stall_before_the_case_writes():
         reports["C"] = run(db, Clock(later + timedelta(minutes=1)), task_id=103)
 
     case_write = 6  # claim, token, journal, renewal, journaled plan, then the cases
-    report_a = run(FaultyDatabase(db, StallInjector(case_write, b_and_c)), clock_a, task_id=101)
+    report_a = run(disturbed(db, StallInjector(case_write, b_and_c)), clock_a, task_id=101)
     assert [o.status for o in reports["B"].outcomes] == ["completed"]
     assert "its writes were finished" in reports["B"].outcomes[0].message
     assert [o.status for o in reports["C"].outcomes] == ["completed"]
@@ -219,13 +224,6 @@ def test_a_stalled_undo_is_fenced_out_too():
     clock_a = Clock(FIXED_NOW)
     later = FIXED_NOW + SETTINGS.lease + timedelta(minutes=1)
 
-    class FailSummaryThenStall(StallInjector):
-        def call(self, collection_name, method_name, method, args, kwargs):
-            if collection_name == SUMMARY_COLLECTION and len(self.writes) == 6:
-                self.writes.append((collection_name, method_name))
-                raise DatabaseUpdateError("injected: the summary write failed")
-            return super().call(collection_name, method_name, method, args, kwargs)
-
     def b_then_c():
         clock_a.now = later
         run(db, Clock(later), task_id=101)  # B: finishes the undo, the task ends in error
@@ -233,7 +231,7 @@ def test_a_stalled_undo_is_fenced_out_too():
         run(db, Clock(later), task_id=101)  # C: completes seq 2
 
     # writes: 1-6 as usual (6 = cases), 7 = summary fails, 8 = journal undoing; stall before the undo's first write
-    report_a = run(FaultyDatabase(db, FailSummaryThenStall(9, b_then_c)), clock_a, task_id=101)
+    report_a = run(disturbed(db, FailTheSummaryWrite(9, b_then_c)), clock_a, task_id=101)
     assert [o.status for o in report_a.outcomes] == ["error"]
     assert observed(db, "005") == ORACLE["005"][1]
     assert db[TASKS_COLLECTION].find_one({"_id": TASK_101})["task_status"] == "completed"
@@ -249,9 +247,9 @@ def test_a_recovering_run_that_stalls_is_fenced_out_too(k):
     takes B's claim over; then B wakes up."""
     crashed = scenario_db()
     with pytest.raises(SimulatedCrash):
-        run(FaultyDatabase(crashed, FaultInjector({k}, True, crash)), Clock(FIXED_NOW))
+        run(disturbed(crashed, FaultInjector({k}, True, crash)), Clock(FIXED_NOW))
     recovery = FaultInjector()
-    run(FaultyDatabase(copy_of(crashed), recovery), Clock(LATER))
+    run(disturbed(copy_of(crashed), recovery), Clock(LATER))
     for j in range(1, len(recovery.writes) + 1):
         db = copy_of(crashed)
         clock_b = Clock(LATER)
@@ -261,21 +259,11 @@ def test_a_recovering_run_that_stalls_is_fenced_out_too(k):
             run(db, clock_b)
 
         try:
-            run(FaultyDatabase(db, StallInjector(j, c_takes_over)), clock_b)
+            run(disturbed(db, StallInjector(j, c_takes_over)), clock_b)
         except DatabaseUpdateError:
             pass  # a claim of B failed for good
         run(db, Clock(MUCH_LATER))
         assert_consistent(db)
-
-
-class FailTheSummaryWrite(StallInjector):
-    """Write 7 (the summary of task 101) fails for good, so the run undoes; it stalls at write `at`."""
-
-    def call(self, collection_name, method_name, method, args, kwargs):
-        if len(self.writes) == 6:
-            self.writes.append((collection_name, method_name))
-            raise DatabaseUpdateError("injected: the summary write failed")
-        return super().call(collection_name, method_name, method, args, kwargs)
 
 
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
@@ -288,7 +276,7 @@ def test_a_run_stalled_at_any_point_of_its_undo_is_fenced_out(at, after_write):
         clock_a.now = LATER
         run(db, clock_a)
 
-    run(FaultyDatabase(db, FailTheSummaryWrite(at, others_run, after_write)), clock_a)
+    run(disturbed(db, FailTheSummaryWrite(at, others_run, after_write)), clock_a)
     run(db, Clock(MUCH_LATER))
     assert_consistent(db)
 
@@ -314,7 +302,7 @@ def test_every_written_document_carries_the_writers_fence():
 def test_a_crashed_task_requeued_by_an_operator_at_every_write_point(k, after_write, keep_claim):
     db = scenario_db()
     with pytest.raises(SimulatedCrash):
-        run(FaultyDatabase(db, FaultInjector({k}, after_write, crash)), Clock(FIXED_NOW))
+        run(disturbed(db, FaultInjector({k}, after_write, crash)), Clock(FIXED_NOW))
     requeue(db, keep_claim)
     run(db, Clock(FIXED_NOW + timedelta(minutes=1)))  # before any lease expired
     assert db[JOURNAL_COLLECTION].count_documents({}) == 0
@@ -327,7 +315,7 @@ def test_a_crashed_task_requeued_by_an_operator_at_every_write_point(k, after_wr
 def crash_after_the_case_writes(db):
     case_write = 6
     with pytest.raises(SimulatedCrash):
-        run(FaultyDatabase(db, FaultInjector({case_write}, True, crash)), Clock(FIXED_NOW), task_id=101)
+        run(disturbed(db, FaultInjector({case_write}, True, crash)), Clock(FIXED_NOW), task_id=101)
     assert db[JOURNAL_COLLECTION].find_one({"_id": "005"})["phase"] == "writing"
 
 
@@ -348,7 +336,7 @@ def test_a_requeued_task_whose_attempt_wrote_nothing_is_processed_afresh():
     db = scenario_db()
     journal_write = 3
     with pytest.raises(SimulatedCrash):
-        run(FaultyDatabase(db, FaultInjector({journal_write}, True, crash)), Clock(FIXED_NOW), task_id=101)
+        run(disturbed(db, FaultInjector({journal_write}, True, crash)), Clock(FIXED_NOW), task_id=101)
     requeue(db)
     report = run(db, Clock(FIXED_NOW + timedelta(minutes=1)), task_id=101)
     assert [o.status for o in report.outcomes] == ["completed"]
@@ -455,12 +443,10 @@ def test_check_and_status_count_such_a_claim_as_stuck(name, tmp_path, capsys):
 
 
 def test_a_dry_run_says_a_leftover_journal_is_finished_first():
-    from task_processor import dry_run
-
     db = scenario_db()
     crash_after_the_case_writes(db)
     requeue(db)
-    results = {result.task_id: result for result in dry_run(db, SETTINGS)}
+    results = {result.task_id: result for result in dry_run(store_of(db), SETTINGS)}
     assert results[101].refusal.startswith(
         "BatchBusyError: batch 005 holds the journal (phase writing) of amend task 101")
     assert results[102].refusal is None

@@ -1,15 +1,11 @@
 """The generator of large batches: deterministic, valid for the job, reachable from database_update.py."""
 
-import mongomock
 import pytest
 
-from database_update import reset_collections
+from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION
 from fixture_generator import BatchShape, generate_batch
-from task_processor import amend_task_processing
-from tests.conftest import fixed_clock
-from tests.test_scripts import load, run
-from utils.config import JobSettings
-from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION
+from tests.support import load, new_database, run_job, store_of
+from update_databases import reset_collections
 
 
 def materialized(shape):
@@ -19,7 +15,8 @@ def materialized(shape):
 def test_same_arguments_same_documents_and_another_seed_differs():
     shape = BatchShape(2_000, drcs=4, rtoms=3, seed=7)
     assert materialized(shape) == materialized(shape)
-    assert materialized(shape)[CASES_COLLECTION] != materialized(BatchShape(2_000, drcs=4, rtoms=3, seed=8))[CASES_COLLECTION]
+    other_seed = BatchShape(2_000, drcs=4, rtoms=3, seed=8)
+    assert materialized(shape)[CASES_COLLECTION] != materialized(other_seed)[CASES_COLLECTION]
 
 
 def test_the_shape_is_respected_and_the_summary_matches_the_cases():
@@ -38,9 +35,9 @@ def test_the_shape_is_respected_and_the_summary_matches_the_cases():
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_a_generated_batch_is_amended_by_the_job(seed):
-    db = mongomock.MongoClient()["drs"]
-    reset_collections(db, generate_batch(BatchShape(2_000, drcs=4, rtoms=3, seed=seed)))
-    report = amend_task_processing(db, JobSettings(template_task_id=3), clock=fixed_clock)
+    db = new_database()
+    reset_collections(store_of(db), generate_batch(BatchShape(2_000, drcs=4, rtoms=3, seed=seed)))
+    report = run_job(db)
     assert [o.status for o in report.outcomes] == ["completed"]
     assert report.cases_moved > 0
 
@@ -53,21 +50,21 @@ def test_impossible_shapes_are_refused(fields, message):
         BatchShape(**fields)
 
 
-def test_database_update_generate(tmp_path):
+def test_database_update_generate(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
-    result = run("database_update.py", "--generate", "1500", "--drcs", "3", "--rtoms", "2", "--seed", "4", env=env)
+    result = script("database_update.py", "--generate", "1500", "--drcs", "3", "--rtoms", "2", "--seed", "4", env=env)
     assert result.returncode == 0, result.stderr
     assert "DRS.Tmp_Case_Distribution_DRC 1500" in result.stdout
     db = load(tmp_path / "db.bson")
     assert db[TASKS_COLLECTION].find_one()["parameters"]["Case_Distribution_Batch_ID"] == "GEN"
-    job = run("main.py", "--log-dir", str(tmp_path / "logs"), env=env)
+    job = script("main.py", "--log-dir", str(tmp_path / "logs"), env=env)
     assert job.returncode == 0 and "1 task(s) completed" in job.stderr
 
 
 @pytest.mark.parametrize("args, message", [(["--generate", "0"], "expected a positive integer, got 0"),
                                            (["--generate", "many"], "expected a positive integer, got 'many'"),
                                            (["--generate", "10", "--drcs", "1"], "drcs must be at least 2")])
-def test_database_update_generate_rejects_bad_arguments(tmp_path, args, message):
-    result = run("database_update.py", *args, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
+def test_database_update_generate_rejects_bad_arguments(tmp_path, args, message, script):
+    result = script("database_update.py", *args, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "db.bson").exists()

@@ -15,8 +15,7 @@ import pytest
 
 from batch_monitor import main as monitor_main
 from database_update import confirmed, read_fixture
-from tests.conftest import PROJECT_ROOT, uri_with_password
-from tests.test_scripts import one_line, run
+from tests.support import PROJECT_ROOT, one_line, uri_with_password
 from utils import secrets
 from utils.cli import run_script
 from utils.config import load_database_settings
@@ -59,11 +58,11 @@ def test_an_unescaped_character_in_the_password_is_one_clear_error_without_the_s
 
 
 @pytest.mark.parametrize("password", ["Horse@" + "Battery", "Horse/" + "Battery"])
-def test_the_scripts_say_so_in_one_line_and_exit_2(tmp_path, password):
+def test_the_scripts_say_so_in_one_line_and_exit_2(tmp_path, password, script):
     env = {"DRS_MONGO_URI": uri_with_password("drs", password, "db.example.org:27017/drs")}
-    for script, args, code in (("main.py", ["--log-dir", str(tmp_path / "logs")], 2),
-                               ("batch_monitor.py", ["check"], 3)):
-        result = run(script, *args, env=env)
+    for name, args, code in (("main.py", ["--log-dir", str(tmp_path / "logs")], 2),
+                             ("batch_monitor.py", ["check"], 3)):
+        result = script(name, *args, env=env)
         assert result.returncode == code, result.stderr
         output = result.stdout + result.stderr
         assert len(output.strip().splitlines()) == 1 and "Traceback" not in output, output
@@ -160,13 +159,13 @@ def test_an_out_of_range_setting_is_one_line_naming_file_and_key(tmp_path, capsy
 
 
 @pytest.mark.parametrize("name, text, message", [OUT_OF_RANGE[0], OUT_OF_RANGE[5], OUT_OF_RANGE[10]])
-def test_main_says_it_in_one_line_with_exit_2(tmp_path, name, text, message):
+def test_main_says_it_in_one_line_with_exit_2(tmp_path, name, text, message, script):
     config = config_with(tmp_path, name, text)
-    result = run("main.py", "--config-dir", str(config), "--log-dir", str(tmp_path / "logs"))
+    result = script("main.py", "--config-dir", str(config), "--log-dir", str(tmp_path / "logs"))
     assert result.returncode == 2 and message in one_line(result.stderr)
 
 
-@pytest.mark.parametrize("script, args, code, message", [
+@pytest.mark.parametrize("name, args, code, message", [
     ("main.py", ["--task-id", str(10**20)], 2,
      "argument --task-id: expected an integer of at most 9223372036854775807"),
     ("batch_monitor.py", ["status", "--runs", "0"], 2, "argument --runs: expected a positive integer, got 0"),
@@ -177,8 +176,8 @@ def test_main_says_it_in_one_line_with_exit_2(tmp_path, name, text, message):
      "argument --generate: expected a positive integer of at most"),
     ("database_update.py", ["--generate", "100", "--seed", str(2**64)], 2, "argument --seed: expected an integer of"),
 ])
-def test_an_out_of_range_option_is_one_line_naming_it(script, args, code, message):
-    result = run(script, *args)
+def test_an_out_of_range_option_is_one_line_naming_it(name, args, code, message, script):
+    result = script(name, *args)
     assert result.returncode == code and message in one_line(result.stderr)
 
 
@@ -205,9 +204,9 @@ def test_a_hostile_fixture_is_refused_naming_file_and_document(tmp_path, text, m
     assert str(error.value).startswith(f"fixture {path}") and message in str(error.value)
 
 
-def test_database_update_with_a_hostile_fixture_changes_nothing(tmp_path):
+def test_database_update_with_a_hostile_fixture_changes_nothing(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
-    assert run("database_update.py", env=env).returncode == 0
+    assert script("database_update.py", env=env).returncode == 0
     before = (tmp_path / "db.bson").read_bytes()
     data = tmp_path / "data"
     data.mkdir()
@@ -216,7 +215,7 @@ def test_database_update_with_a_hostile_fixture_changes_nothing(tmp_path):
     cases = json.loads((data / "DRS.Tmp_Case_Distribution_DRC.json").read_text())
     cases[5]["Arrease"] = 2**70
     (data / "DRS.Tmp_Case_Distribution_DRC.json").write_text(json.dumps(cases))
-    result = run("database_update.py", "--data-dir", str(data), env=env)
+    result = script("database_update.py", "--data-dir", str(data), env=env)
     assert result.returncode == 2
     line = one_line(result.stderr)
     assert "DRS.Tmp_Case_Distribution_DRC.json: document 5" in line and "8-byte ints" in line
@@ -255,9 +254,9 @@ def test_an_interrupted_script_prints_one_line_and_exits_128_plus_the_signal(cap
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
-def test_a_run_stopped_while_it_waits_prints_no_traceback_and_saves_nothing(tmp_path, signal_number):
+def test_a_run_stopped_while_it_waits_prints_no_traceback_and_saves_nothing(tmp_path, signal_number, script):
     path = tmp_path / "db.bson"
-    assert run("database_update.py", env={"DRS_MONGO_URI": f"embedded://{path}"}).returncode == 0
+    assert script("database_update.py", env={"DRS_MONGO_URI": f"embedded://{path}"}).returncode == 0
     before = path.read_bytes()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DRS_")}
     environment["DRS_MONGO_URI"] = f"embedded://{path}"
@@ -282,16 +281,16 @@ def test_a_database_name_mongodb_refuses_is_a_configuration_error(tmp_path, name
         load_database_settings(tmp_path, environ={"DRS_DB_NAME": name})
 
 
-def test_a_time_beyond_the_calendar_is_a_usage_error():
-    result = run("batch_monitor.py", "logs", "--since", "0001-01-01T00:00+14:00")
+def test_a_time_beyond_the_calendar_is_a_usage_error(script):
+    result = script("batch_monitor.py", "logs", "--since", "0001-01-01T00:00+14:00")
     assert result.returncode == 2 and "argument --since: expected an ISO date" in one_line(result.stderr)
 
 
-def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
-    assert run("database_update.py", env=env).returncode == 0
+    assert script("database_update.py", env=env).returncode == 0
     for _ in range(3):
-        assert run("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
+        assert script("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DRS_")} | env
     monitor = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "batch_monitor.py"), "logs", "--export", "json"],
                                env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -5,11 +5,9 @@ import math
 
 import pytest
 
-from task_processor import amend_task_processing
-from tests.conftest import fixed_clock, snapshot
+from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
 from tests.mutations import (
     REQUEST,
-    TASK_005,
     assert_task_101_fails_cleanly,
     cases,
     set_case_field,
@@ -19,7 +17,7 @@ from tests.mutations import (
     set_template,
     set_transaction,
 )
-from utils.connectDB import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
+from tests.support import TASK_005, run_job, snapshot
 
 
 def add_summary_row(**fields):
@@ -121,7 +119,7 @@ def test_a_batch_id_operator_never_reaches_a_query(db, settings):
     """With {"$ne": null} as batch id a query would match every batch; the task fails before any read."""
     set_task(parameters={"Case_Distribution_Batch_ID": {"$ne": None}})(db)
     before = snapshot(db)
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     after = snapshot(db)
     assert after[CASES_COLLECTION] != before[CASES_COLLECTION]  # batch 006 was amended by its own task
     assert [c for c in after[CASES_COLLECTION] if c["Case_Distribution_Batch_ID"] == "005"] == \
@@ -130,5 +128,5 @@ def test_a_batch_id_operator_never_reaches_a_query(db, settings):
 
 def test_a_task_with_an_odd_created_dtm_is_still_processed(db, settings):
     db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": {"created_dtm": "yesterday"}})
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
     assert sorted(o.status for o in report.outcomes) == ["completed", "completed"]

@@ -9,51 +9,42 @@ undisturbed run leaves it, or `error` with its batch exactly as before; no journ
 from collections import Counter
 from datetime import timedelta
 
-import mongomock
 import pytest
-from bson import ObjectId
 
-from database_update import read_fixtures, reset_collections
-from task_processor import amend_task_processing
-from tests.conftest import FIXED_NOW, PROJECT_ROOT, batch_state, copy_of, fixed_clock
-from tests.faults import FaultInjector, FaultyDatabase, SimulatedCrash, crash, permanent, transient
-from utils.config import JobSettings
-from utils.connectDB import (
+from amend_store import (
     CASES_COLLECTION,
-    COUNTERS_COLLECTION,
     JOURNAL_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TRANSACTIONS_COLLECTION,
 )
+from tests.support import (
+    FIXED_NOW,
+    OTHER_TYPE_TASK,
+    SETTINGS,
+    TASKS,
+    FaultInjector,
+    SimulatedCrash,
+    batch_state,
+    copy_of,
+    crash,
+    disturbed,
+    fresh_db,
+    permanent,
+    run_job,
+    transient,
+)
 from utils.Custom_Exceptions import DatabaseUpdateError
 
-SETTINGS = JobSettings(template_task_id=3)
 LATER = FIXED_NOW + SETTINGS.lease + timedelta(minutes=1)
-TASKS = {"005": ObjectId("6740a0000000000000000101"), "006": ObjectId("6740a0000000000000000102")}
-OTHER_TYPE_TASK = ObjectId("6740a0000000000000000901")
-FIXTURES = read_fixtures(PROJECT_ROOT / "data")
-
-
-def fresh_db():
-    database = mongomock.MongoClient()["drs_case_distribution_db"]
-    reset_collections(database, FIXTURES)
-    return database
-
-
-def no_sleep(_seconds):
-    """Retries in tests do not wait."""
-
-
-def run_job(database, clock=fixed_clock, sleep=no_sleep):
-    return amend_task_processing(database, SETTINGS, clock=clock, sleep=sleep)
+DATA_COLLECTIONS = (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
 
 
 def _undisturbed():
     database = fresh_db()
     before = {batch: batch_state(database, batch) for batch in TASKS}
     injector = FaultInjector()
-    run_job(FaultyDatabase(database, injector))
+    run_job(disturbed(database, injector))
     return before, {batch: batch_state(database, batch) for batch in TASKS}, len(injector.writes)
 
 
@@ -84,27 +75,28 @@ def assert_consistent(database):
 def disturbed_run(database, injector):
     """A run that may abort (a failed claim: exit code 2) or die (a simulated crash)."""
     try:
-        run_job(FaultyDatabase(database, injector))
+        run_job(disturbed(database, injector))
     except (DatabaseUpdateError, SimulatedCrash):
         return False
     return True
 
 
-TASK_WRITES = [(TASKS_COLLECTION, "find_one_and_update"), (COUNTERS_COLLECTION, "find_one_and_update"),
-               (JOURNAL_COLLECTION, "insert_one"),
-               (TASKS_COLLECTION, "update_one"), (JOURNAL_COLLECTION, "update_one"),
-               (CASES_COLLECTION, "bulk_write"), (SUMMARY_COLLECTION, "bulk_write"),
-               (TRANSACTIONS_COLLECTION, "update_one"), (TASKS_COLLECTION, "update_one"),
-               (JOURNAL_COLLECTION, "delete_one")]
-
-
-def test_the_run_has_the_expected_write_points():
-    """claim, fencing token, journal, lease renewal, journaled plan, cases, summary, seq, status, journal:
-    per task."""
+def test_every_task_journals_its_plan_before_its_first_data_write():
+    """Per task: the claim first; the journal opened, then the plan journaled, before any data write;
+    the data written in the order cases, summary, transaction; the journal closed last. Both tasks
+    write alike, and every write point of the run is one of these."""
     injector = FaultInjector()
-    run_job(FaultyDatabase(fresh_db(), injector))
-    assert injector.writes == TASK_WRITES * 2
-    assert WRITES == 20
+    run_job(disturbed(fresh_db(), injector))
+    claims = [number for number, write in enumerate(injector.writes) if write == (TASKS_COLLECTION,
+                                                                                   "find_one_and_update")]
+    assert len(claims) == 2 and claims[0] == 0
+    first, second = injector.writes[:claims[1]], injector.writes[claims[1]:]
+    assert first == second and len(injector.writes) == WRITES
+    journal_writes = [number for number, (collection, _) in enumerate(first) if collection == JOURNAL_COLLECTION]
+    data_writes = [number for number, (collection, _) in enumerate(first) if collection in DATA_COLLECTIONS]
+    assert [first[number][1] for number in journal_writes] == ["insert_one", "update_one", "delete_one"]
+    assert journal_writes[1] < data_writes[0] and data_writes[-1] < journal_writes[2] == len(first) - 1
+    assert [first[number][0] for number in data_writes] == list(DATA_COLLECTIONS)
 
 
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
@@ -112,7 +104,7 @@ def test_the_run_has_the_expected_write_points():
 def test_crash_at_every_write_point_then_a_fresh_run(k, after_write):
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({k}, after_write, crash)))
+        run_job(disturbed(database, FaultInjector({k}, after_write, crash)))
     run_job(database, clock=lambda: LATER)
     assert_consistent(database)
 
@@ -121,13 +113,13 @@ def test_crash_at_every_write_point_then_a_fresh_run(k, after_write):
 def test_crash_during_recovery_then_another_run(k):
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({k}, True, crash)))
+        run_job(disturbed(database, FaultInjector({k}, True, crash)))
     recovery_writes = FaultInjector()
-    run_job(FaultyDatabase(fresh_copy := copy_of(database), recovery_writes), clock=lambda: LATER)
+    run_job(disturbed(fresh_copy := copy_of(database), recovery_writes), clock=lambda: LATER)
     for j in range(1, len(recovery_writes.writes) + 1):
         copy = copy_of(database)
         with pytest.raises(SimulatedCrash):
-            run_job(FaultyDatabase(copy, FaultInjector({j}, True, crash)), clock=lambda: LATER)
+            run_job(disturbed(copy, FaultInjector({j}, True, crash)), clock=lambda: LATER)
         run_job(copy, clock=lambda: LATER + SETTINGS.lease * 2)
         assert_consistent(copy)
     assert_consistent(fresh_copy)
@@ -138,7 +130,7 @@ def test_crash_during_recovery_then_another_run(k):
 def test_transient_faults_are_retried_to_success(k, after_write):
     database = fresh_db()
     pauses = []
-    report = run_job(FaultyDatabase(database, FaultInjector({k, k + 1}, after_write, transient)),
+    report = run_job(disturbed(database, FaultInjector({k, k + 1}, after_write, transient)),
                      sleep=pauses.append)
     # 0.5 s then 1.0 s; one pause only where the retried write finds its own landed work
     # (a duplicate journal insert is recognised as this task's)
@@ -156,7 +148,7 @@ def test_transient_faults_beyond_the_retries(k, after_write):
     attempts = SETTINGS.retry.attempts
     injector = FaultInjector(set(range(k, k + attempts)), after_write, transient)
     try:
-        run_job(FaultyDatabase(database, injector), sleep=pauses.append)
+        run_job(disturbed(database, injector), sleep=pauses.append)
     except DatabaseUpdateError:
         pass  # the claim or the selection failed for good: the run stops (exit code 2)
     assert pauses and set(pauses) <= set(SETTINGS.retry.delays())
@@ -176,7 +168,7 @@ def test_permanent_failure_at_every_write_point(k, after_write):
 def test_a_data_write_failure_is_undone_within_the_run():
     database = fresh_db()
     # write 7 is the summary of batch 005 (see test_the_run_has_the_expected_write_points)
-    report = run_job(FaultyDatabase(database, FaultInjector({7}, True, permanent)))
+    report = run_job(disturbed(database, FaultInjector({7}, True, permanent)))
     task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
     assert task["task_status"] == "error"
     assert "injected fault at write 7" in task["status_description"]
@@ -185,32 +177,20 @@ def test_a_data_write_failure_is_undone_within_the_run():
     assert [o.status for o in report.outcomes] == ["error", "completed"]
 
 
-class CrashInsideCaseBulkWrite(FaultyDatabase):
+def die_inside_the_case_bulk_write(database):
     """The ordered bulk_write of the cases lands its first UpdateMany, then the process dies."""
-
-    def __init__(self, database):
-        super().__init__(database, FaultInjector())
-
-    def __getitem__(self, name):
-        collection = self._database[name]
-        if name != CASES_COLLECTION:
-            return collection
-
-        class Collection:
-            def __getattr__(self, attribute):
-                return getattr(collection, attribute)
-
-            def bulk_write(self, requests, **kwargs):
-                collection.bulk_write(requests[:1], **kwargs)
-                raise SimulatedCrash("died inside the case bulk_write")
-
-        return Collection()
+    def hook(collection, command, call, args):
+        if (collection, command) != (CASES_COLLECTION, "bulk_write"):
+            return call()
+        database[CASES_COLLECTION].bulk_write(args[0][:1], ordered=True)
+        raise SimulatedCrash("died inside the case bulk_write")
+    return disturbed(database, hook)
 
 
 def test_a_crash_mid_write_is_rolled_forward():
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(CrashInsideCaseBulkWrite(database))
+        run_job(die_inside_the_case_bulk_write(database))
     assert batch_state(database, "005")["cases"] not in (BEFORE["005"]["cases"], AFTER["005"]["cases"])
     assert database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})["task_status"] == "processing"
     not_yet = run_job(database, clock=lambda: FIXED_NOW + SETTINGS.lease - timedelta(minutes=1))
@@ -228,7 +208,7 @@ def test_a_crash_mid_write_is_rolled_forward():
 def test_a_crash_after_the_claim_ends_in_error_with_nothing_changed():
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({1}, True, crash)))
+        run_job(disturbed(database, FaultInjector({1}, True, crash)))
     run_job(database, clock=lambda: LATER)
     task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
     assert task["task_status"] == "error"
@@ -239,7 +219,7 @@ def test_a_crash_after_the_claim_ends_in_error_with_nothing_changed():
 def test_a_corrupt_journal_is_reported_and_the_run_goes_on():
     database = fresh_db()
     with pytest.raises(SimulatedCrash):
-        run_job(FaultyDatabase(database, FaultInjector({6}, False, crash)))  # journaled, no data written
+        run_job(disturbed(database, FaultInjector({6}, False, crash)))  # journaled, no data written
     database[JOURNAL_COLLECTION].update_one({"_id": "005"}, {"$unset": {"writes.moves": ""}})
     report = run_job(database, clock=lambda: LATER)
     assert [o.status for o in report.outcomes] == ["error", "completed"]
@@ -248,10 +228,9 @@ def test_a_corrupt_journal_is_reported_and_the_run_goes_on():
     assert batch_state(database, "005") == BEFORE["005"]
 
 
-def test_a_plan_too_large_for_its_journal_ends_in_error_with_nothing_written(monkeypatch):
-    monkeypatch.setattr("update_databases.JOURNAL_LIMIT_BYTES", 500)
+def test_a_plan_too_large_for_its_journal_ends_in_error_with_nothing_written():
     database = fresh_db()
-    run_job(database)
+    run_job(database, journal_limit_bytes=500)
     task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
     assert task["task_status"] == "error"
     assert "over MongoDB's 16 MB document limit; split the amend request" in task["status_description"]

@@ -12,12 +12,18 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from task_processor import amend_task_processing
-from tests.conftest import PROJECT_ROOT, fixed_clock, uri_with_password
-from tests.faults import FaultInjector, FaultyDatabase
-from tests.mutations import TASK_005
+from amend_store import JOURNAL_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION, AmendStore
+from tests.support import (
+    PROJECT_ROOT,
+    SETTINGS,
+    TASK_005,
+    FaultInjector,
+    disturbed,
+    run_job,
+    uri_with_password,
+)
 from utils import secrets
-from utils.connectDB import TASKS_COLLECTION
+from utils.Custom_Exceptions import DatabaseUpdateError
 from utils.loggers import get_logger, setup_logging
 from utils.retry import RetryPolicy, is_transient
 
@@ -69,6 +75,62 @@ def test_call_does_not_retry_a_permanent_error():
     assert calls == [1]
 
 
+# --- exactly one layer retries ---------------------------------------------------------------
+
+def always_down(_what=None):
+    raise AutoReconnect("down")
+
+
+@pytest.mark.parametrize("operation", ["read", "write"])
+def test_a_store_operation_is_attempted_as_often_as_the_policy_says(operation):
+    pauses, calls = [], []
+
+    def failing():
+        calls.append(1)
+        always_down()
+
+    store = AmendStore(None, RetryPolicy(attempts=5, initial_delay_seconds=0.5), sleep=pauses.append)
+    with pytest.raises(AutoReconnect if operation == "read" else DatabaseUpdateError):
+        getattr(store, operation)("an operation", failing)
+    assert len(calls) == 5 and pauses == [0.5, 1, 2, 4]
+
+
+def test_a_store_operation_inside_another_is_refused():
+    store = AmendStore(None)
+    with pytest.raises(RuntimeError, match="a store operation ran inside another one, so retries would nest"):
+        store.read("outer", lambda: store.read("inner", lambda: None))
+    assert store.read("after", lambda: "works again") == "works again"
+
+
+class FailingReads:
+    """Every `find` on one collection fails with a transient error; counts the attempts."""
+
+    def __init__(self, collection):
+        self.collection = collection
+        self.attempts = 0
+
+    def __call__(self, collection, command, call, args):
+        if (collection, command) == (self.collection, "find"):
+            self.attempts += 1
+            always_down()
+        return call()
+
+
+@pytest.mark.parametrize("collection, where", [(JOURNAL_COLLECTION, "the journals read by recovery"),
+                                               (TRANSACTIONS_COLLECTION, "the read phase of a task")])
+def test_one_failing_read_of_a_run_is_attempted_exactly_attempts_times(db, collection, where):
+    failing, pauses = FailingReads(collection), []
+    try:
+        report = run_job(disturbed(db, failing), sleep=pauses.append)
+    except AutoReconnect:
+        report = None  # the journals could not be read: the run stops (exit code 2)
+    assert failing.attempts == SETTINGS.retry.attempts * (1 if report is None else 2), where
+    assert pauses == list(SETTINGS.retry.delays()) * (1 if report is None else 2)
+    if report is not None:
+        assert [o.status for o in report.outcomes] == ["error", "error"]
+        assert "database error: AutoReconnect: down" in report.outcomes[0].message
+
+
 def test_call_returns_the_first_success():
     outcomes = iter([AutoReconnect("a"), NetworkTimeout("b"), "done"])
 
@@ -100,7 +162,7 @@ def test_a_password_in_a_driver_error_reaches_no_task_and_no_log(db, settings, r
             return OperationFailure(f"{message}: auth to {uri_with_password('operator', DECODED_PASSWORD, 'db')} failed",
                                     code=18)
 
-        amend_task_processing(FaultyDatabase(db, FaultInjector({5}, error=leaky)), settings, clock=fixed_clock)
+        run_job(disturbed(db, FaultInjector({5}, error=leaky)), settings=settings)
         get_logger("tasks").exception("while failing", exc_info=OperationFailure(f"pw {PASSWORD}"))
     finally:
         for handler in logger.handlers:

@@ -1,27 +1,17 @@
-"""main.py and database_update.py as an operator runs them: subprocesses, exit codes, stderr."""
+"""main.py and database_update.py as an operator runs them: exit codes, stdout, stderr. They run in
+this process (the `script` fixture); a few run as subprocesses, as cron runs them."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
-from collections import Counter
 
-import mongomock
 import pytest
 
-from tests.conftest import PROJECT_ROOT, uri_with_password
-from utils.embedded_db import load_database
+from amend_store import INDEXES
+from tests.support import PROJECT_ROOT, cells, load, new_database, one_line, store_of, uri_with_password
+from tests.support import run_script as run
 
 PASSWORD = "hunter2-secret"
-
-
-def run(script, *args, env=None, cwd=None, timeout=120):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DRS_")}
-    environment.update(env or {})
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], capture_output=True, text=True,
-                          env=environment, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture
@@ -29,17 +19,6 @@ def workspace(tmp_path):
     """A folder outside the project, an embedded data file in it, logs written there too."""
     return {"env": {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"},
             "logs": ["--log-dir", str(tmp_path / "logs")], "path": tmp_path}
-
-
-def load(path):
-    db = mongomock.MongoClient()["drs_case_distribution_db"]
-    load_database(db, path)
-    return db
-
-
-def cells(db, batch_id):
-    return Counter((c.get("NEW_DRC_ID") or c["DRC_Id"], c["RTOM"])
-                   for c in db["DRS.Tmp_Case_Distribution_DRC"].find({"Case_Distribution_Batch_ID": batch_id}))
 
 
 def test_reset_then_run_on_an_embedded_file(workspace):
@@ -57,28 +36,21 @@ def test_reset_then_run_on_an_embedded_file(workspace):
     assert again.returncode == 0 and "0 task(s) completed" in again.stderr
 
 
-def test_a_task_in_error_gives_exit_code_1(workspace):
+def test_a_task_in_error_gives_exit_code_1(workspace, script):
     data = workspace["path"] / "data"
     shutil.copytree(PROJECT_ROOT / "data", data)
     transactions = data / "Case_distribution_drc_transactions.json"
     transactions.write_text(transactions.read_text().replace('"transfer_count": 2}', '"transfer_count": 3}'))
-    assert run("database_update.py", "--data-dir", str(data), env=workspace["env"]).returncode == 0
-    job = run("main.py", *workspace["logs"], env=workspace["env"])
+    assert script("database_update.py", "--data-dir", str(data), env=workspace["env"]).returncode == 0
+    job = script("main.py", *workspace["logs"], env=workspace["env"])
     assert job.returncode == 1
     assert "1 task(s) completed, 1 errored" in job.stderr
     task = load(workspace["path"] / "db.bson")["System_tasks"].find_one({"Task_Id": 101, "task_status": "error"})
     assert "holds 3; moving 3 leaves 0" in task["status_description"]
 
 
-def one_line(stderr):
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
-def test_missing_configuration_folder(workspace):
-    result = run("main.py", "--config-dir", str(workspace["path"] / "nowhere"), *workspace["logs"])
+def test_missing_configuration_folder(workspace, script):
+    result = script("main.py", "--config-dir", str(workspace["path"] / "nowhere"), *workspace["logs"])
     assert result.returncode == 2
     assert "DB_Config.ini is missing" in one_line(result.stderr)
 
@@ -108,24 +80,24 @@ BROKEN_CONFIGURATIONS = [
 
 
 @pytest.mark.parametrize("name, text, message", BROKEN_CONFIGURATIONS)
-def test_broken_configuration(workspace, config_copy, name, text, message):
+def test_broken_configuration(workspace, config_copy, name, text, message, script):
     if text is None:
         (config_copy / name).unlink()
     elif isinstance(text, bytes):
         (config_copy / name).write_bytes(text)
     else:
         (config_copy / name).write_text(text)
-    result = run("main.py", "--config-dir", str(config_copy), *workspace["logs"], env=workspace["env"])
+    result = script("main.py", "--config-dir", str(config_copy), *workspace["logs"], env=workspace["env"])
     assert result.returncode == 2
     assert message in one_line(result.stderr)
     assert not (workspace["path"] / "db.bson").exists()
 
 
-def test_unreachable_server_fails_fast_without_leaking_the_password(workspace, config_copy):
+def test_unreachable_server_fails_fast_without_leaking_the_password(workspace, config_copy, script):
     ini = config_copy / "DB_Config.ini"
     ini.write_text(ini.read_text().replace("SERVER_SELECTION_TIMEOUT_MS = 5000", "SERVER_SELECTION_TIMEOUT_MS = 300"))
     started = time.monotonic()
-    result = run("main.py", "--config-dir", str(config_copy), *workspace["logs"],
+    result = script("main.py", "--config-dir", str(config_copy), *workspace["logs"],
                  env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
     assert time.monotonic() - started < 20
     assert result.returncode == 2
@@ -142,21 +114,21 @@ def test_help_explains_the_job():
         assert text in result.stdout
 
 
-def test_unknown_argument_is_a_usage_error():
-    result = run("main.py", "--no-such-option")
+def test_unknown_argument_is_a_usage_error(script):
+    result = script("main.py", "--no-such-option")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
 
 
-def test_reset_refuses_a_server_without_yes(workspace):
-    result = run("database_update.py", env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
+def test_reset_refuses_a_server_without_yes(workspace, script):
+    result = script("database_update.py", env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
     assert result.returncode == 1
     assert "refused" in one_line(result.stderr) and PASSWORD not in result.stderr
 
 
-def test_reset_with_yes_reports_an_unreachable_server(config_copy):
+def test_reset_with_yes_reports_an_unreachable_server(config_copy, script):
     ini = config_copy / "DB_Config.ini"
     ini.write_text(ini.read_text().replace("SERVER_SELECTION_TIMEOUT_MS = 5000", "SERVER_SELECTION_TIMEOUT_MS = 300"))
-    result = run("database_update.py", "--yes", "--config-dir", str(config_copy),
+    result = script("database_update.py", "--yes", "--config-dir", str(config_copy),
                  env={"DRS_MONGO_URI": "mongodb://127.0.0.1:1/"})
     assert result.returncode == 2 and "cannot reach MongoDB" in one_line(result.stderr)
 
@@ -169,8 +141,8 @@ def test_reset_with_yes_reports_an_unreachable_server(config_copy):
     ("DRS_Database.Case_Distribution_DRC_Summary.json", '[{"_id": {"$oid": "zz"}}]', "not valid Extended JSON"),
     ("System_tasks.json", '{"n": {"$numberLong": "x"}}', "not valid Extended JSON"),
 ])
-def test_reset_with_a_bad_fixture_deletes_nothing(workspace, name, content, message):
-    assert run("database_update.py", env=workspace["env"]).returncode == 0
+def test_reset_with_a_bad_fixture_deletes_nothing(workspace, name, content, message, script):
+    assert script("database_update.py", env=workspace["env"]).returncode == 0
     before = (workspace["path"] / "db.bson").read_bytes()
     data = workspace["path"] / "data"
     shutil.copytree(PROJECT_ROOT / "data", data)
@@ -178,18 +150,18 @@ def test_reset_with_a_bad_fixture_deletes_nothing(workspace, name, content, mess
         (data / name).unlink()
     else:
         (data / name).write_text(content)
-    result = run("database_update.py", "--data-dir", str(data), env=workspace["env"])
+    result = script("database_update.py", "--data-dir", str(data), env=workspace["env"])
     assert result.returncode == 2
     assert message in one_line(result.stderr)
     assert (workspace["path"] / "db.bson").read_bytes() == before
 
 
-def test_reset_accepts_a_single_document_and_creates_indexes(workspace):
+def test_reset_accepts_a_single_document_and_creates_indexes(workspace, script):
     data = workspace["path"] / "data"
     shutil.copytree(PROJECT_ROOT / "data", data)
     templates = json.loads((data / "Template_task.json").read_text())
     (data / "Template_task.json").write_text(json.dumps(templates[0]))
-    assert run("database_update.py", "--data-dir", str(data), env=workspace["env"]).returncode == 0
+    assert script("database_update.py", "--data-dir", str(data), env=workspace["env"]).returncode == 0
     db = load(workspace["path"] / "db.bson")
     assert db["Template_task"].count_documents({}) == 1
     assert "batch_case" in db["DRS.Tmp_Case_Distribution_DRC"].index_information()
@@ -216,12 +188,9 @@ def test_reset_asks_before_deleting_a_server_database():
 
 
 def test_indexes_are_created_idempotently():
-    import mongomock
-
-    from database_update import INDEXES, create_indexes
-
-    db = mongomock.MongoClient()["drs"]
-    create_indexes(db)
-    create_indexes(db)
+    db = new_database()
+    store = store_of(db)
+    store.create_indexes()
+    store.create_indexes()
     for collection, keys, name in INDEXES:
         assert db[collection].index_information()[name]["key"] == keys

@@ -1,17 +1,18 @@
 """A full run on the shipped fixtures, and every validation failure ending its task in error."""
 
 import copy
-from collections import Counter
 
 import pytest
 from bson import ObjectId
 
-from task_processor import RunIdentity, amend_task_processing
-from tests.conftest import FIXED_NOW, add_batch, fixed_clock, normalized, snapshot
+from amend_store import (
+    CASES_COLLECTION,
+    SUMMARY_COLLECTION,
+    TASKS_COLLECTION,
+    TEMPLATES_COLLECTION,
+    TRANSACTIONS_COLLECTION,
+)
 from tests.mutations import (
-    OTHER_TYPE_TASK,
-    TASK_005,
-    TASK_006,
     assert_task_101_fails_cleanly,
     drop_distribution_key,
     duplicate_case,
@@ -22,21 +23,20 @@ from tests.mutations import (
     set_task,
     unset_case_field,
 )
-from utils.connectDB import (
-    CASES_COLLECTION,
-    SUMMARY_COLLECTION,
-    TASKS_COLLECTION,
-    TEMPLATES_COLLECTION,
-    TRANSACTIONS_COLLECTION,
+from tests.support import (
+    FIXED_NOW,
+    OTHER_TYPE_TASK,
+    TASK_005,
+    TASK_006,
+    StallInjector,
+    add_batch,
+    cells,
+    current_drc,
+    disturbed,
+    normalized,
+    run_job,
+    snapshot,
 )
-
-
-def current(case):
-    return case.get("NEW_DRC_ID") or case["DRC_Id"]
-
-
-def cells(db, batch_id):
-    return Counter((current(c), c["RTOM"]) for c in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}))
 
 
 def summary_of(db, batch_id):
@@ -54,7 +54,7 @@ def test_full_run_on_the_fixtures(db, settings):
     other_task_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
     templates_before = list(db[TEMPLATES_COLLECTION].find())
 
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
 
     assert [o.status for o in report.outcomes] == ["completed", "completed"]
     assert report.exit_code == 0 and report.cases_moved == 4 + 6
@@ -91,8 +91,8 @@ def test_full_run_on_the_fixtures(db, settings):
     for batch_id in ("005", "006"):
         expected = {}
         for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}):
-            count, total = expected.get((current(case), case["RTOM"]), (0, 0.0))
-            expected[(current(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
+            count, total = expected.get((current_drc(case), case["RTOM"]), (0, 0.0))
+            expected[(current_drc(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
         assert summary_of(db, batch_id) == {cell: (n, round(t, 2)) for cell, (n, t) in expected.items()}
     assert db[SUMMARY_COLLECTION].count_documents({}) == 16
 
@@ -122,7 +122,7 @@ def test_full_run_on_the_fixtures(db, settings):
 
 
 def test_batch_006_applies_its_two_distributions_in_sequence(db, settings):
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     assert cells(db, "006") == {("D1", "CW"): 4, ("D1", "AG"): 7, ("D1", "AD"): 5, ("D1", "GM"): 2,
                                 ("D2", "CW"): 6, ("D2", "AG"): 4, ("D2", "AD"): 5,
                                 ("D3", "CW"): 5, ("D3", "AG"): 5, ("D3", "GM"): 6}
@@ -135,7 +135,7 @@ def test_an_amended_case_moves_from_its_current_drc(empty_db, settings):
     lowest_d1_ag = db[CASES_COLLECTION].find_one({"DRC_Id": "D1", "RTOM": "AG"}, sort=[("Case_Id", 1)])
     # amended earlier from D2 to D1: DRC_Id keeps the original assignment
     db[CASES_COLLECTION].update_one({"_id": lowest_d1_ag["_id"]}, {"$set": {"DRC_Id": "D2", "NEW_DRC_ID": "D1"}})
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     after = db[CASES_COLLECTION].find_one({"_id": lowest_d1_ag["_id"]})
     assert (after["DRC_Id"], after["NEW_DRC_ID"]) == ("D2", "D2")
     assert after["Amend_Description"].startswith("Amended from D1 to D2 by amend task 1")
@@ -143,9 +143,9 @@ def test_an_amended_case_moves_from_its_current_drc(empty_db, settings):
 
 
 def test_a_second_run_has_nothing_to_do(db, settings):
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     state = snapshot(db)
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
     assert report.outcomes == [] and report.exit_code == 0
     assert snapshot(db) == state
 
@@ -158,7 +158,7 @@ def test_only_the_lowest_open_amend_seq_is_closed(empty_db, settings):
         "$each": [{"batch_seq": 3, "action_type": "amend", "CRD_Distribution_Status": "open",
                    "array_of_distributions": [{"rtom": "AG", "donor_drc_id": "D2", "receiver_drc_id": "D1",
                                                "transfer_count": 1}]}], "$position": 0}}})
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     transaction = db[TRANSACTIONS_COLLECTION].find_one()
     status = {seq["batch_seq"]: seq["CRD_Distribution_Status"] for seq in transaction["batch_seq_details"]}
     assert status == {1: "close", 2: "close", 3: "open"}
@@ -170,7 +170,7 @@ def test_a_cell_that_drops_to_zero_is_written_as_zero(empty_db, settings):
     db = empty_db
     add_batch(db, "B1", {"D1": {"CW": 3, "AD": 9, "AG": 1}, "D2": {"CW": 3, "AD": 2, "AG": 2}},
               [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 2}], arrears=10)
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     assert summary_of(db, "B1")[("D1", "AG")] == (0, 0)
     assert summary_of(db, "B1")[("D2", "AG")] == (3, 30)
 
@@ -180,31 +180,26 @@ def test_a_missing_summary_row_is_upserted(empty_db, settings):
     add_batch(db, "B1", {"D1": {"CW": 8, "AG": 4}, "D2": {"CW": 3, "AG": 5}},
               [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}], arrears=10)
     db[SUMMARY_COLLECTION].delete_one({"DRC_Id": "D1", "RTOM": "AG"})
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     assert summary_of(db, "B1") == {("D1", "CW"): (9, 90), ("D1", "AG"): (3, 30),
                                     ("D2", "CW"): (2, 20), ("D2", "AG"): (6, 60)}
 
 
 def test_tasks_run_oldest_first_and_other_types_are_never_claimed(db, settings):
     db[TASKS_COLLECTION].update_one({"_id": TASK_006}, {"$set": {"created_dtm": FIXED_NOW.replace(year=2020)}})
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
     assert [o.object_id for o in report.outcomes] == [TASK_006, TASK_005]
     assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})["task_status"] == "open"
 
 
-def test_a_task_claimed_by_another_run_is_skipped(db, settings, monkeypatch):
-    import update_databases
+def test_a_task_claimed_by_another_run_is_skipped(db, settings):
+    def a_rival_claims_task_101_first():
+        db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": {
+            "task_status": "processing", "claimed_by": {"run_id": "rival", "host": "elsewhere", "pid": 1},
+            "claim_expires_dtm": FIXED_NOW.replace(hour=11)}})
 
-    real_claim = update_databases.claim_task
-    rival = RunIdentity("rival", "elsewhere", 1)
-
-    def claim_after_a_rival(database, object_id, run, now, lease):
-        if object_id == TASK_005:
-            real_claim(database, object_id, rival, now, lease)
-        return real_claim(database, object_id, run, now, lease)
-
-    monkeypatch.setattr("task_processor.claim_task", claim_after_a_rival)
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    first_claim = 1
+    report = run_job(disturbed(db, StallInjector(first_claim, a_rival_claims_task_101_first)), settings=settings)
     assert report.skipped == 1
     assert [o.object_id for o in report.outcomes] == [TASK_006]
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
@@ -279,7 +274,7 @@ def test_validation_failures_cover_the_issue_list():
 
 def test_an_integral_numeric_string_is_accepted(db, settings):
     set_distribution(transfer_count="2")(db)
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     assert db[TASKS_COLLECTION].find_one({"_id": TASK_005})["task_status"] == "completed"
     assert cells(db, "005")[("D1", "CW")] == 10
 
@@ -296,7 +291,7 @@ def test_a_defect_ends_only_its_task_in_error(db, settings, monkeypatch):
 
     monkeypatch.setattr("task_processor.plan_amend", broken_for_005)
     before = copy.deepcopy(snapshot(db, "005"))
-    report = amend_task_processing(db, settings, clock=fixed_clock)
+    report = run_job(db, settings=settings)
     assert [o.status for o in report.outcomes] == ["error", "completed"]
     assert "internal error: KeyError" in db[TASKS_COLLECTION].find_one({"_id": TASK_005})["status_description"]
     assert snapshot(db, "005") == before
@@ -316,7 +311,7 @@ def test_the_collector_is_paused_only_while_reading_and_planning(db, settings, m
 
     monkeypatch.setattr("task_processor.plan_amend", observing_plan)
     assert gc.isenabled()
-    amend_task_processing(db, settings, clock=fixed_clock)
+    run_job(db, settings=settings)
     assert seen == [False, False] and gc.isenabled()
     gc.disable()
     with collector_paused():
@@ -356,13 +351,13 @@ def seqs_of(db):
 def test_a_reused_seq_number_closes_the_open_seq_and_never_the_closed_one(empty_db, settings):
     db = empty_db
     add_reused_seq_numbers(db)
-    report = amend_task_processing(db, settings, clock=fixed_clock, task_id=1)
+    report = run_job(db, settings=settings, task_id=1)
     assert [o.status for o in report.outcomes] == ["completed"]
     assert seqs_of(db) == [(1, "close", None), (2, "close", EARLIER_CLOSE), (2, "close", FIXED_NOW), (3, "open", None)]
     assert db[TRANSACTIONS_COLLECTION].find_one()["summery_status"] == "open"
     assert cells(db, "B1")[("D1", "CW")] == 9  # the open seq 2 moved 1 CW, not the closed one's AG
     later = FIXED_NOW.replace(hour=11)
-    report = amend_task_processing(db, settings, clock=lambda: later)
+    report = run_job(db, clock=lambda: later, settings=settings)
     assert [o.status for o in report.outcomes] == ["completed"]
     assert "seq 3" in report.outcomes[0].message
     assert seqs_of(db) == [(1, "close", None), (2, "close", EARLIER_CLOSE), (2, "close", FIXED_NOW),
@@ -371,8 +366,6 @@ def test_a_reused_seq_number_closes_the_open_seq_and_never_the_closed_one(empty_
 
 
 def test_a_seq_that_moved_in_the_array_while_the_task_ran_is_not_closed_blindly(empty_db, settings):
-    from tests.faults import FaultyDatabase, StallInjector
-
     db = empty_db
     add_reused_seq_numbers(db)
     before = snapshot(db, "B1")
@@ -384,8 +377,8 @@ def test_a_seq_that_moved_in_the_array_while_the_task_ran_is_not_closed_blindly(
         before[TRANSACTIONS_COLLECTION][0]["batch_seq_details"].insert(0, inserted)
 
     seq_write = 8  # claim, token, journal, renewal, plan, cases, summary, then the seq
-    report = amend_task_processing(FaultyDatabase(db, StallInjector(seq_write, another_system_inserts_a_seq)),
-                                   settings, clock=fixed_clock, task_id=1)
+    report = run_job(disturbed(db, StallInjector(seq_write, another_system_inserts_a_seq)), settings=settings,
+                     task_id=1)
     assert [o.status for o in report.outcomes] == ["error"]
     assert "is no longer the open seq the task planned for" in report.outcomes[0].message
     assert report.outcomes[0].message.endswith("every write of the task was undone")

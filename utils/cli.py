@@ -2,27 +2,40 @@
 options, and Ctrl-C / SIGTERM ending a script with one line instead of a traceback."""
 
 import argparse
+import enum
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
+class ExitStatus(enum.IntEnum):
+    """The exit codes of main.py, database_update.py and batch_monitor.py."""
+    OK = 0
+    TASK_ERROR = 1  # main.py: a task ended in error (--dry-run: would be refused)
+    REFUSED = 1  # database_update.py: no confirmation to delete
+    SETUP_ERROR = 2  # a configuration, connection, database or command-line error
+    # batch_monitor.py check: the monitoring-plugin convention
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """An argument error is one line on stderr (not the usage block), exit code `usage_exit_code` (2)."""
+    """An argument error is one line on stderr (not the usage block), exit code 2."""
 
-    usage_exit_code = 2
-
-    def error(self, message):
-        self.exit(self.usage_exit_code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitStatus.SETUP_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def bounded_int(minimum=INT64_MIN, maximum=INT64_MAX):
+def bounded_int(minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> Callable[[str], int]:
     """An argparse type: an integer within [minimum, maximum] (by default what MongoDB's Int64 holds)."""
     kind = "a positive integer" if minimum == 1 else "an integer"
 
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -42,16 +55,16 @@ def bounded_int(minimum=INT64_MIN, maximum=INT64_MAX):
 class Interrupted(BaseException):
     """SIGTERM arrived: unwinds like Ctrl-C's KeyboardInterrupt, so nothing half done is saved."""
 
-    def __init__(self, signal_number):
+    def __init__(self, signal_number: int):
         super().__init__(signal_number)
         self.signal_number = signal_number
 
 
-def _raise_interrupted(signal_number, _frame):
+def _raise_interrupted(signal_number: int, _frame: object) -> NoReturn:
     raise Interrupted(signal_number)
 
 
-def run_script(main, name, consequence="nothing was changed"):
+def run_script(main: Callable[[], int], name: str, consequence: str = "nothing was changed") -> NoReturn:
     """sys.exit(main()), where Ctrl-C and SIGTERM print one line and exit 128 + the signal's number.
 
     The exception unwinds the script as a crash does: an embedded database is not saved, a
@@ -73,6 +86,6 @@ def run_script(main, name, consequence="nothing was changed"):
     sys.exit(code)
 
 
-def _stopped(name, signal_number, consequence):
+def _stopped(name: str, signal_number: int, consequence: str) -> int:
     print(f"{name}: stopped by {signal.Signals(signal_number).name}; {consequence}", file=sys.stderr)
     return 128 + signal_number

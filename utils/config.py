@@ -1,9 +1,9 @@
-"""Reading the INI files under config/ and the environment variables that override them."""
+"""The job's configuration: the INI files under config/ and the environment variables that override
+them, read once by load_config into one immutable Settings object."""
 
-import configparser
-import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from fractions import Fraction
@@ -12,18 +12,24 @@ from pathlib import Path
 from pymongo import uri_parser
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 
+from balance_resources import DEFAULT_MIN_SHARE_KEPT
 from utils.Custom_Exceptions import ConfigurationError
+from utils.ini_files import ini_value, parse_float_setting, parse_int_setting, read_ini
+from utils.read_template_task_id_ini import TEMPLATE_CONFIG_FILE, read_template_task_id
 from utils.retry import RetryPolicy
-from utils.secrets import check_uri_userinfo, redact_uri, register_uri_secrets, scrub
+from utils.secrets import check_uri_userinfo, redact_uri, register_secret, register_uri_secrets, scrub
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
 DEFAULT_LOG_DIR = PROJECT_ROOT / "logs"
 
 DB_CONFIG_FILE = "DB_Config.ini"
-TEMPLATE_CONFIG_FILE = "Set_Template_TaskID.ini"
 JOB_CONFIG_FILE = "Job_Settings.ini"
 LOGGING_CONFIG_FILE = "loggers.ini"
+MONITOR_CONFIG_FILE = "monitor.ini"
+ALERTS_CONFIG_FILE = "alerts.ini"
+CONFIG_FILES = (DB_CONFIG_FILE, TEMPLATE_CONFIG_FILE, JOB_CONFIG_FILE, LOGGING_CONFIG_FILE, MONITOR_CONFIG_FILE,
+                ALERTS_CONFIG_FILE)
 
 ENV_MONGO_URI = "DRS_MONGO_URI"
 ENV_DB_NAME = "DRS_DB_NAME"
@@ -33,10 +39,8 @@ SERVER_SCHEMES = ("mongodb://", "mongodb+srv://")
 
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5000
 DEFAULT_LOCK_TIMEOUT_SECONDS = 300
-DEFAULT_MIN_SHARE_KEPT = Fraction(1, 5)
 DEFAULT_LEASE = timedelta(minutes=30)
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
-INT64_MAX = 2**63 - 1
 # Upper bounds: a value beyond them is a typo, and would overflow a date or wait for years.
 MAX_SERVER_SELECTION_TIMEOUT_MS = 600_000
 MAX_LOCK_TIMEOUT_SECONDS = 86_400
@@ -47,59 +51,6 @@ MAX_DELAY_SECONDS = 3_600
 # URI options only a mongodb+srv:// URI may carry; removed before its syntax is checked as a mongodb:// one.
 SRV_ONLY_OPTIONS = ("srvservicename", "srvmaxhosts")
 
-def read_ini(path):
-    """Parse one INI file; a missing or unparsable file is a ConfigurationError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigurationError(f"configuration file {path} is missing")
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-        reason = str(exc).splitlines()[0]
-        raise ConfigurationError(f"configuration file {path} cannot be read: {reason}") from exc
-    return parser
-
-
-def ini_value(parser, path, section, key, required=True):
-    """One stripped value; a missing required section or key is a ConfigurationError."""
-    if not parser.has_section(section):
-        if not required:
-            return None
-        raise ConfigurationError(f"configuration file {path} has no [{section}] section")
-    value = parser.get(section, key, fallback="").strip()
-    if not value:
-        if not required:
-            return None
-        raise ConfigurationError(f"configuration file {path}: [{section}] {key} is missing or empty")
-    return value
-
-
-def parse_int_setting(text, where, minimum, maximum=INT64_MAX):
-    """An integer within [minimum, maximum]; anything else is a ConfigurationError naming `where`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigurationError(f"{where} must be an integer, got {text[:40]!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{where} must be at least {minimum}, got {value}")
-    if value > maximum:
-        raise ConfigurationError(f"{where} must be at most {maximum}, got {text[:40]}")
-    return value
-
-
-def parse_float_setting(text, where, minimum, maximum, kind="a number"):
-    """A finite number within [minimum, maximum] (nan and inf are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigurationError(f"{where} must be {kind}, got {text[:40]!r}") from None
-    if not (math.isfinite(value) and minimum <= value <= maximum):
-        raise ConfigurationError(f"{where} must be between {minimum:g} and {maximum:g}, got {text[:40]}")
-    return value
-
-
 @dataclass(frozen=True)
 class DatabaseSettings:
     uri: str
@@ -108,24 +59,24 @@ class DatabaseSettings:
     lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
 
     @property
-    def is_embedded(self):
+    def is_embedded(self) -> bool:
         return self.uri.startswith(EMBEDDED_SCHEME)
 
     @property
-    def embedded_path(self):
+    def embedded_path(self) -> Path:
         """The data file of an embedded:// URI, relative paths taken from the project root."""
         path = Path(self.uri[len(EMBEDDED_SCHEME):])
         return path if path.is_absolute() else PROJECT_ROOT / path
 
     @property
-    def redacted_uri(self):
+    def redacted_uri(self) -> str:
         return redact_uri(self.uri)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"DatabaseSettings(uri={self.redacted_uri!r}, db_name={self.db_name!r})"
 
 
-def _without_srv_only_options(uri):
+def _without_srv_only_options(uri: str) -> str:
     base, mark, query = uri.partition("?")
     kept = [option for option in query.split("&") if option.partition("=")[0].lower() not in SRV_ONLY_OPTIONS]
     return base + (mark + "&".join(kept) if mark else "")
@@ -135,7 +86,7 @@ def _without_srv_only_options(uri):
 _BAD_DATABASE_NAME_CHARACTERS = set('/\\. "$*<>:|?\0')
 
 
-def check_database_name(name, where):
+def check_database_name(name: str, where: str) -> None:
     bad = sorted(_BAD_DATABASE_NAME_CHARACTERS & set(name))
     if bad:
         raise ConfigurationError(f"{where} {name[:64]!r} holds {', '.join(map(repr, bad))}, which MongoDB refuses "
@@ -144,7 +95,7 @@ def check_database_name(name, where):
         raise ConfigurationError(f"{where} is longer than the 63 bytes MongoDB allows in a database name")
 
 
-def check_server_uri(uri, where):
+def check_server_uri(uri: str, where: str) -> None:
     """A mongodb:// or mongodb+srv:// URI pymongo accepts: user information escaped, hosts, ports and
     options valid. Checked without connecting (and without the DNS lookup of a mongodb+srv:// URI)."""
     problem = check_uri_userinfo(uri)
@@ -157,20 +108,19 @@ def check_server_uri(uri, where):
         raise ConfigurationError(f"{where} {redact_uri(uri)!r} is not valid: {scrub(exc)}") from None
 
 
-def load_database_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
+def load_database_settings(config_dir: Path, environ: Mapping[str, str]) -> DatabaseSettings:
     """Settings of [DATABASE] in DB_Config.ini, with DRS_MONGO_URI and DRS_DB_NAME taking precedence.
 
     The URI's password is registered as a secret as soon as it is read (utils.secrets).
     """
-    environ = os.environ if environ is None else environ
     path = Path(config_dir) / DB_CONFIG_FILE
     parser = read_ini(path)
     from_environment = environ.get(ENV_MONGO_URI, "").strip()
-    uri = from_environment or ini_value(parser, path, "DATABASE", "MONGO_URI")
+    uri = from_environment or ini_value(parser, path, "DATABASE", "MONGO_URI") or ""
     register_uri_secrets(uri)
     where = f"environment variable {ENV_MONGO_URI}" if from_environment else f"{path}: [DATABASE] MONGO_URI"
     db_name_from_environment = environ.get(ENV_DB_NAME, "").strip()
-    db_name = db_name_from_environment or ini_value(parser, path, "DATABASE", "DB_NAME")
+    db_name = db_name_from_environment or ini_value(parser, path, "DATABASE", "DB_NAME") or ""
     check_database_name(db_name, f"environment variable {ENV_DB_NAME}" if db_name_from_environment
                         else f"{path}: [DATABASE] DB_NAME")
     if uri.startswith(EMBEDDED_SCHEME):
@@ -202,7 +152,7 @@ def load_database_settings(config_dir=DEFAULT_CONFIG_DIR, environ=None):
 _SHARE_TEXT = re.compile(r"[+-]?([0-9]{1,12}(\.[0-9]{1,12})?|[0-9]{1,12}/[0-9]{1,12})")
 
 
-def parse_share(text, where):
+def parse_share(text: str, where: str) -> Fraction:
     """A share in [0, 1) read exactly (0.2 is 1/5, not a binary float)."""
     try:
         share = Fraction(text) if _SHARE_TEXT.fullmatch(text) else None
@@ -216,7 +166,7 @@ def parse_share(text, where):
     return share
 
 
-def parse_seconds(text, where):
+def parse_seconds(text: str, where: str) -> float:
     return parse_float_setting(text, where, 0, MAX_DELAY_SECONDS, kind="a number of seconds")
 
 
@@ -230,7 +180,7 @@ class JobSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-def load_job_settings(template_task_id, config_dir=DEFAULT_CONFIG_DIR):
+def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     """Job_Settings.ini: every section and key is optional; absent ones take the documented defaults.
 
     [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30), MAX_CLOCK_SKEW_SECONDS (300),
@@ -241,10 +191,10 @@ def load_job_settings(template_task_id, config_dir=DEFAULT_CONFIG_DIR):
         return JobSettings(template_task_id)
     parser = read_ini(path)
 
-    def value(section, key):
+    def value(section: str, key: str) -> str | None:
         return ini_value(parser, path, section, key, required=False)
 
-    def where(section, key):
+    def where(section: str, key: str) -> str:
         return f"{path}: [{section}] {key}"
 
     defaults = RetryPolicy()
@@ -270,3 +220,132 @@ def load_job_settings(template_task_id, config_dir=DEFAULT_CONFIG_DIR):
                                if maximum else defaults.max_delay_seconds),
         ),
     )
+
+
+# --- monitor.ini: the thresholds of batch_monitor.py check ---------------------------------
+
+@dataclass(frozen=True)
+class Thresholds:
+    window_hours: int = 24
+    failure_rate_warning: float = 0.1
+    failure_rate_critical: float = 0.5
+    last_success_warning_hours: float = 2
+    last_success_critical_hours: float = 6
+    stuck_tasks_warning: int = 1
+    stuck_tasks_critical: int = 3
+
+
+# (name, parse as integer, lower bound, upper bound) of each [CHECK] key of monitor.ini
+THRESHOLD_KEYS = (("window_hours", True, 1, 8760), ("failure_rate_warning", False, 0, 1),
+                  ("failure_rate_critical", False, 0, 1), ("last_success_warning_hours", False, 0, 8760),
+                  ("last_success_critical_hours", False, 0, 8760), ("stuck_tasks_warning", True, 0, 1_000_000),
+                  ("stuck_tasks_critical", True, 0, 1_000_000))
+
+
+def load_thresholds(config_dir: Path) -> Thresholds:
+    """[CHECK] of monitor.ini; every key optional, each within its bounds, no warning above its critical."""
+    path = Path(config_dir) / MONITOR_CONFIG_FILE
+    if not path.exists():
+        return Thresholds()
+    parser = read_ini(path)
+    values: dict[str, float] = {}
+    for name, integral, minimum, maximum in THRESHOLD_KEYS:
+        text = ini_value(parser, path, "CHECK", name.upper(), required=False)
+        if text is None:
+            continue
+        where = f"{path}: [CHECK] {name.upper()}"
+        values[name] = (parse_int_setting(text, where, int(minimum), int(maximum)) if integral
+                        else parse_float_setting(text, where, minimum, maximum))
+    thresholds = Thresholds(**values)  # type: ignore[arg-type]
+    for figure in ("failure_rate", "last_success", "stuck_tasks"):
+        warning, critical = (name for name, *_ in THRESHOLD_KEYS if name.startswith(figure))
+        if getattr(thresholds, warning) > getattr(thresholds, critical):
+            raise ConfigurationError(f"{path}: [CHECK] {warning.upper()} ({getattr(thresholds, warning)}) is above "
+                                     f"{critical.upper()} ({getattr(thresholds, critical)})")
+    return thresholds
+
+
+# --- alerts.ini: optional e-mail alerts ---------------------------------------------------
+
+@dataclass(frozen=True)
+class AlertSettings:
+    host: str
+    port: int
+    sender: str
+    recipients: tuple[str, ...]
+    starttls: bool
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AlertSettings(host={self.host!r}, port={self.port}, recipients={self.recipients!r})"
+
+
+def _flag(text: str | None, where: str) -> bool:
+    value = (text or "no").strip().lower()
+    if value not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
+        raise ConfigurationError(f"{where} must be yes or no, got {text!r}")
+    return value in ("yes", "true", "1", "on")
+
+
+def load_alert_settings(config_dir: Path, environ: Mapping[str, str]) -> AlertSettings | None:
+    """The [SMTP] section of alerts.ini; None when the file is absent or ENABLED is not yes.
+    Credentials come from the environment variables the file names; the password is registered
+    as a secret."""
+    path = Path(config_dir) / ALERTS_CONFIG_FILE
+    if not path.exists():
+        return None
+    parser = read_ini(path)
+
+    def value(key: str, required: bool = True) -> str | None:
+        return ini_value(parser, path, "SMTP", key, required=required)
+
+    if not _flag(value("ENABLED", required=False), f"{path}: [SMTP] ENABLED"):
+        return None
+    recipients = tuple(r.strip() for r in (value("RECIPIENTS") or "").split(",") if r.strip())
+    if not recipients:
+        raise ConfigurationError(f"{path}: [SMTP] RECIPIENTS names no address")
+    credentials = []
+    for key in ("USERNAME_ENV", "PASSWORD_ENV"):
+        variable = value(key, required=False)
+        if variable and not environ.get(variable):
+            raise ConfigurationError(
+                f"{path}: [SMTP] {key} names the environment variable {variable}, which is not set")
+        credentials.append(environ.get(variable) if variable else None)
+    if credentials[1]:
+        register_secret(credentials[1])
+    ca_file = value("CA_FILE", required=False)
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigurationError(f"{path}: [SMTP] CA_FILE {ca_file} is not a file")
+    return AlertSettings(
+        host=value("HOST") or "", port=parse_int_setting(value("PORT") or "", f"{path}: [SMTP] PORT", 1, 65535),
+        sender=value("SENDER") or "", recipients=recipients,
+        starttls=_flag(value("STARTTLS", required=False), f"{path}: [SMTP] STARTTLS"),
+        username=credentials[0], password=credentials[1], ca_file=ca_file)
+
+
+# --- everything at once ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the job, read once."""
+    database: DatabaseSettings
+    job: JobSettings
+    thresholds: Thresholds
+    alerts: AlertSettings | None
+
+
+def load_config(config_dir: Path = DEFAULT_CONFIG_DIR, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every configuration file of `config_dir` and the environment variables that override them.
+
+    Any mistake is a ConfigurationError naming the file and key (or the variable); secrets
+    are registered for scrubbing as soon as they are read. loggers.ini is applied separately,
+    by utils.loggers.setup_logging.
+    """
+    environ = os.environ if environ is None else environ
+    config_dir = Path(config_dir)
+    return Settings(database=load_database_settings(config_dir, environ),
+                    job=load_job_settings(read_template_task_id(config_dir), config_dir),
+                    thresholds=load_thresholds(config_dir),
+                    alerts=load_alert_settings(config_dir, environ))

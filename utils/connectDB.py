@@ -1,38 +1,27 @@
 """The database connection: pymongo against a server, or the embedded default file."""
 
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 
+from utils.config import DatabaseSettings
 from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
 from utils.embedded_db import EmbeddedDatabaseFile
 from utils.secrets import scrub
 
-TASKS_COLLECTION = "System_tasks"
-TEMPLATES_COLLECTION = "Template_task"
-TRANSACTIONS_COLLECTION = "Case_distribution_drc_transactions"
-CASES_COLLECTION = "DRS.Tmp_Case_Distribution_DRC"
-SUMMARY_COLLECTION = "DRS_Database.Case_Distribution_DRC_Summary"
-JOB_COLLECTIONS = (TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
-                   CASES_COLLECTION, SUMMARY_COLLECTION)
-# The job's own collections: one document per batch being amended (see update_databases),
-# and one per run of main.py (read by batch_monitor.py).
-JOURNAL_COLLECTION = "DRS_Amend.Task_Journal"
-RUN_HISTORY_COLLECTION = "DRS_Amend.Run_History"
-# The counter of fencing tokens (one document, never deleted; see update_databases.issue_fence).
-COUNTERS_COLLECTION = "DRS_Amend.Counters"
-
-_session_database = None
+_session_database: Any = None
 
 
-def uri_sets_write_concern(uri):
+def uri_sets_write_concern(uri: str) -> bool:
     return any(option.partition("=")[0].lower() == "w" for option in uri.partition("?")[2].split("&"))
 
 
 @contextmanager
-def _server_database(settings):
+def _server_database(settings: DatabaseSettings) -> Iterator[Any]:
     # Fencing tokens and journals must survive a failover: majority write concern (MongoDB's
     # default since 5.0), unless the URI deliberately sets another.
     write_concern = {} if uri_sets_write_concern(settings.uri) else {"w": "majority"}
@@ -55,7 +44,7 @@ def _server_database(settings):
 
 
 @contextmanager
-def database_session(settings):
+def database_session(settings: DatabaseSettings) -> Iterator[Any]:
     """Open the configured database for the duration of a script; get_db_connection() returns it."""
     global _session_database
     if settings.is_embedded:
@@ -70,12 +59,12 @@ def database_session(settings):
             _session_database = None
 
 
-def get_db_connection():
+def get_db_connection() -> Any:
     """The database of the open session (see database_session)."""
     if _session_database is None:
         raise DatabaseConnectionError("no database session is open: open one with database_session(settings)")
     return _session_database
 
 
-def get_collection(collection_name):
+def get_collection(collection_name: str) -> Any:
     return get_db_connection()[collection_name]

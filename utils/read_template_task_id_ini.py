@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from utils.config import DEFAULT_CONFIG_DIR, TEMPLATE_CONFIG_FILE, ini_value, parse_int_setting, read_ini
+from utils.ini_files import ini_value, parse_int_setting, read_ini
+
+TEMPLATE_CONFIG_FILE = "Set_Template_TaskID.ini"
 
 
-def read_template_task_id(config_dir=DEFAULT_CONFIG_DIR):
+def read_template_task_id(config_dir: Path) -> int:
     path = Path(config_dir) / TEMPLATE_CONFIG_FILE
-    parser = read_ini(path)
-    text = ini_value(parser, path, "TEMPLATE_TASK", "TEMPLATE_TASK_ID")
-    return parse_int_setting(text, f"{path}: [TEMPLATE_TASK] TEMPLATE_TASK_ID", 1)
+    text = ini_value(read_ini(path), path, "TEMPLATE_TASK", "TEMPLATE_TASK_ID")
+    return parse_int_setting(text or "", f"{path}: [TEMPLATE_TASK] TEMPLATE_TASK_ID", 1)

@@ -1,12 +1,102 @@
-"""Plain renderings of run reports for operators: JSON on stdout, and text tables."""
+"""What a run of main.py reports: who ran, what became of each task, and the renderings of that
+for operators (JSON on stdout, text tables)."""
 
+import enum
 import json
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from bson import ObjectId
 
+from utils.cli import ExitStatus
 
-def _json_default(value):
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who holds a claim: written into the task and the journal."""
+    run_id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def new(cls) -> "RunIdentity":
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid())
+
+    @property
+    def label(self) -> str:
+        return f"DRS Amend run {self.run_id[:12]} on {self.host} pid {self.pid}"
+
+    def document(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "host": self.host, "pid": self.pid}
+
+
+class Outcome(enum.StrEnum):
+    """What became of a task in a run."""
+    COMPLETED = "completed"
+    ERROR = "error"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    object_id: Any
+    task_id: Any
+    status: Outcome
+    message: str
+    cases_moved: int = 0
+    batch_id: Any = None
+    duration_seconds: float = 0.0
+
+    def timed(self, batch_id: Any, duration_seconds: float) -> "TaskOutcome":
+        return replace(self, batch_id=batch_id, duration_seconds=round(duration_seconds, 3))
+
+    def document(self) -> dict[str, Any]:
+        return {"_id": self.object_id, "Task_Id": self.task_id, "batch": self.batch_id, "outcome": self.status,
+                "cases_moved": self.cases_moved, "message": self.message, "duration_seconds": self.duration_seconds}
+
+
+@dataclass
+class RunReport:
+    run: RunIdentity
+    started: datetime
+    ended: datetime | None = None
+    outcomes: list[TaskOutcome] = field(default_factory=list)
+    skipped: int = 0
+
+    def count(self, status: Outcome) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    @property
+    def cases_moved(self) -> int:
+        return sum(outcome.cases_moved for outcome in self.outcomes)
+
+    @property
+    def exit_code(self) -> ExitStatus:
+        return ExitStatus.TASK_ERROR if self.count(Outcome.ERROR) else ExitStatus.OK
+
+    def document(self) -> dict[str, Any]:
+        """The run as recorded in the run history and printed by --json."""
+        ended = self.ended or self.started
+        return {"run_id": self.run.run_id, "host": self.run.host, "pid": self.run.pid,
+                "started_dtm": self.started, "ended_dtm": ended,
+                "duration_seconds": round((ended - self.started).total_seconds(), 3),
+                "exit_code": self.exit_code, "completed": self.count(Outcome.COMPLETED),
+                "errored": self.count(Outcome.ERROR), "deferred": self.count(Outcome.DEFERRED),
+                "skipped": self.skipped, "cases_moved": self.cases_moved,
+                "tasks": [outcome.document() for outcome in self.outcomes]}
+
+    def summary_line(self) -> str:
+        return (f"DRS Amend run finished: {self.count(Outcome.COMPLETED)} task(s) completed, "
+                f"{self.count(Outcome.ERROR)} errored, {self.count(Outcome.DEFERRED)} deferred (batch busy), "
+                f"{self.skipped} skipped (claimed by another run), {self.cases_moved} case(s) moved")
+
+
+def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, ObjectId):
@@ -14,12 +104,12 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def to_json(document):
+def to_json(document: object) -> str:
     """JSON with dates as ISO 8601 text and ObjectIds as their hex string."""
     return json.dumps(document, default=_json_default, indent=2, ensure_ascii=False)
 
 
-def text_table(headers, rows):
+def text_table(headers: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces, widths fitted to the content."""
     table = [list(map(str, headers))] + [["" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]

@@ -1,0 +1,129 @@
+"""The job's one door to the database: collection names, the values stored in them, indexes, and
+the single layer that retries transient faults.
+
+Every read (database_checks.fetch_*) and every write (update_databases) goes through
+`AmendStore.read` or `AmendStore.write`, one call per database operation: a transient
+fault is retried there, and nowhere else, so `[RETRY] ATTEMPTS = 5` means five attempts.
+An operation never runs another operation inside it (the store refuses), so retries
+cannot nest. The store wraps a pymongo Database, or anything that behaves like one
+(mongomock for the embedded default and the tests, a fault-injecting fake in the tests).
+"""
+
+import enum
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from pymongo.errors import PyMongoError
+
+from utils.Custom_Exceptions import DatabaseUpdateError
+from utils.retry import RetryPolicy
+
+TASKS_COLLECTION = "System_tasks"
+TEMPLATES_COLLECTION = "Template_task"
+TRANSACTIONS_COLLECTION = "Case_distribution_drc_transactions"
+CASES_COLLECTION = "DRS.Tmp_Case_Distribution_DRC"
+SUMMARY_COLLECTION = "DRS_Database.Case_Distribution_DRC_Summary"
+JOB_COLLECTIONS = (TASKS_COLLECTION, TEMPLATES_COLLECTION, TRANSACTIONS_COLLECTION,
+                   CASES_COLLECTION, SUMMARY_COLLECTION)
+# The job's own collections: one document per batch being amended, the counter of fencing
+# tokens, one document per run of main.py.
+JOURNAL_COLLECTION = "DRS_Amend.Task_Journal"
+COUNTERS_COLLECTION = "DRS_Amend.Counters"
+RUN_HISTORY_COLLECTION = "DRS_Amend.Run_History"
+
+AMEND_TASK_TYPE = "Case Amend Planning among DRC"
+# The case fields an amend writes (and its undo restores).
+AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
+# The fencing token of the last run that wrote a case, summary row or transaction.
+FENCE_FIELD = "DRS_Amend_Fence"
+
+# (collection, keys, name): created idempotently by database_update.py; create them on production too.
+INDEXES = (
+    (TASKS_COLLECTION, [("task_status", 1), ("task_type", 1), ("created_dtm", 1), ("Task_Id", 1)], "open_tasks"),
+    (TEMPLATES_COLLECTION, [("Template_Task_Id", 1), ("task_type", 1)], "template_id_type"),
+    (TRANSACTIONS_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("summery_status", 1)], "batch_status"),
+    (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("Case_Id", 1)], "batch_case"),
+    (SUMMARY_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("DRC_Id", 1), ("RTOM", 1)], "batch_drc_rtom"),
+    (JOURNAL_COLLECTION, [("task_object_id", 1)], "journal_task"),
+    (RUN_HISTORY_COLLECTION, [("started_dtm", -1)], "run_started"),
+)
+
+# The driver methods the store's operations call, for the test doubles that stand in for a database.
+READ_COMMANDS = frozenset({"find", "find_one", "count_documents", "aggregate"})
+WRITE_COMMANDS = frozenset({"find_one_and_update", "update_one", "update_many", "bulk_write", "replace_one",
+                            "delete_one", "delete_many", "insert_one", "insert_many", "create_index"})
+
+
+class TaskStatus(enum.StrEnum):
+    """System_tasks.task_status."""
+    OPEN = "open"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.ERROR)
+
+
+class JournalPhase(enum.StrEnum):
+    """Where a task's writes stand (DRS_Amend.Task_Journal.phase)."""
+    PLANNING = "planning"
+    WRITING = "writing"
+    UNDOING = "undoing"
+
+
+def utc_now() -> datetime:
+    """Now in UTC as MongoDB stores it: naive, millisecond precision."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+Result = TypeVar("Result")
+
+
+class AmendStore:
+    """A database, the retry policy of its operations, and the limits of what the job stores."""
+
+    # MongoDB's limit is 16 MB for the whole journal document; the rest of it is a few hundred bytes.
+    JOURNAL_LIMIT_BYTES = 16 * 2**20 - 64 * 2**10
+
+    def __init__(self, database: Any, retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep, journal_limit_bytes: int = JOURNAL_LIMIT_BYTES):
+        self.database = database
+        self.retry_policy = retry or RetryPolicy()
+        self.journal_limit_bytes = journal_limit_bytes
+        self._sleep = sleep
+        self._in_operation = False
+
+    def __getitem__(self, name: str) -> Any:
+        """A collection, for an operation of database_checks or update_databases to use."""
+        return self.database[name]
+
+    def _run(self, what: str, operation: Callable[[], Result]) -> Result:
+        if self._in_operation:
+            raise RuntimeError(f"{what}: a store operation ran inside another one, so retries would nest")
+        self._in_operation = True
+        try:
+            return self.retry_policy.call(operation, what, self._sleep)
+        finally:
+            self._in_operation = False
+
+    def read(self, what: str, operation: Callable[[], Result]) -> Result:
+        """Run one read (a find and its whole cursor, say), retrying transient faults; a driver error
+        that remains is raised as is."""
+        return self._run(what, operation)
+
+    def write(self, what: str, operation: Callable[[], Result]) -> Result:
+        """Run one write command, retrying transient faults; a driver error that remains becomes a
+        DatabaseUpdateError saying which write failed."""
+        try:
+            return self._run(what, operation)
+        except PyMongoError as exc:
+            raise DatabaseUpdateError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def create_indexes(self) -> None:
+        """The indexes of INDEXES (an index that exists already is left as it is)."""
+        for collection, keys, name in INDEXES:
+            self.write(f"creating index {name} of {collection}", lambda: self[collection].create_index(keys, name=name))

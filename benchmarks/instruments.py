@@ -1,0 +1,124 @@
+"""Instruments around a database, for the benchmarks and the tests.
+
+InstrumentedDatabase passes every command the store sends (amend_store.READ_COMMANDS and
+WRITE_COMMANDS) through one hook, which may count it, delay it, fail it or run something
+else first; CommandLog is the hook that counts. LightCasesCollection holds one batch's cases
+in a dict and implements just the reads and writes the job sends to the cases collection,
+so that a 100,000-case task runs in seconds where mongomock needs minutes.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pymongo.results import BulkWriteResult
+
+from amend_store import CASES_COLLECTION, FENCE_FIELD, READ_COMMANDS, WRITE_COMMANDS
+
+# hook(collection name, command name, run the command, the command's arguments) -> what the command returns
+Hook = Callable[[str, str, Callable[[], Any], tuple[Any, ...]], Any]
+
+
+class InstrumentedCollection:
+    def __init__(self, collection: Any, hook: Hook):
+        self._collection = collection
+        self._hook = hook
+
+    @property
+    def name(self) -> str:
+        return str(self._collection.name)
+
+    def __getattr__(self, attribute: str) -> Any:
+        method = getattr(self._collection, attribute)
+        if attribute not in READ_COMMANDS | WRITE_COMMANDS:
+            return method
+        return lambda *args, **kwargs: self._hook(self.name, attribute, lambda: method(*args, **kwargs), args)
+
+
+class InstrumentedDatabase:
+    """A database whose commands all go through `hook`; `replacements` stand in for some collections."""
+
+    def __init__(self, database: Any, hook: Hook, replacements: dict[str, Any] | None = None):
+        self._database = database
+        self._hook = hook
+        self._replacements = replacements or {}
+
+    @property
+    def name(self) -> str:
+        return str(self._database.name)
+
+    def __getitem__(self, name: str) -> InstrumentedCollection:
+        return InstrumentedCollection(self._replacements.get(name) or self._database[name], self._hook)
+
+
+def documents_touched(command: str, result: Any) -> int:
+    """How many documents a write command wrote (matched, upserted, inserted or deleted)."""
+    if command == "bulk_write":
+        return int(result.matched_count + result.upserted_count + result.inserted_count + result.deleted_count)
+    if command in ("update_one", "update_many", "replace_one"):
+        return int(result.matched_count + (1 if result.upserted_id is not None else 0))
+    if command in ("delete_one", "delete_many"):
+        return int(result.deleted_count)
+    if command == "insert_many":
+        return len(result.inserted_ids)
+    return 0 if result is None else 1
+
+
+class CommandLog:
+    """The hook that counts: one (collection, command) per command sent (a cursor's getMore batches are
+    not commands of their own) and the documents each wrote."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, str]] = []
+        self.written: list[int] = []
+
+    def __call__(self, collection: str, command: str, call: Callable[[], Any], args: tuple[Any, ...] = ()) -> Any:
+        self.commands.append((collection, command))
+        result = call()
+        self.written.append(documents_touched(command, result) if command in WRITE_COMMANDS else 0)
+        return result
+
+    def _first_claim(self) -> int:
+        return self.commands.index(("System_tasks", "find_one_and_update"))
+
+    def commands_of_first_task(self) -> list[tuple[str, str]]:
+        """The commands from the first claim to the end of the run."""
+        return self.commands[self._first_claim():]
+
+    def documents_written_by_first_task(self) -> int:
+        return sum(self.written[self._first_claim():])
+
+
+class LightCasesCollection:
+    """The cases of one batch keyed by Case_Id; supports the job's filters, projections and updates
+    (the fencing condition included)."""
+
+    name = CASES_COLLECTION
+
+    def __init__(self, documents: Any):
+        self.documents = {document["Case_Id"]: dict(document) for document in documents}
+
+    def _select(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        batch_id = query["Case_Distribution_Batch_ID"]
+        case_filter = query.get("Case_Id")
+        fence = query.get(FENCE_FIELD, {}).get("$not", {}).get("$gt")
+        candidates = (self.documents.get(case_id) for case_id in case_filter["$in"]) if case_filter \
+            else self.documents.values()
+        return [d for d in candidates if d is not None and d["Case_Distribution_Batch_ID"] == batch_id
+                and (fence is None or d.get(FENCE_FIELD, fence) <= fence)]
+
+    def find(self, query: dict[str, Any], projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        fields = [name for name, shown in (projection or {}).items() if shown and name != "_id"]
+        for document in self._select(query):
+            yield {name: document[name] for name in fields if name in document} if fields else dict(document)
+
+    def bulk_write(self, requests: list[Any], ordered: bool = True) -> BulkWriteResult:
+        matched = 0
+        for request in requests:
+            update = request._doc
+            for document in self._select(request._filter):
+                matched += 1
+                document.update(update.get("$set", {}))
+                for name in update.get("$unset", {}):
+                    document.pop(name, None)
+        return BulkWriteResult({"nMatched": matched, "nModified": matched, "nUpserted": 0, "nInserted": 0,
+                                "nRemoved": 0, "upserted": []}, acknowledged=True)
