@@ -4,9 +4,13 @@ import decimal
 import enum
 import math
 from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
 
-from balance_resources import apply_moves, plan_transfer
+from balance_resources import Cell, Holdings, apply_moves, plan_transfer
 from utils.Custom_Exceptions import ResourceBalanceError, TaskValidationError
 
 
@@ -23,13 +27,13 @@ class Distribution:
 class AmendRequest:
     """The open amend seq a task processes, identified by its position in batch_seq_details
     (batch_seq numbers are not unique: an earlier, closed seq may carry the same number)."""
-    transaction_id: object
+    transaction_id: Any
     batch_seq: int
     seq_index: int
-    distributions: tuple
-    prior_status_on: object
+    distributions: tuple[Distribution, ...]
+    prior_status_on: Any
     prior_status_on_present: bool
-    prior_summery_status: str
+    prior_summery_status: str | None
     closes_transaction: bool
 
 
@@ -45,7 +49,7 @@ class SummaryCell:
     drc: str
     rtom: str
     count: int
-    total_arrears: object
+    total_arrears: Any
 
 
 class AmountKind(enum.StrEnum):
@@ -63,29 +67,30 @@ class BatchCases:
     decimal.Decimal); holdings: (DRC, RTOM) -> [Case_Id]; amounts: (DRC, RTOM) -> [amount];
     amount_kind: how the totals are summed.
     """
-    assignment: dict
-    arrears: dict
-    holdings: dict
-    amounts: dict
+    assignment: dict[int, Cell]
+    arrears: dict[int, Any]
+    holdings: Holdings
+    amounts: dict[Cell, list[Any]]
     amount_kind: AmountKind
 
 
 @dataclass(frozen=True)
 class AmendPlan:
-    batch_id: object
+    batch_id: Any
     request: AmendRequest
-    changes: tuple
-    summary: tuple
+    changes: tuple[CaseChange, ...]
+    summary: tuple[SummaryCell, ...]
     description: str
 
 
-def apply_distributions(holdings, distributions, min_share_kept):
+def apply_distributions(holdings: Holdings, distributions: Sequence[Distribution],
+                        min_share_kept: Fraction) -> tuple[Holdings, dict[int, Cell]]:
     """Apply each distribution to the result of the previous one (SPEC step 7).
 
     Returns the final index {(drc, rtom): [Case_Id]} and {Case_Id: final cell} of every case
     a distribution moved.
     """
-    moved = {}
+    moved: dict[int, Cell] = {}
     for number, entry in enumerate(distributions, start=1):
         try:
             moves = plan_transfer(holdings, entry.receiver_drc_id, entry.donor_drc_id, entry.rtom,
@@ -99,13 +104,13 @@ def apply_distributions(holdings, distributions, min_share_kept):
     return holdings, moved
 
 
-def case_changes(initial, moved):
+def case_changes(initial: Mapping[int, Cell], moved: Mapping[int, Cell]) -> tuple[CaseChange, ...]:
     """The moved cases whose DRC differs from their initial one (a case moved back is unchanged)."""
     return tuple(CaseChange(case_id, initial[case_id][0], cell[0])
                  for case_id, cell in sorted(moved.items()) if cell[0] != initial[case_id][0])
 
 
-def _without(amounts, removed):
+def _without(amounts: Iterable[Any], removed: Iterable[Any]) -> list[Any]:
     """`amounts` less one occurrence of each value in `removed` (equal amounts are interchangeable)."""
     left = Counter(amounts)
     left.subtract(removed)
@@ -117,7 +122,7 @@ _DECIMAL128_EXACT = decimal.Context(prec=34, Emin=-6143, Emax=6144,
                                     traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
 
 
-def cell_total(amounts, kind, where):
+def cell_total(amounts: Sequence[Any], kind: AmountKind, where: str) -> Any:
     """Tot_Arrease of one cell: an exact integer, an exact decimal, or a float sum rounded to cents."""
     if kind is AmountKind.INTEGER:
         return sum(amounts)
@@ -134,20 +139,22 @@ def cell_total(amounts, kind, where):
         raise TaskValidationError(f"{where}: Tot_Arrease exceeds the largest float") from None
 
 
-def summary_cells(cases, changes, existing_cells):
+def summary_cells(cases: BatchCases, changes: Sequence[CaseChange],
+                  existing_cells: Collection[tuple[str, str]]) -> tuple[SummaryCell, ...]:
     """Count and Tot_Arrease of every cell of the batch after `changes`; emptied cells get 0.
 
     Integer and decimal amounts are summed exactly (see cell_total); floats with math.fsum,
     exact whatever the order, then rounded to cents.
     """
-    leaving, arriving = defaultdict(list), defaultdict(list)
+    leaving: dict[Cell, list[Any]] = defaultdict(list)
+    arriving: dict[Cell, list[Any]] = defaultdict(list)
     for change in changes:
-        rtom = cases.assignment[change.case_id][1]
+        rtom = cases.assignment[change.case_id].rtom
         amount = cases.arrears[change.case_id]
-        leaving[(change.old_drc, rtom)].append(amount)
-        arriving[(change.new_drc, rtom)].append(amount)
+        leaving[Cell(change.old_drc, rtom)].append(amount)
+        arriving[Cell(change.new_drc, rtom)].append(amount)
     cells = []
-    for cell in sorted(set(cases.amounts) | set(existing_cells) | set(arriving)):
+    for cell in sorted(set(cases.amounts) | {Cell(*cell) for cell in existing_cells} | set(arriving)):
         amounts = cases.amounts.get(cell, [])
         if cell in leaving:
             amounts = _without(amounts, leaving[cell])
@@ -157,7 +164,7 @@ def summary_cells(cases, changes, existing_cells):
     return tuple(cells)
 
 
-def describe_amend(batch_id, request, changes):
+def describe_amend(batch_id: Any, request: AmendRequest, changes: Sequence[CaseChange]) -> str:
     """The status_description of a completed task: what moved where."""
     moves = Counter((change.old_drc, change.new_drc) for change in changes)
     requested = "; ".join(
@@ -168,7 +175,8 @@ def describe_amend(batch_id, request, changes):
             f"{len(changes)} case(s) reassigned ({moved or 'none'})")
 
 
-def plan_amend(batch_id, request, cases, existing_cells, min_share_kept):
+def plan_amend(batch_id: Any, request: AmendRequest, cases: BatchCases, existing_cells: Collection[tuple[str, str]],
+               min_share_kept: Fraction) -> AmendPlan:
     """The complete, validated plan of one task: which cases move, the summary, the description."""
     _, moved = apply_distributions(cases.holdings, request.distributions, min_share_kept)
     changes = case_changes(cases.assignment, moved)
@@ -186,19 +194,19 @@ class PlannedWrites:
     summary_row_ids gives the _id of every cell's summary row: the existing row's, or a new
     one chosen before the write, so that a row is only ever written by its _id.
     """
-    batch_id: object
+    batch_id: Any
     request: AmendRequest
-    changes: tuple
-    summary: tuple
+    changes: tuple[CaseChange, ...]
+    summary: tuple[SummaryCell, ...]
     description: str
-    case_priors: dict
-    summary_rows: tuple
-    summary_row_ids: dict
-    now: object
+    case_priors: dict[int, dict[str, Any]]
+    summary_rows: tuple[dict[str, Any], ...]
+    summary_row_ids: dict[Cell, Any]
+    now: datetime
     label: str
 
     @property
-    def new_summary_row_ids(self):
+    def new_summary_row_ids(self) -> list[Any]:
         """The _ids of the summary rows this task adds (absent before it)."""
         existing = {row["_id"] for row in self.summary_rows}
         return sorted((row_id for row_id in self.summary_row_ids.values() if row_id not in existing), key=str)

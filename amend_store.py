@@ -12,7 +12,7 @@ cannot nest. The store wraps a pymongo Database, or anything that behaves like o
 import enum
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pymongo.errors import PyMongoError
@@ -76,7 +76,7 @@ class JournalPhase(enum.StrEnum):
 
 def utc_now() -> datetime:
     """Now in UTC as MongoDB stores it: naive, millisecond precision."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -126,4 +126,7 @@ class AmendStore:
     def create_indexes(self) -> None:
         """The indexes of INDEXES (an index that exists already is left as it is)."""
         for collection, keys, name in INDEXES:
-            self.write(f"creating index {name} of {collection}", lambda: self[collection].create_index(keys, name=name))
+            self._create_index(collection, keys, name)
+
+    def _create_index(self, collection: str, keys: list[tuple[str, int]], name: str) -> None:
+        self.write(f"creating index {name} of {collection}", lambda: self[collection].create_index(keys, name=name))

@@ -124,10 +124,10 @@ def apply_moves(holdings: Holdings, moves: Iterable[Move]) -> dict[Cell, Sequenc
         leaving.setdefault(from_cell, set()).add(case_id)
         arriving.setdefault(to_cell, []).append(case_id)
     result: dict[Cell, Sequence[int]] = dict(holdings)
-    for cell, case_ids in leaving.items():
-        result[cell] = [case_id for case_id in result[cell] if case_id not in case_ids]
-    for cell, case_ids in arriving.items():
-        result[cell] = list(result.get(cell, [])) + case_ids
+    for cell, departing in leaving.items():
+        result[cell] = [case_id for case_id in result[cell] if case_id not in departing]
+    for cell, incoming in arriving.items():
+        result[cell] = list(result.get(cell, [])) + incoming
     return result
 
 

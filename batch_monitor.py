@@ -12,7 +12,7 @@ import io
 import smtplib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ def parse_time(text: str) -> datetime:
     """An ISO 8601 date or date-time; UTC unless it says otherwise."""
     try:
         moment = datetime.fromisoformat(text)
-        return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+        return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
     except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(
             f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text[:40]!r}") from None

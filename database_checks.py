@@ -372,10 +372,14 @@ def fetch_case_prior_values(store: AmendStore, batch_id: BatchId, case_ids: list
     """The amend fields of the given cases as they are now, to undo the case writes."""
     priors: dict[int, Document] = {}
     projection = {"_id": 0, "Case_Id": 1, **{field: 1 for field in AMEND_FIELDS}}
+
+    def read_chunk(chunk: list[int]) -> list[Document]:
+        query = {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": chunk}}
+        return store.read(f"reading the amend fields of batch {batch_id}",
+                          lambda: list(store[CASES_COLLECTION].find(query, projection)))
+
     for start in range(0, len(case_ids), chunk_size):
-        query = {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": case_ids[start:start + chunk_size]}}
-        for document in store.read(f"reading the amend fields of batch {batch_id}",
-                                   lambda query=query: list(store[CASES_COLLECTION].find(query, projection))):
+        for document in read_chunk(case_ids[start:start + chunk_size]):
             priors[document["Case_Id"]] = {field: document[field] for field in AMEND_FIELDS if field in document}
     return priors
 

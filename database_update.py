@@ -45,17 +45,16 @@ def check_fixture_document(document: Document) -> str | None:
         value, depth = pending.pop()
         if depth > MONGODB_MAX_DEPTH:
             return f"it is nested deeper than the {MONGODB_MAX_DEPTH} levels MongoDB allows"
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            if isinstance(value, dict):
+        if isinstance(value, dict):
+            for key in value:
                 if "\0" in key:
                     return f"the key {key!r} holds a NUL character"
                 if key.startswith("$"):
                     return f"the key {key!r} starts with '$' (a misspelt Extended JSON type such as $oid or $date?)"
                 if "." in key:
                     return f"the key {key!r} holds a dot, which MongoDB queries read as a path"
-            if isinstance(item, (dict, list)):
-                pending.append((item, depth + 1))
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     try:
         size = len(bson.encode(document))
     except (OverflowError, BSONError) as exc:

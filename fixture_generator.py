@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from balance_resources import Cell, Holdings, apply_moves, index_by_cell, plan_transfer
 from amend_store import (
     AMEND_TASK_TYPE,
     CASES_COLLECTION,
@@ -20,6 +19,7 @@ from amend_store import (
     TRANSACTIONS_COLLECTION,
     TaskStatus,
 )
+from balance_resources import Cell, Holdings, apply_moves, index_by_cell, plan_transfer
 from utils.Custom_Exceptions import ResourceBalanceError
 
 RTOM_CODES = ("CW", "AG", "AD", "GM", "KT", "KX", "MH", "NG", "RM", "WE", "BC", "HK", "JA", "KG", "MT", "PH")

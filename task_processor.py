@@ -272,15 +272,14 @@ def recover_task(store: AmendStore, task: Document, settings: JobSettings, run: 
     prefix = f"recovered by {run.label} after the run that claimed it stopped"
     fence = issue_fence(store)
     journal = take_over_journal(store, {"task_object_id": task["_id"]}, run, fence)
-    phase = None if journal is None or "writes" not in journal else journal.get("phase")
-    if phase == JournalPhase.WRITING:
+    if journal is not None and "writes" in journal and journal.get("phase") == JournalPhase.WRITING:
         note = (f" (an earlier attempt left its writes unfinished when the task was re-queued; {run.label} "
                 f"finished them)" if requeued else f" ({prefix}; its writes were finished)")
         return land_writes(store, task, run, planned_writes_from_journal(journal), fence, clock, note=note)
-    if phase == JournalPhase.UNDOING and not requeued:
-        return undo_and_end(store, task, run, planned_writes_from_journal(journal), fence,
-                            f"{journal.get('error')} ({prefix})", clock)
-    if phase == JournalPhase.UNDOING:
+    if journal is not None and "writes" in journal and journal.get("phase") == JournalPhase.UNDOING:
+        if not requeued:
+            return undo_and_end(store, task, run, planned_writes_from_journal(journal), fence,
+                                f"{journal.get('error')} ({prefix})", clock)
         AmendWriteUnit(store, planned_writes_from_journal(journal), fence).undo()
     if requeued:
         if journal is not None:

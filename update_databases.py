@@ -423,7 +423,8 @@ def update_summary_in_mongo(store: AmendStore, batch_id: object, cells: Sequence
 def rollback_summary_in_mongo(store: AmendStore, prior_rows: Sequence[Document], new_row_ids: Sequence[object],
                               fence: int) -> None:
     """Remove the rows the task added and put back every row as it was (with this run's fence)."""
-    requests: list[DeleteMany | ReplaceOne] = [DeleteMany({"_id": {"$in": list(new_row_ids)}, **not_newer_than(fence)})] if new_row_ids else []
+    requests: list[DeleteMany | ReplaceOne] = (
+        [DeleteMany({"_id": {"$in": list(new_row_ids)}, **not_newer_than(fence)})] if new_row_ids else [])
     requests += [ReplaceOne({"_id": row["_id"], **not_newer_than(fence)}, dict(row, **{FENCE_FIELD: fence}),
                             upsert=True) for row in prior_rows]
     if requests:
@@ -544,14 +545,20 @@ def reset_collections(store: AmendStore, fixtures: Mapping[str, Iterable[Documen
     """Delete the documents of the given collections and the job's journal, insert the fixtures (any
     iterable, inserted in chunks so a generated million cases never sit in memory at once), create the
     indexes. The run history and the fencing counter are kept. {collection: documents inserted}."""
-    store.write("emptying the journal", lambda: store[JOURNAL_COLLECTION].delete_many({}))
+    def empty(name: str) -> None:
+        store.write(f"emptying {name}", lambda: store[name].delete_many({}))
+
+    def insert(name: str, chunk: list[Document]) -> None:
+        store.write(f"importing into {name}", lambda: store[name].insert_many(chunk))
+
+    empty(JOURNAL_COLLECTION)
     counts = {}
     for name, documents in fixtures.items():
-        store.write(f"emptying {name}", lambda name=name: store[name].delete_many({}))
+        empty(name)
         counts[name] = 0
         iterator = iter(documents)
         while chunk := list(itertools.islice(iterator, INSERT_CHUNK)):
-            store.write(f"importing into {name}", lambda name=name, chunk=chunk: store[name].insert_many(chunk))
+            insert(name, chunk)
             counts[name] += len(chunk)
     store.create_indexes()
     return counts

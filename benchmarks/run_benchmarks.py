@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -22,7 +23,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 
 
-def measure_planning(size):
+def measure_planning(size: int) -> dict[str, Any]:
     """Validate and index a generated batch, then plan it: seconds, and the peak memory of that work.
 
     Timing pass: the case documents are built beforehand, as a cursor would have decoded
@@ -39,7 +40,7 @@ def measure_planning(size):
     from fixture_generator import BatchShape, generate_batch
     from task_processor import collector_paused
 
-    def plan_once(documents):
+    def plan_once(documents: dict[str, Any]) -> tuple[float, float, int]:
         """As task_processor.read_and_plan does it."""
         request = select_amend_request(documents[TRANSACTIONS_COLLECTION][0] | {"_id": "GEN"}, "GEN")
         started = time.perf_counter()
@@ -65,7 +66,7 @@ def measure_planning(size):
     return {"read_seconds": read_seconds, "plan_seconds": plan_seconds, "peak_mb": peak / 2**20, "changed": changed}
 
 
-def measure_commands(size):
+def measure_commands(size: int) -> dict[str, Any]:
     """The job on mongomock with the cases in a light stand-in: commands per task, documents written."""
     import mongomock
 
@@ -80,7 +81,7 @@ def measure_commands(size):
     patch_mongomock()
     documents = generate_batch(BatchShape(size))
     cases = LightCasesCollection(documents.pop(CASES_COLLECTION))
-    db = mongomock.MongoClient()["drs"]
+    db: Any = mongomock.MongoClient()["drs"]
     reset_collections(AmendStore(db), documents | {CASES_COLLECTION: []})
     counting = CommandLog()
     started = time.perf_counter()
@@ -92,7 +93,7 @@ def measure_commands(size):
             "documents_written": counting.documents_written_by_first_task()}
 
 
-def measure_embedded(size):
+def measure_embedded(size: int) -> dict[str, float]:
     """`database_update.py --generate N` then `main.py` on a temporary embedded file, as an operator runs them."""
     with tempfile.TemporaryDirectory() as folder:
         environment = dict(os.environ, DRS_MONGO_URI=f"embedded://{Path(folder) / 'db.bson'}")
@@ -106,12 +107,12 @@ def measure_embedded(size):
         return {"reset_seconds": reset_seconds, "run_seconds": time.perf_counter() - started}
 
 
-def measure_request_validation():
+def measure_request_validation() -> tuple[int, float, float]:
     """Validating the largest amend request accepted, and refusing one of 16,000 distributions (seconds)."""
     from database_checks import MAX_DISTRIBUTIONS, validate_distributions
     from utils.Custom_Exceptions import TaskValidationError
 
-    def entries(count):
+    def entries(count: int) -> list[dict[str, Any]]:
         return [{"rtom": f"R{n}", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1}
                 for n in range(count)]
 
@@ -130,20 +131,20 @@ def measure_request_validation():
 MEASUREMENTS = {"planning": measure_planning, "commands": measure_commands, "embedded": measure_embedded}
 
 
-def in_subprocess(kind, size):
+def in_subprocess(kind: str, size: int) -> dict[str, Any]:
     result = subprocess.run([sys.executable, __file__, "--measure", kind, str(size)], check=True,
                             capture_output=True, text=True)
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def machine():
+def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
     parser.add_argument("--embedded-max", type=int, default=10_000,

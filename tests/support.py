@@ -87,7 +87,7 @@ def fresh_db() -> mongomock.Database:
 
 def copy_of(database) -> mongomock.Database:
     """An independent copy of a mongomock database."""
-    copy = mongomock.MongoClient()[database.name]
+    copy: mongomock.Database = mongomock.MongoClient()[database.name]
     for name in database.list_collection_names():
         documents = list(database[name].find())
         if documents:

@@ -169,8 +169,8 @@ def test_summary_totals_are_exact_integers_or_cents():
 
 def test_summary_after_moves_equals_a_full_recount():
     rng = random.Random(3)
-    documents = [doc(i, rng.choice(["D1", "D2", "D3"]), rng.choice(["CW", "AG", "AD"]), rng.choice([1.5, 2.25, 7.0, 0.1]))
-                 for i in range(1, 400)]
+    documents = [doc(i, rng.choice(["D1", "D2", "D3"]), rng.choice(["CW", "AG", "AD"]),
+                     rng.choice([1.5, 2.25, 7.0, 0.1])) for i in range(1, 400)]
     cases = cases_of(documents)
     holdings, moved = apply_distributions(cases.holdings, (Distribution("CW", "D2", "D1", 5),
                                                            Distribution("AG", "D1", "D3", 4)), Fraction(1, 5))
@@ -198,7 +198,7 @@ def amend_inputs(draw):
     rnd = draw(st.randoms(use_true_random=False))
     ids = rnd.sample(range(1, 10**9), sum(n for counts in layout.values() for n in counts.values()))
     cells = [(drc, rtom) for drc in DRCS for rtom in RTOMS for _ in range(layout[drc][rtom])]
-    mapping = dict(zip(ids, cells))
+    mapping = dict(zip(ids, cells, strict=True))
     # Mostly distinct DRCs and small counts, so that most examples pass the rules.
     donor, receiver = draw(st.permutations(DRCS))[:2]
     return mapping, receiver, donor, draw(st.sampled_from(RTOMS)), draw(st.integers(1, 4)), rnd

@@ -56,7 +56,8 @@ def task(outcome, task_id=1, batch="005"):
     ([run_record(3)], 3, 0, WARNING, "DRS-AMEND WARNING - last successful run 3.0 h ago"),
     ([], 7, 0, CRITICAL, "DRS-AMEND CRITICAL - last successful run 7.0 h ago"),
     ([], None, 0, CRITICAL, "DRS-AMEND CRITICAL - no successful run recorded"),
-    ([run_record(1, 1, [task("error")] + [task("completed")] * 9)], 1, 0, WARNING, "failure rate 10% over 24 h (1 of 10"),
+    ([run_record(1, 1, [task("error")] + [task("completed")] * 9)], 1, 0, WARNING,
+     "failure rate 10% over 24 h (1 of 10"),
     ([run_record(1, 1, [task("error")] * 5 + [task("completed")] * 5)], 1, 0, CRITICAL, "failure rate 50%"),
     ([run_record(1, tasks=[task("deferred")])], 1, 0, OK, "failure rate 0% over 24 h (0 of 0 task(s))"),
     ([run_record(1)], 1, 1, WARNING, "1 stuck task(s)"),
@@ -163,7 +164,8 @@ def test_monitor_commands_on_a_fresh_history(embedded, script):
     assert script("main.py", *embedded["logs"], env=embedded["env"]).returncode == 0
     status = script("batch_monitor.py", "status", env=embedded["env"])
     assert status.returncode == 0
-    assert "Amend tasks by status: completed 2" in status.stdout and "Stuck in processing (lease expired): none" in status.stdout
+    assert "Amend tasks by status: completed 2" in status.stdout
+    assert "Stuck in processing (lease expired): none" in status.stdout
     check = script("batch_monitor.py", "check", env=embedded["env"])
     assert check.returncode == 0 and check.stdout.startswith("DRS-AMEND OK - last successful run 0.0 h ago")
     out = embedded["path"] / "history.csv"
@@ -224,7 +226,8 @@ def test_status_and_logs_exit_2_on_a_configuration_error(tmp_path, command, scri
 
 
 def test_logs_out_to_an_unwritable_place(embedded, script):
-    result = script("batch_monitor.py", "logs", "--out", str(embedded["path"] / "missing" / "x.csv"), env=embedded["env"])
+    result = script("batch_monitor.py", "logs", "--out", str(embedded["path"] / "missing" / "x.csv"),
+                    env=embedded["env"])
     assert result.returncode == 2 and "cannot write" in one_line(result.stderr)
 
 
@@ -314,7 +317,8 @@ def test_smtp_credentials_come_from_the_environment(embedded, tmp_path, script):
     config = alerts_config(tmp_path, 25, "USERNAME_ENV = DRS_SMTP_USER\nPASSWORD_ENV = DRS_SMTP_PASSWORD\n")
     result = script("main.py", "--config-dir", str(config), *embedded["logs"], env=embedded["env"])
     assert result.returncode == 2
-    assert "PASSWORD_ENV names the environment variable DRS_SMTP_PASSWORD, which is not set" in one_line(result.stderr) \
+    unset = "PASSWORD_ENV names the environment variable DRS_SMTP_PASSWORD, which is not set"
+    assert unset in one_line(result.stderr) \
         or "USERNAME_ENV names the environment variable DRS_SMTP_USER, which is not set" in one_line(result.stderr)
     settings = load_alert_settings(config, environ={"DRS_SMTP_USER": "ops", "DRS_SMTP_PASSWORD": PASSWORD})
     assert (settings.username, settings.password) == ("ops", PASSWORD) and PASSWORD not in repr(settings)
@@ -344,7 +348,8 @@ def test_starttls_with_login_verified_against_the_configured_ca(tmp_path):
     try:
         config = alerts_config(tmp_path, controller.port, f"USERNAME_ENV = SMTP_USER\nPASSWORD_ENV = SMTP_PASSWORD\n"
                                                           f"CA_FILE = {ca_file}\n")
-        (config / "alerts.ini").write_text((config / "alerts.ini").read_text().replace("STARTTLS = no", "STARTTLS = yes"))
+        alerts_ini = config / "alerts.ini"
+        alerts_ini.write_text(alerts_ini.read_text().replace("STARTTLS = no", "STARTTLS = yes"))
         settings = load_alert_settings(config, environ={"SMTP_USER": "ops", "SMTP_PASSWORD": PASSWORD})
         send_alert(settings, "test", "over TLS")
         assert "over TLS" in inbox.messages[0][2]

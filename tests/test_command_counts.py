@@ -17,7 +17,6 @@ from fixture_generator import BatchShape, generate_batch
 from tests.support import disturbed, new_database, run_job, store_of
 from update_databases import reset_collections
 
-
 DATA_COLLECTIONS = (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
 
 

@@ -71,7 +71,7 @@ def test_four_threads_over_thirty_five_tasks(sequential):
     def one_run():
         try:
             reports.append(run_job(server_like))
-        except BaseException as exc:  # a thread's failure must fail the test, not vanish
+        except BaseException as exc:  # noqa: BLE001 - a thread's failure must fail the test, not vanish
             failures.append(exc)
 
     threads = [threading.Thread(target=one_run) for _ in range(4)]
@@ -102,7 +102,8 @@ def test_a_task_waits_while_another_task_amends_its_batch():
     assert [o.object_id for o in deferred] == [second["_id"]]
     task = db[TASKS_COLLECTION].find_one({"_id": second["_id"]})
     assert task["task_status"] == "open"
-    assert task["status_description"] == f"Waiting for a later run: batch B00 is being amended by amend task 1 ({first['_id']})"
+    assert task["status_description"] == \
+        f"Waiting for a later run: batch B00 is being amended by amend task 1 ({first['_id']})"
     assert "claimed_by" not in task
     assert "0 errored, 1 deferred (batch busy)" in report.summary_line()
 

@@ -54,7 +54,8 @@ def test_template_checks():
 
 @pytest.mark.parametrize("batch_id", [{"$ne": None}, ["005"], True, 5.0, " 005", None])
 def test_batch_id_is_never_a_query_operator_or_odd_type(batch_id):
-    with pytest.raises(TaskValidationError, match="Case_Distribution_Batch_ID must be a non-empty string or an integer"):
+    with pytest.raises(TaskValidationError,
+                       match="Case_Distribution_Batch_ID must be a non-empty string or an integer"):
         task_batch_id({"parameters": {"Case_Distribution_Batch_ID": batch_id}})
 
 

@@ -18,6 +18,7 @@ from bson import ObjectId
 
 from amend_store import (
     CASES_COLLECTION,
+    COUNTERS_COLLECTION,
     FENCE_FIELD,
     JOURNAL_COLLECTION,
     SUMMARY_COLLECTION,
@@ -470,3 +471,45 @@ def test_an_unreadable_journal_of_an_ended_task_is_reported_and_the_run_goes_on(
     report = run(db, Clock(FIXED_NOW + timedelta(minutes=1)))
     assert "the journal of batch 005 could not be finished; the batch stays reserved" in caplog.text
     assert [(o.task_id, o.status) for o in report.outcomes] == [(102, "completed"), (103, "deferred")]
+
+
+def test_a_requeued_task_whose_attempt_was_undoing_is_restored_then_processed_afresh():
+    def die():
+        raise SimulatedCrash("the run dies")
+
+    db = scenario_db()
+    first_undo_write = 9  # the summary write (7) failed, the undo was journaled (8)
+    with pytest.raises(SimulatedCrash):
+        run(disturbed(db, FailTheSummaryWrite(first_undo_write, die)), Clock(FIXED_NOW), task_id=101)
+    assert db[JOURNAL_COLLECTION].find_one({"_id": "005"})["phase"] == "undoing"
+    requeue(db)
+    report = run(db, Clock(FIXED_NOW + timedelta(minutes=1)), task_id=101)
+    assert [o.status for o in report.outcomes] == ["completed"]
+    assert observed(db, "005") == ORACLE["005"][1]
+    assert db[JOURNAL_COLLECTION].count_documents({}) == 0
+
+
+def test_a_leftover_journal_appearing_during_a_run_defers_its_task_to_the_next_run():
+    """Between the recovery pass and the claim, another process leaves a journal of task 101 (its own crashed
+    attempt): this run does not adopt it; it defers the task, and the next run finishes the journal first."""
+    db = scenario_db()
+    crashed = scenario_db()
+    crash_after_the_case_writes(crashed)
+    leftover = crashed[JOURNAL_COLLECTION].find_one({"_id": "005"})
+    cases_written = list(crashed[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": "005"}))
+    tokens_issued = crashed[COUNTERS_COLLECTION].find_one()
+
+    def another_process_left_its_attempt():
+        db[COUNTERS_COLLECTION].insert_one(tokens_issued)  # one database, one counter: its token was issued here
+        db[JOURNAL_COLLECTION].insert_one(leftover)
+        for case in cases_written:
+            db[CASES_COLLECTION].replace_one({"_id": case["_id"]}, case)
+
+    first_claim = 1
+    report = run(disturbed(db, StallInjector(first_claim, another_process_left_its_attempt)), Clock(FIXED_NOW),
+                 task_id=101)
+    assert [o.status for o in report.outcomes] == ["deferred"]
+    assert "holds the unfinished journal (phase writing) of an earlier attempt of this task" in \
+        report.outcomes[0].message
+    run(db, Clock(FIXED_NOW + timedelta(minutes=1)))
+    assert_consistent(db)

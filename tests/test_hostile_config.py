@@ -274,7 +274,8 @@ def test_a_run_stopped_while_it_waits_prints_no_traceback_and_saves_nothing(tmp_
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("name, message", [("drs.prod", "'.'"), ("drs/x", "'/'"), ("drs$", "'$'"), ("a" * 70, "63 bytes")])
+@pytest.mark.parametrize("name, message",
+                         [("drs.prod", "'.'"), ("drs/x", "'/'"), ("drs$", "'$'"), ("a" * 70, "63 bytes")])
 def test_a_database_name_mongodb_refuses_is_a_configuration_error(tmp_path, name, message):
     (tmp_path / "DB_Config.ini").write_text("[DATABASE]\nMONGO_URI = embedded://x.bson\nDB_NAME = drs\n")
     with pytest.raises(ConfigurationError, match=f"environment variable DRS_DB_NAME .*{re.escape(message)}"):

@@ -237,3 +237,40 @@ def test_a_plan_too_large_for_its_journal_ends_in_error_with_nothing_written():
     assert task["status_description"].endswith("nothing was written")
     assert batch_state(database, "005") == BEFORE["005"]
     assert database[JOURNAL_COLLECTION].count_documents({}) == 0
+
+
+def test_an_undo_that_fails_is_left_to_recovery_which_finishes_it():
+    """The summary write fails for good, then every write of the undo fails too: the journal stays
+    `undoing` and the task `processing`; the next run after the lease finishes the undo."""
+    database = fresh_db()
+    summary_write, undo_writes = 7, set(range(9, 13))  # 8 journals the undo; then seq, summary, cases, status
+    report = run_job(disturbed(database, FaultInjector({summary_write} | undo_writes, error=permanent)), task_id=101)
+    assert [o.status for o in report.outcomes] == ["error"]
+    assert report.outcomes[0].message.endswith("undo incomplete, left for recovery")
+    assert database[JOURNAL_COLLECTION].find_one({"_id": "005"})["phase"] == "undoing"
+    assert database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})["task_status"] == "processing"
+    assert batch_state(database, "005") != BEFORE["005"]  # part of the writes is still there
+    report = run_job(database, clock=lambda: LATER)
+    task = database[TASKS_COLLECTION].find_one({"_id": TASKS["005"]})
+    assert task["task_status"] == "error" and "injected fault at write 7" in task["status_description"]
+    assert "(recovered by DRS Amend run" in task["status_description"]
+    assert_consistent(database)
+
+
+def test_a_token_race_on_the_first_ever_counter_is_retried():
+    from pymongo.errors import DuplicateKeyError
+
+    from amend_store import COUNTERS_COLLECTION
+
+    raced = []
+
+    def another_run_creates_the_counter_first(collection, command, call, args):
+        if collection == COUNTERS_COLLECTION and not raced:
+            raced.append(1)
+            raise DuplicateKeyError("E11000 duplicate key error collection: DRS_Amend.Counters")
+        return call()
+
+    database = fresh_db()
+    report = run_job(disturbed(database, another_run_creates_the_counter_first))
+    assert raced and [o.status for o in report.outcomes] == ["completed", "completed"]
+    assert_consistent(database)

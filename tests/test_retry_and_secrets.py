@@ -159,7 +159,8 @@ def test_a_password_in_a_driver_error_reaches_no_task_and_no_log(db, settings, r
     setup_logging(PROJECT_ROOT / "config", tmp_path)
     try:
         def leaky(message):
-            return OperationFailure(f"{message}: auth to {uri_with_password('operator', DECODED_PASSWORD, 'db')} failed",
+            uri = uri_with_password("operator", DECODED_PASSWORD, "db")
+            return OperationFailure(f"{message}: auth to {uri} failed",
                                     code=18)
 
         run_job(disturbed(db, FaultInjector({5}, error=leaky)), settings=settings)

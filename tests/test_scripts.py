@@ -27,7 +27,8 @@ def test_reset_then_run_on_an_embedded_file(workspace):
     assert "DRS.Tmp_Case_Distribution_DRC 80" in reset.stdout
     job = run("main.py", *workspace["logs"], env=workspace["env"], cwd=workspace["path"])
     assert job.returncode == 0, job.stderr
-    assert "2 task(s) completed, 0 errored, 0 deferred (batch busy), 0 skipped (claimed by another run), 10 case(s) moved" in job.stderr
+    assert ("2 task(s) completed, 0 errored, 0 deferred (batch busy), 0 skipped (claimed by another run), "
+            "10 case(s) moved") in job.stderr
     db = load(workspace["path"] / "db.bson")
     assert cells(db, "005") == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
                                 ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}
@@ -110,7 +111,8 @@ def test_unreachable_server_fails_fast_without_leaking_the_password(workspace, c
 def test_help_explains_the_job():
     result = run("main.py", "--help")
     assert result.returncode == 0
-    for text in ("Case Amend Planning among DRC", "DRS_MONGO_URI", "TEMPLATE_TASK_ID", "exit codes", "2  configuration"):
+    for text in ("Case Amend Planning among DRC", "DRS_MONGO_URI", "TEMPLATE_TASK_ID", "exit codes",
+                 "2  configuration"):
         assert text in result.stdout
 
 
@@ -120,7 +122,8 @@ def test_unknown_argument_is_a_usage_error(script):
 
 
 def test_reset_refuses_a_server_without_yes(workspace, script):
-    result = script("database_update.py", env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
+    result = script("database_update.py",
+                    env={"DRS_MONGO_URI": uri_with_password("operator", PASSWORD, "127.0.0.1:1/")})
     assert result.returncode == 1
     assert "refused" in one_line(result.stderr) and PASSWORD not in result.stderr
 

@@ -101,7 +101,7 @@ def test_full_run_on_the_fixtures(db, settings):
         after, before = transaction_of(db, batch_id), transactions_before[batch_id]
         assert after["summery_status"] == "close"
         assert after["DRS_Amend_Fence"] == {"005": 1, "006": 2}[batch_id]
-        for seq_after, seq_before in zip(after["batch_seq_details"], before["batch_seq_details"]):
+        for seq_after, seq_before in zip(after["batch_seq_details"], before["batch_seq_details"], strict=True):
             if seq_before["batch_seq"] == processed:
                 assert seq_after == dict(seq_before, CRD_Distribution_Status="close",
                                          CRD_Distribution_Status_on=FIXED_NOW)

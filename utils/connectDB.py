@@ -1,7 +1,7 @@
 """The database connection: pymongo against a server, or the embedded default file."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from pymongo import MongoClient
@@ -24,10 +24,12 @@ def uri_sets_write_concern(uri: str) -> bool:
 def _server_database(settings: DatabaseSettings) -> Iterator[Any]:
     # Fencing tokens and journals must survive a failover: majority write concern (MongoDB's
     # default since 5.0), unless the URI deliberately sets another.
-    write_concern = {} if uri_sets_write_concern(settings.uri) else {"w": "majority"}
+    options: dict[str, Any] = {"serverSelectionTimeoutMS": settings.server_selection_timeout_ms,
+                               "connectTimeoutMS": settings.server_selection_timeout_ms}
+    if not uri_sets_write_concern(settings.uri):
+        options["w"] = "majority"
     try:
-        client = MongoClient(settings.uri, serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
-                             connectTimeoutMS=settings.server_selection_timeout_ms, **write_concern)
+        client: MongoClient[dict[str, Any]] = MongoClient(settings.uri, **options)
     except (PyMongoConfigurationError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"MONGO_URI {settings.redacted_uri!r} is not valid: {scrub(exc)}") from None
     try:
@@ -47,10 +49,9 @@ def _server_database(settings: DatabaseSettings) -> Iterator[Any]:
 def database_session(settings: DatabaseSettings) -> Iterator[Any]:
     """Open the configured database for the duration of a script; get_db_connection() returns it."""
     global _session_database
-    if settings.is_embedded:
-        opened = EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds)
-    else:
-        opened = _server_database(settings)
+    opened: AbstractContextManager[Any] = (
+        EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds)
+        if settings.is_embedded else _server_database(settings))
     with opened as database:
         _session_database = database
         try:

@@ -15,6 +15,8 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import bson
 import filelock
@@ -36,7 +38,7 @@ log = logging.getLogger("drs_amend.embedded")
 patch_mongomock()
 
 
-def _trailer(records, digest):
+def _trailer(records: int, digest: str) -> bytes:
     return bson.encode({"end": {"records": Int64(records), "sha256": digest}})
 
 
@@ -46,12 +48,12 @@ TRAILER_SIZE = len(_trailer(0, "0" * 64))
 class DamagedFileError(DatabaseConnectionError):
     """The embedded data file is not intact; it is never written over."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path: Path, reason: str):
         super().__init__(f"embedded database file {path} is damaged ({reason}); it was left unchanged: restore it "
                          f"from a backup, or move it aside and run database_update.py to start afresh")
 
 
-def _index_specs(collection):
+def _index_specs(collection: Any) -> list[dict[str, Any]]:
     specs = []
     for name, info in collection.index_information().items():
         if name == "_id_":
@@ -61,13 +63,13 @@ def _index_specs(collection):
     return specs
 
 
-def data_file(path):
+def data_file(path: Path | str) -> Path:
     """The file a configured path names: a symlink is followed, so that saving replaces its target
     and the link stays a link."""
     return Path(os.path.realpath(path))
 
 
-def remove_stale_temporary_files(target):
+def remove_stale_temporary_files(target: Path) -> None:
     """Temporary files of saves that were killed (kill -9) before their rename; only a lock holder calls this."""
     prefix = target.name + "."
     for candidate in target.parent.iterdir():
@@ -79,7 +81,7 @@ def remove_stale_temporary_files(target):
                 log.warning("%s cannot be removed (%s); remove it by hand", candidate, exc.strerror)
 
 
-def _mode_and_owner(target):
+def _mode_and_owner(target: Path) -> tuple[int, tuple[int, int] | None]:
     """The permissions and owner the saved file keeps: the current file's, or those of a new file."""
     try:
         status = target.stat()
@@ -90,7 +92,7 @@ def _mode_and_owner(target):
     return stat.S_IMODE(status.st_mode), (status.st_uid, status.st_gid)
 
 
-def save_database(database, path):
+def save_database(database: Any, path: Path | str) -> None:
     """Write every collection of `database` to `path` atomically (temporary file, then rename), keeping
     the file's permissions and owner, and a symlink pointing to it."""
     target = data_file(path)
@@ -102,7 +104,7 @@ def save_database(database, path):
             digest = hashlib.sha256()
             records = 0
 
-            def write(record):
+            def write(record: dict[str, Any]) -> None:
                 nonlocal records
                 encoded = bson.encode(record)
                 digest.update(encoded)
@@ -131,13 +133,13 @@ def save_database(database, path):
         raise
 
 
-def _verified_records(data, path):
+def _verified_records(data: bytes, path: Path) -> list[dict[str, Any]]:
     """The records of a version 2 file, after checking the trailer's count and checksum."""
     if len(data) < TRAILER_SIZE:
         raise DamagedFileError(path, "it ends before its integrity trailer")
     body, trailer = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
     try:
-        end = bson.decode(trailer).get("end")
+        end = bson.decode(trailer)["end"]
         expected_records, expected_digest = end["records"], end["sha256"]
     except (BSONError, KeyError, TypeError, AttributeError):
         raise DamagedFileError(path, "its integrity trailer is missing or unreadable: the file is truncated or "
@@ -150,7 +152,7 @@ def _verified_records(data, path):
     return records
 
 
-def _read_records(path):
+def _read_records(path: Path) -> list[dict[str, Any]]:
     data = path.read_bytes()
     try:
         length = int.from_bytes(data[:4], "little")
@@ -169,7 +171,7 @@ def _read_records(path):
                                  f"{LEGACY_VERSION} and {FILE_VERSION}")
 
 
-def load_database(database, path):
+def load_database(database: Any, path: Path | str) -> None:
     """Fill `database` from `path`; a missing file is an empty database, a damaged one a DamagedFileError."""
     path = data_file(path)
     if not path.exists():
@@ -186,8 +188,9 @@ def load_database(database, path):
         raise DamagedFileError(path, f"a record does not have the shape of this format: {exc}") from exc
 
 
-def _fill(database, records, path):
-    collection, batch = None, []
+def _fill(database: Any, records: list[dict[str, Any]], path: Path) -> None:
+    collection: Any = None
+    batch: list[dict[str, Any]] = []
     for record in records:
         if "collection" in record:
             _flush(collection, batch)
@@ -203,7 +206,7 @@ def _fill(database, records, path):
     _flush(collection, batch)
 
 
-def _flush(collection, documents):
+def _flush(collection: Any, documents: list[dict[str, Any]]) -> None:
     if collection is not None and documents:
         collection.insert_many(documents)
 
@@ -215,19 +218,19 @@ class EmbeddedDatabaseFile:
     together, never half of them.
     """
 
-    def __init__(self, path, db_name, lock_timeout_seconds):
+    def __init__(self, path: Path, db_name: str, lock_timeout_seconds: int):
         self.path = data_file(path)
         self.db_name = db_name
         self.lock_timeout_seconds = lock_timeout_seconds
-        self._lock = None
+        self._lock = filelock.FileLock(f"{self.path}.lock", timeout=lock_timeout_seconds)
+        self._database: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseConnectionError(
                 f"folder of embedded database file {self.path} cannot be created: {exc.strerror}") from exc
-        self._lock = filelock.FileLock(f"{self.path}.lock", timeout=self.lock_timeout_seconds)
         try:
             self._lock.acquire()
         except filelock.Timeout:
@@ -238,7 +241,7 @@ class EmbeddedDatabaseFile:
             raise DatabaseConnectionError(f"cannot lock embedded database file {self.path}: {exc.strerror}") from exc
         try:
             remove_stale_temporary_files(self.path)
-            database = mongomock.MongoClient()[self.db_name]
+            database: Any = mongomock.MongoClient()[self.db_name]
             load_database(database, self.path)
         except BaseException:
             self._lock.release()
@@ -246,7 +249,8 @@ class EmbeddedDatabaseFile:
         self._database = database
         return database
 
-    def __exit__(self, exc_type, exc, traceback):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         try:
             if exc_type is None:
                 try:
@@ -256,4 +260,3 @@ class EmbeddedDatabaseFile:
                         f"embedded database file {self.path} cannot be written: {err.strerror}") from err
         finally:
             self._lock.release()
-        return False

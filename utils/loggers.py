@@ -3,7 +3,9 @@
 import logging
 import logging.config
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -12,9 +14,10 @@ from utils.Custom_Exceptions import ConfigurationError
 from utils.secrets import SecretFilter
 
 LOGGER_NAME = "drs_amend"
+Item = TypeVar("Item")
 
 
-def setup_logging(config_dir=DEFAULT_CONFIG_DIR, log_dir=DEFAULT_LOG_DIR):
+def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT_LOG_DIR) -> None:
     """Apply loggers.ini; its handlers may write under %(logdir)s, created here when missing."""
     path = Path(config_dir) / LOGGING_CONFIG_FILE
     if not path.is_file():
@@ -37,7 +40,7 @@ def setup_logging(config_dir=DEFAULT_CONFIG_DIR, log_dir=DEFAULT_LOG_DIR):
             handler.addFilter(secret_filter)
 
 
-def progress_bar(iterable, description, unit, stream=None):
+def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: TextIO | None = None) -> Iterator[Item]:
     """`iterable` with a live progress bar on `stream` (stderr) when it is a terminal; silent otherwise,
     so cron mails and log files never fill with bar updates."""
     stream = sys.stderr if stream is None else stream
@@ -45,6 +48,6 @@ def progress_bar(iterable, description, unit, stream=None):
                 unit_scale=True, mininterval=0.5)
 
 
-def get_logger(name=None):
+def get_logger(name: str | None = None) -> logging.Logger:
     """The job's logger, or one of its children."""
     return logging.getLogger(LOGGER_NAME if name is None else f"{LOGGER_NAME}.{name}")

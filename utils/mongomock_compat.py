@@ -13,20 +13,22 @@ mongomock accepts `sort` itself.
 
 import functools
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 from mongomock.collection import BulkOperationBuilder
 
 
-def _accepting_no_sort(method):
+def _accepting_no_sort(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
-    def without_sort(self, *args, sort=None, **kwargs):
+    def without_sort(self: Any, *args: Any, sort: object = None, **kwargs: Any) -> Any:
         if sort is not None:
             raise NotImplementedError("mongomock cannot honour the sort option of an UpdateOne or ReplaceOne")
         return method(self, *args, **kwargs)
     return without_sort
 
 
-def patch_mongomock():
+def patch_mongomock() -> None:
     """Make mongomock's bulk builder accept pymongo's sort=None (idempotent)."""
     for name in ("add_update", "add_replace"):
         method = getattr(BulkOperationBuilder, name)

@@ -20,10 +20,10 @@ _URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 # URI options whose values are secrets (names compared in lower case, as pymongo does).
 SECRET_OPTIONS = ("tlscertificatekeyfilepassword", "authmechanismproperties")
 _ESCAPED = re.compile(r"%[0-9A-Fa-f]{2}")
-_secrets = set()
+_secrets: set[str] = set()
 
 
-def split_uri(uri):
+def split_uri(uri: str) -> tuple[str | None, str | None, str]:
     """(scheme, user information or None, the rest after it) of a URI, split as pymongo splits it.
 
     When pymongo would find no user information but an "@" follows later (a password holding
@@ -43,7 +43,7 @@ def split_uri(uri):
     return scheme, userinfo, rest[len(userinfo) + 1:]
 
 
-def _redact_options(rest):
+def _redact_options(rest: str) -> str:
     before, mark, query = rest.partition("?")
     if not mark:
         return rest
@@ -54,7 +54,7 @@ def _redact_options(rest):
     return before + "?" + "&".join(options)
 
 
-def redact_uri(uri):
+def redact_uri(uri: str) -> str:
     """The URI with its password (and secret options) replaced by ***, fit for logs and error messages."""
     scheme, userinfo, rest = split_uri(uri)
     if scheme is None:
@@ -66,7 +66,7 @@ def redact_uri(uri):
     return f"{scheme}{user}:***@{rest}" if colon else f"{scheme}{userinfo}@{rest}"
 
 
-def check_uri_userinfo(uri):
+def check_uri_userinfo(uri: str) -> str | None:
     """None, or why the user name or password of `uri` would be misread: a character that must be
     percent-encoded, said in words an operator can act on."""
     _, userinfo, _ = split_uri(uri)
@@ -84,7 +84,7 @@ def check_uri_userinfo(uri):
     return None
 
 
-def register_uri_secrets(uri):
+def register_uri_secrets(uri: str) -> None:
     """Remember the password and secret options of `uri` (as written and URL-decoded) for scrub()."""
     _, userinfo, rest = split_uri(uri)
     if userinfo is not None and ":" in userinfo:
@@ -96,17 +96,17 @@ def register_uri_secrets(uri):
             _secrets.update((value, unquote_plus(value)))
 
 
-def register_secret(secret):
+def register_secret(secret: str | None) -> None:
     """Remember one more secret (an SMTP password, say) for scrub()."""
     if secret:
         _secrets.add(secret)
 
 
-def _standalone(secret):
+def _standalone(secret: str) -> re.Pattern[str]:
     return re.compile(r"(?<![A-Za-z0-9])" + re.escape(secret) + r"(?![A-Za-z0-9])")
 
 
-def scrub(text):
+def scrub(text: object) -> str:
     """`text` with the password of every URI in it, and every registered secret standing as a whole, as ***."""
     text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group()), str(text))
     for secret in sorted(_secrets, key=len, reverse=True):
@@ -117,7 +117,7 @@ def scrub(text):
 class SecretFilter(logging.Filter):
     """Rewrites each record's message so that no handler ever writes a secret."""
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         record.msg = scrub(record.getMessage())
         record.args = None
         if record.exc_info and not record.exc_text:
