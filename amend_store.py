@@ -67,6 +67,12 @@ class TaskStatus(enum.StrEnum):
 FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.ERROR)
 
 
+class SeqStatus(enum.StrEnum):
+    """CRD_Distribution_Status of a seq, and summery_status of a transaction."""
+    OPEN = "open"
+    CLOSE = "close"
+
+
 class JournalPhase(enum.StrEnum):
     """Where a task's writes stand (DRS_Amend.Task_Journal.phase)."""
     PLANNING = "planning"

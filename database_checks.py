@@ -27,6 +27,7 @@ from amend_store import (
     TEMPLATES_COLLECTION,
     TRANSACTIONS_COLLECTION,
     AmendStore,
+    SeqStatus,
     TaskStatus,
 )
 from balance_resources import Cell, distribution_error, is_transfer_count
@@ -209,7 +210,7 @@ def validate_distributions(raw: object, where: str) -> tuple[Distribution, ...]:
 
 
 def _is_open_amend(seq: Document) -> bool:
-    return seq.get("action_type") == "amend" and seq.get("CRD_Distribution_Status") == "open"
+    return seq.get("action_type") == "amend" and seq.get("CRD_Distribution_Status") == SeqStatus.OPEN
 
 
 def open_amend_seqs(transaction: Document, batch_id: BatchId) -> list[tuple[int, Document]]:
@@ -255,7 +256,8 @@ def select_amend_request(transaction: Document, batch_id: BatchId) -> AmendReque
 def fetch_transaction_details(store: AmendStore, batch_id: BatchId) -> AmendRequest:
     """The batch's open transaction that holds an open amend seq, and that seq validated."""
     transactions = store.read(f"reading the transaction of batch {batch_id}", lambda: list(
-        store[TRANSACTIONS_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id, "summery_status": "open"})))
+        store[TRANSACTIONS_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id,
+                                             "summery_status": SeqStatus.OPEN})))
     if not transactions:
         raise TaskValidationError(f"no open transaction for batch {batch_id}")
     for transaction in transactions:

@@ -17,6 +17,7 @@ from amend_store import (
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
     TRANSACTIONS_COLLECTION,
+    SeqStatus,
     TaskStatus,
 )
 from balance_resources import Cell, Holdings, apply_moves, index_by_cell, plan_transfer
@@ -115,11 +116,11 @@ def generate_batch(shape: BatchShape) -> dict[str, Iterable[dict[str, Any]]]:
             "parameters": {"Case_Distribution_Batch_ID": "string"}, "created_dtm": CREATED,
             "last_updated_dtm": CREATED}],
         TRANSACTIONS_COLLECTION: [{
-            "Case_Distribution_Batch_ID": shape.batch_id, "summery_status": "open", "created_dtm": CREATED,
+            "Case_Distribution_Batch_ID": shape.batch_id, "summery_status": SeqStatus.OPEN, "created_dtm": CREATED,
             "batch_seq_details": [
-                {"batch_seq": 1, "action_type": "distribution", "CRD_Distribution_Status": "close",
+                {"batch_seq": 1, "action_type": "distribution", "CRD_Distribution_Status": SeqStatus.CLOSE,
                  "CRD_Distribution_Status_on": CREATED, "array_of_distributions": []},
-                {"batch_seq": 2, "action_type": "amend", "CRD_Distribution_Status": "open",
+                {"batch_seq": 2, "action_type": "amend", "CRD_Distribution_Status": SeqStatus.OPEN,
                  "CRD_Distribution_Status_on": None,
                  "array_of_distributions": generate_distributions(shape, cells)}]}],
         CASES_COLLECTION: cases,

@@ -46,6 +46,7 @@ from amend_store import (
     TRANSACTIONS_COLLECTION,
     AmendStore,
     JournalPhase,
+    SeqStatus,
     TaskStatus,
 )
 from balance_resources import Cell
@@ -451,13 +452,14 @@ def close_amend_sequence(store: AmendStore, request: AmendRequest, now: datetime
     a seq closed earlier, or by someone else, never has its close date rewritten.
     """
     at = f"batch_seq_details.{request.seq_index}"
-    fields: Document = {f"{at}.CRD_Distribution_Status": "close", f"{at}.CRD_Distribution_Status_on": now,
+    fields: Document = {f"{at}.CRD_Distribution_Status": SeqStatus.CLOSE, f"{at}.CRD_Distribution_Status_on": now,
                         FENCE_FIELD: fence}
     if request.closes_transaction:
-        fields["summery_status"] = "close"
+        fields["summery_status"] = SeqStatus.CLOSE
     result = store.write(f"closing amend seq {request.batch_seq} of transaction {request.transaction_id}",
                          lambda: store[TRANSACTIONS_COLLECTION].update_one(
-                             _seq_filter(request, fence, {"open": None, "close": now}), {"$set": fields}))
+                             _seq_filter(request, fence, {SeqStatus.OPEN: None, SeqStatus.CLOSE: now}),
+                             {"$set": fields}))
     if result.matched_count != 1:
         raise DatabaseUpdateError(
             f"amend seq {request.batch_seq} (batch_seq_details[{request.seq_index}]) of transaction "
@@ -467,7 +469,7 @@ def close_amend_sequence(store: AmendStore, request: AmendRequest, now: datetime
 def rollback_amend_sequence(store: AmendStore, request: AmendRequest, now: datetime, fence: int) -> None:
     """Reopen the seq this task closed (at `now`), with its prior close date and summery_status."""
     at = f"batch_seq_details.{request.seq_index}"
-    update: Document = {"$set": {f"{at}.CRD_Distribution_Status": "open",
+    update: Document = {"$set": {f"{at}.CRD_Distribution_Status": SeqStatus.OPEN,
                                  "summery_status": request.prior_summery_status,
                        FENCE_FIELD: fence}}
     if request.prior_status_on_present:
@@ -476,7 +478,7 @@ def rollback_amend_sequence(store: AmendStore, request: AmendRequest, now: datet
         update["$unset"] = {f"{at}.CRD_Distribution_Status_on": ""}
     store.write(f"reopening amend seq {request.batch_seq} of transaction {request.transaction_id}",
                 lambda: store[TRANSACTIONS_COLLECTION].update_one(
-                    _seq_filter(request, fence, {"open": None, "close": now}), update))
+                    _seq_filter(request, fence, {SeqStatus.OPEN: None, SeqStatus.CLOSE: now}), update))
 
 
 # --- one task's writes as a unit -------------------------------------------------------
