@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
     failure_code = UNKNOWN if args.command == "check" else ExitStatus.SETUP_ERROR
     try:
         settings = load_config(args.config_dir)
-        with database_session(settings.database) as database:
+        with database_session(settings.database, read_only=True) as database:
             store = AmendStore(database, settings.job.retry)
             output, code = run_command(args, store, now, settings.thresholds, settings.job)
     except (TaskProcessingError, PyMongoError) as exc:

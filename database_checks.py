@@ -80,6 +80,13 @@ def fetch_open_tasks(store: AmendStore, task_id: int | None = None) -> list[Docu
     ).sort(OLDEST_FIRST)))
 
 
+def fetch_amend_task_statuses(store: AmendStore, task_id: int) -> list[str]:
+    """The task_status of every amend task with this Task_Id (none when there is no such task)."""
+    return store.read(f"reading the amend tasks {task_id}", lambda: [
+        str(task.get("task_status")) for task in store[TASKS_COLLECTION].find(_amend_tasks({}, task_id),
+                                                                               {"task_status": 1})])
+
+
 def fetch_task(store: AmendStore, task_object_id: object) -> Document | None:
     return store.read(f"reading task {task_object_id}",
                       lambda: store[TASKS_COLLECTION].find_one({"_id": task_object_id}))

@@ -1,7 +1,9 @@
 """Reset the job's five collections from JSON fixtures (or a generated batch, --generate N) and
 create the indexes the job relies on."""
 
+import argparse
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,15 @@ from bson.errors import BSONError
 from bson.json_util import RELAXED_JSON_OPTIONS
 from pymongo.errors import PyMongoError
 
-from amend_store import JOB_COLLECTIONS, AmendStore
+from amend_store import CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, AmendStore
 from database_checks import MAX_DISTRIBUTIONS
-from fixture_generator import BatchShape, generate_batch
+from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch
 from update_databases import reset_collections
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+from utils.loggers import get_logger, log_to_console, progress_bar
 from utils.secrets import scrub
 
 Document = dict[str, Any]
@@ -27,6 +30,8 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 MONGODB_MAX_DEPTH = 100
 MONGODB_MAX_DOCUMENT_BYTES = 16 * 2**20
 MAX_GENERATED_CASES = 10_000_000
+
+log = get_logger("reset")
 
 # Dates come back naive UTC, as pymongo returns them from a server.
 JSON_OPTIONS = RELAXED_JSON_OPTIONS.with_options(tz_aware=False)
@@ -131,39 +136,60 @@ def build_parser() -> OneLineArgumentParser:
         "generated batch", "instead of the fixtures of --data-dir, import one generated batch (id GEN) of N cases "
                            "with its open amend task, to try the job at scale; the same arguments give the same data")
     generated.add_argument("--generate", type=bounded_int(1, MAX_GENERATED_CASES), metavar="N",
-                           help=f"number of cases (at most {MAX_GENERATED_CASES:,})")
-    generated.add_argument("--drcs", type=bounded_int(1, 1_000), default=10, metavar="K",
-                           help="number of DRCs (default 10)")
-    generated.add_argument("--rtoms", type=bounded_int(1, 1_000), default=8, metavar="R",
-                           help="number of RTOMs (default 8)")
-    generated.add_argument("--distributions", type=bounded_int(1, MAX_DISTRIBUTIONS), default=3, metavar="M",
-                           help="distributions of the amend request (default 3)")
-    generated.add_argument("--seed", type=bounded_int(), default=1, help="random seed (default 1)")
+                           help=f"number of cases ({MIN_CASES} to {MAX_GENERATED_CASES:,})")
+    for option, bounds, default, metavar, meaning in GENERATOR_OPTIONS:
+        generated.add_argument(option, type=bounded_int(*bounds), metavar=metavar,
+                               help=f"{meaning} (default {default})")
     return parser
+
+
+# (option, bounds, default, metavar, meaning) of the options that shape a generated batch
+GENERATOR_OPTIONS = (("--drcs", (1, 1_000), 10, "K", "number of DRCs"),
+                     ("--rtoms", (1, 1_000), 8, "R", "number of RTOMs"),
+                     ("--distributions", (1, MAX_DISTRIBUTIONS), 3, "M", "distributions of the amend request"),
+                     ("--seed", (-(2**63), 2**63 - 1), 1, "S", "random seed"))
+
+
+def generated_fixtures(parser: OneLineArgumentParser, args: argparse.Namespace,
+                       template_task_id: int) -> dict[str, Iterable[Document]]:
+    """The documents of the batch --generate asks for, each collection counted on a progress bar."""
+    shape_options = {option[2:]: getattr(args, option[2:]) for option, *_ in GENERATOR_OPTIONS}
+    given = [f"--{name}" for name, value in shape_options.items() if value is not None]
+    if not args.generate:
+        if given:
+            parser.error(f"{', '.join(given)} shape(s) a generated batch: give --generate N too")
+        return {}
+    defaults = {option[2:]: default for option, _, default, *_ in GENERATOR_OPTIONS}
+    chosen = {name: defaults[name] if value is None else value for name, value in shape_options.items()}
+    try:
+        shape = BatchShape(cases=args.generate, drcs=chosen["drcs"], rtoms=chosen["rtoms"],
+                           distributions=chosen["distributions"], seed=chosen["seed"],
+                           template_task_id=template_task_id)
+    except ValueError as exc:
+        parser.error(str(exc))
+    started = time.monotonic()
+    documents = generate_batch(shape)
+    log.info("generated batch %s: %d case(s), an amend request of %d distribution(s), in %.2f s", shape.batch_id,
+             shape.cases, len(amend_distributions(documents)), time.monotonic() - started)
+    documents[CASES_COLLECTION] = progress_bar(documents[CASES_COLLECTION], "importing cases", "case",
+                                               total=shape.cases)
+    return documents
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log_to_console()
     try:
         settings = load_config(args.config_dir)
-        fixtures: dict[str, Iterable[Document]]
-        if args.generate:
-            try:
-                shape = BatchShape(cases=args.generate, drcs=args.drcs, rtoms=args.rtoms,
-                                   distributions=args.distributions, seed=args.seed,
-                                   template_task_id=settings.job.template_task_id)
-            except ValueError as exc:
-                parser.error(str(exc))
-            fixtures = generate_batch(shape)
-        else:
-            fixtures = dict(read_fixtures(args.data_dir))
+        fixtures = generated_fixtures(parser, args, settings.job.template_task_id) or dict(read_fixtures(args.data_dir))
         database = settings.database
         if not confirmed(database, args.yes):
             print(f"database_update: refused to reset {database.db_name} on {database.redacted_uri} "
                   f"without confirmation; run it with --yes", file=sys.stderr)
             return ExitStatus.REFUSED
-        with database_session(database) as opened:
+        # The collections about to be replaced are not even loaded from the embedded file.
+        with database_session(database, skip=(*fixtures, JOURNAL_COLLECTION)) as opened:
             counts = reset_collections(AmendStore(opened, settings.job.retry), fixtures)
     except (TaskProcessingError, PyMongoError) as exc:
         print(scrub(f"database_update: {exc}"), file=sys.stderr)

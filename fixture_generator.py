@@ -23,6 +23,10 @@ from amend_store import (
 from balance_resources import Cell, Holdings, apply_moves, index_by_cell, plan_transfer
 from utils.Custom_Exceptions import ResourceBalanceError
 
+# The first cases dealt: donor D01 holds 2 cases of one RTOM and 1 of another, receiver D02 1 and 2,
+# so that one distribution at least is always possible (a give-back pool needs a second RTOM).
+FEASIBLE_CORE = ((0, 0), (0, 0), (0, 1), (1, 0), (1, 1), (1, 1))
+MIN_CASES = len(FEASIBLE_CORE)
 RTOM_CODES = ("CW", "AG", "AD", "GM", "KT", "KX", "MH", "NG", "RM", "WE", "BC", "HK", "JA", "KG", "MT", "PH")
 CREATED = datetime(2026, 11, 18, 6, 0)
 
@@ -39,8 +43,8 @@ class BatchShape:
     transfer_share: float = 0.05
 
     def __post_init__(self) -> None:
-        checks = ((self.cases >= 1, "cases must be at least 1"), (self.drcs >= 2, "drcs must be at least 2"),
-                  (1 <= self.rtoms, "rtoms must be at least 1"),
+        checks = ((self.cases >= MIN_CASES, f"cases must be at least {MIN_CASES}"),
+                  (self.drcs >= 2, "drcs must be at least 2"), (self.rtoms >= 2, "rtoms must be at least 2"),
                   (self.distributions >= 1, "distributions must be at least 1"),
                   (0 < self.transfer_share <= 0.5, "transfer_share must be above 0 and at most 0.5"))
         for holds, message in checks:
@@ -56,7 +60,8 @@ GeneratedCase = tuple[int, str, str, float]
 
 
 def generate_cells(shape: BatchShape) -> list[GeneratedCase]:
-    """(Case_Id, DRC, RTOM, arrears) per case: uneven DRC and RTOM sizes, ids dealt in random order."""
+    """(Case_Id, DRC, RTOM, arrears) per case: uneven DRC and RTOM sizes, ids dealt in random order; the
+    first cases dealt form FEASIBLE_CORE."""
     rng = random.Random(shape.seed)
     drcs = [f"D{i + 1:02d}" for i in range(shape.drcs)]
     rtoms = rtom_codes(shape.rtoms)
@@ -66,32 +71,43 @@ def generate_cells(shape: BatchShape) -> list[GeneratedCase]:
     rng.shuffle(case_ids)
     chosen_drcs = rng.choices(drcs, drc_weights, k=shape.cases)
     chosen_rtoms = rng.choices(rtoms, rtom_weights, k=shape.cases)
+    for position, (drc, rtom) in enumerate(FEASIBLE_CORE):
+        chosen_drcs[position], chosen_rtoms[position] = drcs[drc], rtoms[rtom]
     return [(case_id, drc, rtom, rng.randrange(50_000, 5_000_000) / 100)
             for case_id, drc, rtom in zip(case_ids, chosen_drcs, chosen_rtoms, strict=True)]
 
 
 def generate_distributions(shape: BatchShape, cells: Sequence[GeneratedCase]) -> list[dict[str, Any]]:
-    """M distinct requests, each moving transfer_share (5% by default) of the donor's RTOM cases as the
-    batch stands after the previous ones; a count the rules refuse is halved until they accept it."""
+    """Up to M distinct requests, each moving transfer_share (5% by default) of the donor's RTOM cases as
+    the batch stands after the previous ones; a count the rules refuse is halved until they accept it,
+    and a (RTOM, donor, receiver) they refuse even one case is passed over. A small batch may allow
+    fewer than M; FEASIBLE_CORE allows one at least."""
     rng = random.Random(shape.seed + 1)
     holdings: Holdings = index_by_cell({case_id: (drc, rtom) for case_id, drc, rtom, _ in cells})
     triples = [(rtom, donor, receiver) for (donor, rtom) in holdings for receiver in sorted({d for d, _ in holdings})
                if receiver != donor and (receiver, rtom) in holdings]
-    distributions = []
-    for rtom, donor, receiver in rng.sample(sorted(triples), min(shape.distributions, len(triples))):
+    distributions: list[dict[str, Any]] = []
+    for rtom, donor, receiver in rng.sample(sorted(triples), len(triples)):
+        if len(distributions) == shape.distributions:
+            break
         count = max(1, int(len(holdings[Cell(donor, rtom)]) * shape.transfer_share))
-        while True:
+        moves = None
+        while moves is None and count >= 1:
             try:
                 moves = plan_transfer(holdings, receiver, donor, rtom, count)
-                break
             except ResourceBalanceError:
-                if count == 1:
-                    raise
                 count //= 2
+        if moves is None:
+            continue
         holdings = apply_moves(holdings, moves)
         distributions.append({"rtom": rtom, "donor_drc_id": donor, "receiver_drc_id": receiver,
                               "transfer_count": count})
     return distributions
+
+
+def amend_distributions(documents: dict[str, Any]) -> list[dict[str, Any]]:
+    """The distributions of the amend request of a generated batch."""
+    return list(documents[TRANSACTIONS_COLLECTION][0]["batch_seq_details"][1]["array_of_distributions"])
 
 
 def generate_batch(shape: BatchShape) -> dict[str, Iterable[dict[str, Any]]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from amend_store import RUN_HISTORY_COLLECTION, AmendStore
+from amend_store import RUN_HISTORY_COLLECTION, AmendStore, utc_now
 from dry_run import dry_run, dry_run_text
 from task_processor import amend_task_processing
 from update_databases import record_run
@@ -104,44 +104,63 @@ def alert_on_errors(alerts: AlertSettings | None, report: RunReport, log: loggin
         log.error("the alert e-mail could not be sent: %s", exc)
 
 
-def record_run_quietly(store: AmendStore, report: RunReport, configuration: dict[str, Any],
-                       log: logging.Logger) -> None:
+def run_document(report: RunReport, settings: Settings, task_id: int | None) -> dict[str, Any]:
+    """The run as the run history records it and --json prints it."""
+    return report.document() | {"version": __version__, "configuration": configuration_summary(settings, task_id)}
+
+
+def record_run_quietly(store: AmendStore, document: dict[str, Any], log: logging.Logger) -> None:
     try:
-        record_run(store, report.document() | {"version": __version__, "configuration": configuration})
+        record_run(store, document)
     except DatabaseUpdateError as exc:
         log.error("the run could not be recorded in %s: %s", RUN_HISTORY_COLLECTION, exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    started = utc_now()
     log = None
+    report: RunReport | None = None
+    recorded: list[dict[str, Any]] = []
+
+    def record_the_run(database: Any) -> None:
+        """The run's last write (on the embedded default, made while the file is saved): its duration
+        covers loading, the job and saving."""
+        assert report is not None
+        report.ended = utc_now()
+        recorded.append(run_document(report, settings, args.task_id))
+        record_run_quietly(AmendStore(database, settings.job.retry), recorded[-1], get_logger())
+
     try:
         settings = load_config(args.config_dir)
         setup_logging(args.config_dir, args.log_dir)
         log = get_logger()
-        with database_session(settings.database) as database:
+        final_write = None if args.dry_run else (RUN_HISTORY_COLLECTION, record_the_run)
+        with database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database:
+            if settings.database.is_embedded and not database.list_collection_names():
+                log.warning("the embedded database %s holds no data: did you run database_update.py?",
+                            settings.database.embedded_path)
             store = AmendStore(database, settings.job.retry)
             if args.dry_run:
                 results = dry_run(store, settings.job, args.task_id)
             else:
                 log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
                          settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
-                report = amend_task_processing(store, settings.job, task_id=args.task_id)
-                record_run_quietly(store, report, configuration_summary(settings, args.task_id), log)
+                report = amend_task_processing(store, settings.job, task_id=args.task_id, started=started)
     except (TaskProcessingError, PyMongoError) as exc:
-        message = scrub(f"drs-amend: {exc}")
         if log is None:
-            print(message, file=sys.stderr)
+            print(scrub(f"drs-amend: {exc}"), file=sys.stderr)
         else:
-            log.error(message)
+            log.error(scrub(exc))
         return ExitStatus.SETUP_ERROR
     if args.dry_run:
         print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
         return ExitStatus.TASK_ERROR if any(result.refusal for result in results) else ExitStatus.OK
+    assert report is not None
     log.info(report.summary_line())
     alert_on_errors(settings.alerts, report, log)
     if args.json:
-        print(to_json(report.document()))
+        print(to_json(recorded[-1]))
     return report.exit_code
 
 

@@ -19,6 +19,7 @@ from database_checks import (
     BatchId,
     Document,
     batch_of,
+    fetch_amend_task_statuses,
     fetch_and_validate_template_task,
     fetch_case_prior_values,
     fetch_cases_for_batch,
@@ -365,14 +366,20 @@ def _recover_or_report(store: AmendStore, task: Document, settings: JobSettings,
 
 
 def amend_task_processing(store: AmendStore, settings: JobSettings, clock: Clock = utc_now,
-                          run: RunIdentity | None = None, task_id: int | None = None) -> RunReport:
+                          run: RunIdentity | None = None, task_id: int | None = None,
+                          started: datetime | None = None) -> RunReport:
     """Recover interrupted tasks, then process every open amend task once, oldest first
-    (only the amend task(s) with Task_Id `task_id` when given)."""
+    (only the amend task(s) with Task_Id `task_id` when given). `started`: when the run began, if
+    before this call (main.py counts the loading of the embedded file)."""
     run = run or RunIdentity.new()
-    report = RunReport(run=run, started=clock())
+    report = RunReport(run=run, started=started or clock())
     report.outcomes.extend(recover_interrupted_tasks(store, settings, run, clock, task_id))
     open_tasks = fetch_open_tasks(store, task_id)
     log.info("%d open amend task(s)", len(open_tasks))
+    if task_id is not None and not open_tasks and not report.outcomes:
+        statuses = fetch_amend_task_statuses(store, task_id)
+        log.warning(f"no amend task has Task_Id {task_id}" if not statuses else
+                    f"amend task {task_id} is {', '.join(statuses)}: nothing to do")
     for reference in open_tasks:
         task = claim_task(store, reference["_id"], run, clock(), settings.lease)
         if task is None:

@@ -43,17 +43,27 @@ def empty_db():
     return database
 
 
+class LoggingState:
+    """The handlers, levels and propagation of the root and job loggers, to put back."""
+
+    def __init__(self):
+        self.saved = [(logger, logger.handlers[:], logger.level, logger.propagate)
+                      for logger in (logging.getLogger(), get_logger())]
+
+    def restore(self):
+        for logger, handlers, level, propagate in self.saved:
+            for handler in logger.handlers:
+                if handler not in handlers:
+                    handler.close()
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
 @pytest.fixture
 def restore_logging():
     """Logging as it was before the test (a script's set-up attaches handlers to capture streams and files)."""
-    loggers = [logging.getLogger(), get_logger()]
-    saved = [(logger, logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
-    yield
-    for logger, handlers, level, propagate in saved:
-        for handler in logger.handlers:
-            if handler not in handlers:
-                handler.close()
-        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+    state = LoggingState()
+    yield state
+    state.restore()
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ def script(capsys, monkeypatch, restore_logging):
     monkeypatch.setattr(secrets, "_secrets", set())
 
     def run(name, *args, env=None):
+        restore_logging.restore()  # each script starts as a new process would, with no handler of another
         for variable in [variable for variable in os.environ if variable.startswith("DRS_")]:
             monkeypatch.delenv(variable)
         for variable, value in (env or {}).items():

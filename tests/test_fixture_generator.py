@@ -42,8 +42,9 @@ def test_a_generated_batch_is_amended_by_the_job(seed):
     assert report.cases_moved > 0
 
 
-@pytest.mark.parametrize("fields, message", [({"cases": 0}, "cases must be at least 1"),
+@pytest.mark.parametrize("fields, message", [({"cases": 5}, "cases must be at least 6"),
                                              ({"cases": 10, "drcs": 1}, "drcs must be at least 2"),
+                                             ({"cases": 10, "rtoms": 1}, "rtoms must be at least 2"),
                                              ({"cases": 10, "transfer_share": 0.9}, "transfer_share")])
 def test_impossible_shapes_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -67,4 +68,20 @@ def test_database_update_generate(tmp_path, script):
 def test_database_update_generate_rejects_bad_arguments(tmp_path, args, message, script):
     result = script("database_update.py", *args, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "db.bson").exists()
+
+
+@pytest.mark.parametrize("cases", [6, 7, 10, 13, 25, 99, 250])
+@pytest.mark.parametrize("drcs, rtoms", [(10, 8), (2, 2), (3, 5)])
+def test_every_size_from_the_smallest_makes_a_batch_the_job_amends(cases, drcs, rtoms):
+    db = new_database()
+    reset_collections(store_of(db), generate_batch(BatchShape(cases, drcs=drcs, rtoms=rtoms)))
+    report = run_job(db)
+    assert [o.status for o in report.outcomes] == ["completed"], report.outcomes
+
+
+def test_shape_options_need_generate(tmp_path, script):
+    result = script("database_update.py", "--drcs", "4", env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
+    assert result.returncode == 2
+    assert "--drcs shape(s) a generated batch: give --generate N too" in result.stderr
     assert not (tmp_path / "db.bson").exists()

@@ -1,6 +1,6 @@
 """The database connection: pymongo against a server, or the embedded default file."""
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -10,7 +10,7 @@ from pymongo.errors import PyMongoError
 
 from utils.config import DatabaseSettings
 from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
-from utils.embedded_db import EmbeddedDatabaseFile
+from utils.embedded_db import EmbeddedDatabaseFile, FinalWrite
 from utils.secrets import scrub
 
 _session_database: Any = None
@@ -46,16 +46,27 @@ def _server_database(settings: DatabaseSettings) -> Iterator[Any]:
 
 
 @contextmanager
-def database_session(settings: DatabaseSettings) -> Iterator[Any]:
-    """Open the configured database for the duration of a script; get_db_connection() returns it."""
+def database_session(settings: DatabaseSettings, read_only: bool = False, skip: Collection[str] = (),
+                     final_write: FinalWrite | None = None) -> Iterator[Any]:
+    """Open the configured database for the duration of a script; get_db_connection() returns it.
+
+    On the embedded default: `read_only` reads the last saved file without its lock and never
+    saves; `skip` names collections whose documents are not loaded (about to be replaced).
+    `final_write` (collection, write) is made when the block ends without an exception: on a
+    server right then, on the embedded default while the file is saved, after every other
+    collection, so that it can report the whole session.
+    """
     global _session_database
     opened: AbstractContextManager[Any] = (
-        EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds)
+        EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds, read_only,
+                             skip, final_write)
         if settings.is_embedded else _server_database(settings))
     with opened as database:
         _session_database = database
         try:
             yield database
+            if final_write is not None and not settings.is_embedded:
+                final_write[1](database)
         finally:
             _session_database = None
 

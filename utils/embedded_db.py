@@ -14,6 +14,8 @@ import logging
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,7 +28,7 @@ from bson.int64 import Int64
 from pymongo.errors import PyMongoError
 
 from utils.Custom_Exceptions import DatabaseConnectionError
-from utils.mongomock_compat import patch_mongomock
+from utils.mongomock_compat import patch_mongomock, store_documents, stored_documents
 
 FILE_FORMAT = "drs-amend-embedded"
 FILE_VERSION = 2
@@ -36,6 +38,8 @@ TEMPORARY_SUFFIX = ".tmp"
 
 log = logging.getLogger("drs_amend.embedded")
 patch_mongomock()
+# A write made at the very end of a session: (collection, write), see save_database.
+FinalWrite = tuple[str, Callable[[Any], None]]
 
 
 def _trailer(records: int, digest: str) -> bytes:
@@ -92,9 +96,17 @@ def _mode_and_owner(target: Path) -> tuple[int, tuple[int, int] | None]:
     return stat.S_IMODE(status.st_mode), (status.st_uid, status.st_gid)
 
 
-def save_database(database: Any, path: Path | str) -> None:
+def _collection_order(database: Any, last: str | None) -> list[str]:
+    names = sorted(database.list_collection_names())
+    return [name for name in names if name != last] + ([last] if last else [])
+
+
+def save_database(database: Any, path: Path | str, final_write: FinalWrite | None = None) -> None:
     """Write every collection of `database` to `path` atomically (temporary file, then rename), keeping
-    the file's permissions and owner, and a symlink pointing to it."""
+    the file's permissions and owner, and a symlink pointing to it. The documents are taken as
+    mongomock holds them (no query). `final_write` (collection, write) is made after every other
+    collection is written, just before that collection is, so that it can report the whole save."""
+    started = time.monotonic()
     target = data_file(path)
     mode, owner = _mode_and_owner(target)
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=target.name + ".", suffix=TEMPORARY_SUFFIX,
@@ -104,19 +116,20 @@ def save_database(database: Any, path: Path | str) -> None:
             digest = hashlib.sha256()
             records = 0
 
-            def write(record: dict[str, Any]) -> None:
+            def write(encoded: bytes) -> None:
                 nonlocal records
-                encoded = bson.encode(record)
                 digest.update(encoded)
                 handle.write(encoded)
                 records += 1
 
-            write({"format": FILE_FORMAT, "version": FILE_VERSION})
-            for name in sorted(database.list_collection_names()):
+            write(bson.encode({"format": FILE_FORMAT, "version": FILE_VERSION}))
+            for name in _collection_order(database, final_write[0] if final_write else None):
+                if final_write and name == final_write[0]:
+                    final_write[1](database)
                 collection = database[name]
-                write({"collection": name, "indexes": _index_specs(collection)})
-                for document in collection.find():
-                    write({"d": document})
+                write(bson.encode({"collection": name, "indexes": _index_specs(collection)}))
+                for document in stored_documents(collection):
+                    write(bson.encode({"d": document}))
             handle.write(_trailer(records, digest.hexdigest()))
             handle.flush()
             os.fchmod(handle.fileno(), mode)
@@ -131,10 +144,13 @@ def save_database(database: Any, path: Path | str) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+    log.info("saved %d record(s), %.1f MB, to %s in %.2f s", records, target.stat().st_size / 2**20, target,
+             time.monotonic() - started)
 
 
-def _verified_records(data: bytes, path: Path) -> list[dict[str, Any]]:
-    """The records of a version 2 file, after checking the trailer's count and checksum."""
+def _verified_body(data: bytes, path: Path) -> tuple[bytes, int | None]:
+    """The records' bytes of a version 2 file, after checking the trailer's checksum; and the number of
+    records the trailer announces."""
     if len(data) < TRAILER_SIZE:
         raise DamagedFileError(path, "it ends before its integrity trailer")
     body, trailer = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
@@ -146,13 +162,10 @@ def _verified_records(data: bytes, path: Path) -> list[dict[str, Any]]:
                                      "was changed") from None
     if hashlib.sha256(body).hexdigest() != expected_digest:
         raise DamagedFileError(path, "its checksum does not match its content")
-    records = bson.decode_all(body)
-    if len(records) != expected_records:
-        raise DamagedFileError(path, f"it holds {len(records)} records where its trailer says {expected_records}")
-    return records
+    return body, int(expected_records)
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
+def _file_body(path: Path) -> tuple[bytes, int | None]:
     data = path.read_bytes()
     try:
         length = int.from_bytes(data[:4], "little")
@@ -163,69 +176,102 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         raise DatabaseConnectionError(
             f"embedded database file {path} cannot be read: it is not a DRS Amend data file; it was left unchanged")
     if header.get("version") == FILE_VERSION:
-        return _verified_records(data, path)
+        return _verified_body(data, path)
     if header.get("version") == LEGACY_VERSION:
         log.warning("%s has the first release's format, without integrity check; the next save adds one", path)
-        return bson.decode_all(data)
+        return data, None
     raise DamagedFileError(path, f"its format version is {header.get('version')!r}; this release reads "
                                  f"{LEGACY_VERSION} and {FILE_VERSION}")
 
 
-def load_database(database: Any, path: Path | str) -> None:
-    """Fill `database` from `path`; a missing file is an empty database, a damaged one a DamagedFileError."""
+def _record_spans(body: bytes, path: Path) -> list[tuple[int, int]]:
+    """(start, end) of each BSON record of the body, from their length prefixes."""
+    spans, offset = [], 0
+    while offset < len(body):
+        length = int.from_bytes(body[offset:offset + 4], "little")
+        if length < 5 or offset + length > len(body):
+            raise DamagedFileError(path, f"a record at byte {offset} runs past the end of the file")
+        spans.append((offset, offset + length))
+        offset += length
+    return spans
+
+
+_DOCUMENT_RECORD = bytes([0x03]) + b"d\x00"  # {"d": <document>}: an embedded document named "d"
+
+
+def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -> None:
+    """Fill `database` from `path` (the documents of the collections in `skip` are left out, not even
+    decoded); a missing file is an empty database, a damaged one a DamagedFileError."""
+    started = time.monotonic()
     path = data_file(path)
     if not path.exists():
         return
     try:
-        records = _read_records(path)
+        body, expected_records = _file_body(path)
+        spans = _record_spans(body, path)
+        if expected_records is not None and len(spans) != expected_records:
+            raise DamagedFileError(path, f"it holds {len(spans)} records where its trailer says {expected_records}")
+        documents = _fill(database, body, spans[1:], path, skip)
     except OSError as exc:
         raise DatabaseConnectionError(f"embedded database file {path} cannot be read: {exc.strerror}") from exc
     except BSONError as exc:
         raise DamagedFileError(path, f"a record cannot be decoded: {exc}") from exc
-    try:
-        _fill(database, records[1:], path)
     except (KeyError, TypeError, ValueError, PyMongoError) as exc:
         raise DamagedFileError(path, f"a record does not have the shape of this format: {exc}") from exc
+    log.info("loaded %d document(s), %.1f MB, from %s in %.2f s", documents, len(body) / 2**20, path,
+             time.monotonic() - started)
 
 
-def _fill(database: Any, records: list[dict[str, Any]], path: Path) -> None:
-    collection: Any = None
-    batch: list[dict[str, Any]] = []
-    for record in records:
-        if "collection" in record:
-            _flush(collection, batch)
-            collection, batch = database[record["collection"]], []
-            database.create_collection(record["collection"])
-            for spec in record["indexes"]:
-                collection.create_index([tuple(pair) for pair in spec["key"]], name=spec["name"],
-                                        unique=spec["unique"])
-        elif "d" in record and collection is not None:
-            batch.append(record["d"])
-        else:
+def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, skip: Collection[str]) -> int:
+    """The collections of the record spans into `database`; the number of documents loaded."""
+    loaded, index = 0, 0
+    while index < len(spans):
+        start, end = spans[index]
+        header = bson.decode(body[start:end])
+        if "collection" not in header:
             raise DamagedFileError(path, "it has a record of unknown shape")
-    _flush(collection, batch)
-
-
-def _flush(collection: Any, documents: list[dict[str, Any]]) -> None:
-    if collection is not None and documents:
-        collection.insert_many(documents)
+        name = header["collection"]
+        collection = database[name]
+        database.create_collection(name)
+        for spec in header["indexes"]:
+            collection.create_index([tuple(pair) for pair in spec["key"]], name=spec["name"], unique=spec["unique"])
+        first = index = index + 1
+        while index < len(spans) and body[spans[index][0] + 4:spans[index][0] + 7] == _DOCUMENT_RECORD:
+            index += 1
+        if name in skip or first == index:
+            continue
+        records = bson.decode_all(body[spans[first][0]:spans[index - 1][1]])
+        store_documents(collection, (record["d"] for record in records))
+        loaded += len(records)
+    return loaded
 
 
 class EmbeddedDatabaseFile:
     """Context manager: lock, load, yield the database, save when the block ends without an exception.
 
     An exception (or a killed process) leaves the file as it was: the run's writes are lost
-    together, never half of them.
+    together, never half of them. Read only: no lock, no save; the file is read as the last
+    save left it (saves are atomic renames), so a reader never waits for a writer and never
+    changes the file. `skip`: collections whose documents are not loaded (about to be replaced).
     """
 
-    def __init__(self, path: Path, db_name: str, lock_timeout_seconds: int):
+    def __init__(self, path: Path, db_name: str, lock_timeout_seconds: int, read_only: bool = False,
+                 skip: Collection[str] = (), final_write: FinalWrite | None = None):
         self.path = data_file(path)
         self.db_name = db_name
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.read_only = read_only
+        self.skip = skip
+        self.final_write = final_write
         self._lock = filelock.FileLock(f"{self.path}.lock", timeout=lock_timeout_seconds)
         self._database: Any = None
 
     def __enter__(self) -> Any:
+        database: Any = mongomock.MongoClient()[self.db_name]
+        if self.read_only:
+            load_database(database, self.path, self.skip)
+            self._database = database
+            return database
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -241,8 +287,7 @@ class EmbeddedDatabaseFile:
             raise DatabaseConnectionError(f"cannot lock embedded database file {self.path}: {exc.strerror}") from exc
         try:
             remove_stale_temporary_files(self.path)
-            database: Any = mongomock.MongoClient()[self.db_name]
-            load_database(database, self.path)
+            load_database(database, self.path, self.skip)
         except BaseException:
             self._lock.release()
             raise
@@ -251,10 +296,12 @@ class EmbeddedDatabaseFile:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
+        if self.read_only:
+            return
         try:
             if exc_type is None:
                 try:
-                    save_database(self._database, self.path)
+                    save_database(self._database, self.path, self.final_write)
                 except OSError as err:
                     raise DatabaseConnectionError(
                         f"embedded database file {self.path} cannot be written: {err.strerror}") from err

@@ -40,12 +40,36 @@ def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT
             handler.addFilter(secret_filter)
 
 
-def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: TextIO | None = None) -> Iterator[Item]:
-    """`iterable` with a live progress bar on `stream` (stderr) when it is a terminal; silent otherwise,
-    so cron mails and log files never fill with bar updates."""
+def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: TextIO | None = None,
+                 total: int | None = None) -> Iterator[Item]:
+    """`iterable` with a live progress bar on `stream` (stderr) when it is a terminal, with the rate and,
+    given the `total`, the share done and the time left; silent otherwise, so cron mails and log files
+    never fill with bar updates."""
     stream = sys.stderr if stream is None else stream
     return tqdm(iterable, desc=description, unit=unit, file=stream, disable=not stream.isatty(), leave=False,
-                unit_scale=True, mininterval=0.5)
+                unit_scale=True, mininterval=0.5, total=total)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a test may have replaced it since)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def log_to_console(stream: TextIO | None = None) -> None:
+    """The job's INFO lines on `stream` (stderr): for the tools an operator runs by hand, which keep no
+    log files. Nothing changes when logging is set up already."""
+    logger = get_logger()
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(SecretFilter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
