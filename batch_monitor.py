@@ -71,7 +71,7 @@ def evaluate_health(window_runs: Sequence[Document], success: Document | None, s
     state = max(rate_state, stuck_state, age_state)
     line = (f"DRS-AMEND {STATE_NAMES[state]} - {age_text}; failure rate {rate:.0%} over {thresholds.window_hours} h "
             f"({errors} of {ended} task(s)); {stuck_tasks} stuck task(s)"
-            f" | last_success_hours={'' if age_hours is None else f'{age_hours:.2f}'} failure_rate={rate:.3f}"
+            f" | last_success_hours={'U' if age_hours is None else f'{age_hours:.2f}'} failure_rate={rate:.3f}"
             f" stuck_tasks={stuck_tasks}")
     return state, line
 
@@ -99,14 +99,19 @@ def log_rows(runs: Iterable[Document], status: str | None = None, batch: str | N
     return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
 
 
+def with_utc_offset(value: object) -> object:
+    """A date of the database (naive UTC) as an ISO 8601 time that says it is UTC; anything else as it is."""
+    return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) and value.tzinfo is None else value
+
+
 def _cell(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else "" if value is None else str(value)
+    return str(with_utc_offset(value)) if isinstance(value, datetime) else "" if value is None else str(value)
 
 
 def export(rows: Sequence[Mapping[str, Any]], form: str) -> str:
     """The rows as csv, json or txt."""
     if form == "json":
-        return to_json(rows) + "\n"
+        return to_json([{column: with_utc_offset(value) for column, value in row.items()} for row in rows]) + "\n"
     if form == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -167,12 +172,18 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="dashboard: last runs, tasks by status, stuck tasks, failure rate")
+    # --config-dir is accepted after the command too; there it must not reset the value given before it.
+    config_after = OneLineArgumentParser(add_help=False)
+    config_after.add_argument("--config-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    status = commands.add_parser("status", parents=[config_after],
+                                 help="dashboard: last runs, tasks by status, stuck tasks, failure rate")
     status.add_argument("--runs", type=bounded_int(1, 10_000), default=10,
                         help="how many recent runs to list (default 10)")
-    commands.add_parser("check", help="one status line and exit code 0/1/2/3 for cron or a monitoring system; "
-                                      f"thresholds in config/{MONITOR_CONFIG_FILE}")
-    logs = commands.add_parser("logs", help="run and task history, filtered, optionally exported")
+    commands.add_parser("check", parents=[config_after],
+                        help="one status line and exit code 0/1/2/3 for cron or a monitoring system; "
+                             f"thresholds in config/{MONITOR_CONFIG_FILE}")
+    logs = commands.add_parser("logs", parents=[config_after],
+                               help="run and task history, filtered, optionally exported")
     logs.add_argument("--since", type=parse_time, help="runs started at or after this time (UTC)")
     logs.add_argument("--until", type=parse_time, help="runs started before this time (UTC)")
     logs.add_argument("--status", choices=tuple(Outcome), help="task outcome")

@@ -376,6 +376,11 @@ def fetch_cases_for_batch(store: AmendStore, batch_id: BatchId,
     return cases
 
 
+def fetch_case_count(store: AmendStore, batch_id: BatchId) -> int:
+    return store.read(f"counting the cases of batch {batch_id}", lambda: int(
+        store[CASES_COLLECTION].count_documents({"Case_Distribution_Batch_ID": batch_id})))
+
+
 def fetch_case_prior_values(store: AmendStore, batch_id: BatchId, case_ids: list[int],
                             chunk_size: int) -> dict[int, Document]:
     """The amend fields of the given cases as they are now, to undo the case writes."""

@@ -21,6 +21,7 @@ from database_checks import (
     batch_of,
     fetch_amend_task_statuses,
     fetch_and_validate_template_task,
+    fetch_case_count,
     fetch_case_prior_values,
     fetch_cases_for_batch,
     fetch_expired_claims,
@@ -51,7 +52,7 @@ from update_databases import (
 )
 from utils.config import JobSettings
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
-from utils.loggers import get_logger, progress_bar
+from utils.loggers import get_logger, progress_bar, progress_shown
 from utils.reports import Outcome, RunIdentity, RunReport, TaskOutcome
 from utils.secrets import scrub
 
@@ -190,9 +191,11 @@ def plan_batch(store: AmendStore, batch_id: BatchId, settings: JobSettings,
     """
     started = time.monotonic()
     request = fetch_transaction_details(store, batch_id)
+    # The bar shows the share read and the time left; the count it needs is only asked for when it is shown.
+    total = fetch_case_count(store, batch_id) if progress_shown() else None
     with collector_paused():
-        cases = fetch_cases_for_batch(store, batch_id,
-                                      lambda cursor: progress_bar(cursor, f"batch {batch_id}", "case"))
+        cases = fetch_cases_for_batch(store, batch_id, lambda cursor: progress_bar(
+            cursor, f"reading batch {batch_id}", "case", total=total))
     summary_rows = fetch_summary_rows(store, batch_id)
     log.info("%s: read %d case(s) in %d cell(s) of batch %s in %.2f s", label, len(cases.assignment),
              len(cases.holdings), batch_id, time.monotonic() - started)

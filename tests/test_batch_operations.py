@@ -69,6 +69,8 @@ def test_evaluate_health(window_runs, success_hours, stuck, state, text):
     assert got_state == state
     assert line.startswith(text) or text in line
     assert "| last_success_hours=" in line and f"stuck_tasks={stuck}" in line
+    if success_hours is None:
+        assert "last_success_hours=U " in line  # unknown, in the monitoring-plugin convention
 
 
 RUNS = [run_record(30, 1, [task("error", 1, "005"), task("completed", 2, "006")], "old"),
@@ -87,12 +89,18 @@ def test_log_rows_filters(filters, expected):
     assert [(row["run_id"], row["Task_Id"]) for row in log_rows(RUNS, **filters)] == expected
 
 
+def text_row_time(text):
+    return text.splitlines()[1].split()[1]
+
+
 def test_exports_csv_json_txt():
     rows = log_rows(RUNS, status="error")
     parsed = list(csv.DictReader(io.StringIO(export(rows, "csv"))))
     assert parsed[0]["Task_Id"] == "1" and parsed[0]["outcome"] == "error" and parsed[0]["message"] == "error message"
-    assert parsed[0]["run_started"] == (NOW - timedelta(hours=30)).isoformat()
+    assert parsed[0]["run_started"] == (NOW - timedelta(hours=30)).isoformat() + "+00:00"  # times say they are UTC
     assert json.loads(export(rows, "json"))[0]["batch"] == "005"
+    assert json.loads(export(rows, "json"))[0]["run_started"].endswith("+00:00")
+    assert text_row_time(export(rows, "txt")).endswith("+00:00")
     text = export(rows, "txt").splitlines()
     assert text[0].split()[:3] == ["run_id", "run_started", "host"] and "error message" in text[1]
 
@@ -366,3 +374,15 @@ def test_a_missing_ca_file_is_a_configuration_error(tmp_path):
     config = alerts_config(tmp_path, 25, "CA_FILE = /nonexistent/ca.pem\n")
     with pytest.raises(ConfigurationError, match="CA_FILE /nonexistent/ca.pem is not a file"):
         load_alert_settings(config, environ={})
+
+
+def test_the_config_dir_may_follow_the_command(embedded, tmp_path, script):
+    config = tmp_path / "other_config"
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    (config / "monitor.ini").write_text("[CHECK]\nWINDOW_HOURS = 1\n")
+    before = script("batch_monitor.py", "--config-dir", str(config), "check", env=embedded["env"])
+    after = script("batch_monitor.py", "check", "--config-dir", str(config), env=embedded["env"])
+    assert before.stdout == after.stdout and "over 1 h" in after.stdout
+    both = script("batch_monitor.py", "--config-dir", str(tmp_path / "nowhere"), "check", "--config-dir", str(config),
+                  env=embedded["env"])
+    assert "over 1 h" in both.stdout

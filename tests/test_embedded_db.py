@@ -7,7 +7,7 @@ import mongomock
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
-from tests.support import fresh_db
+from tests.support import PROJECT_ROOT, fresh_db
 from utils.config import DatabaseSettings
 from utils.connectDB import database_session, get_collection, get_db_connection
 from utils.Custom_Exceptions import DatabaseConnectionError
@@ -235,3 +235,67 @@ def test_a_file_of_the_first_release_is_loaded_and_saved_with_a_trailer(tmp_path
         assert db["t"].find_one() == {"_id": 1, "x": 1}
     path.write_bytes(path.read_bytes()[:-10])
     assert_refused_and_unchanged(path)
+
+
+# --- read-only commands (issue 10) ----------------------------------------------------------------
+
+SHIPPED_CONFIG = PROJECT_ROOT / "config"
+READ_ONLY_COMMANDS = [("batch_monitor.py", ["check"]), ("batch_monitor.py", ["status"]),
+                      ("batch_monitor.py", ["logs", "--export", "json"]), ("main.py", ["--dry-run"])]
+
+
+@pytest.mark.parametrize("name, args", READ_ONLY_COMMANDS,
+                         ids=[" ".join([name, *args]) for name, args in READ_ONLY_COMMANDS])
+def test_a_read_only_command_answers_while_a_run_holds_the_lock_and_changes_nothing(tmp_path, script, name, args):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path = saved_fixture_file(tmp_path)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    before = path.read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time\n"
+                               f"with filelock.FileLock({str(path) + '.lock'!r}):\n"
+                               "    print('held', flush=True)\n    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        result = script(name, *args, "--log-dir" if name == "main.py" else "--config-dir",
+                        str(tmp_path / "logs") if name == "main.py" else str(SHIPPED_CONFIG),
+                        env={"DRS_MONGO_URI": f"embedded://{path}"})
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert result.returncode in (0, 1, 2) and "locked" not in result.stdout + result.stderr, result
+    assert path.read_bytes() == before and path.stat().st_mtime == 1_000_000_000
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db.bson")) == ["db.bson", "db.bson.lock"]
+
+
+def test_check_is_unknown_when_the_file_cannot_be_read(tmp_path, script):
+    path = tmp_path / "db.bson"
+    path.write_bytes(b"garbage")
+    result = script("batch_monitor.py", "check", env={"DRS_MONGO_URI": f"embedded://{path}"})
+    assert result.returncode == 3 and result.stdout.startswith("DRS-AMEND UNKNOWN - ")
+    assert path.read_bytes() == b"garbage"
+
+
+def test_the_run_record_is_written_last_while_the_file_is_saved(tmp_path):
+    import bson
+
+    database = mongomock.MongoClient()["drs"]
+    database["a"].insert_one({"x": 1})
+    database["z"].insert_one({"x": 2})
+    seen = []
+
+    def final_write(db):
+        seen.append(sorted(db.list_collection_names()))
+        db["history"].insert_one({"run": 1})
+
+    save_database(database, tmp_path / "db.bson", ("history", final_write))
+    records = bson.decode_all((tmp_path / "db.bson").read_bytes()[:-109])
+    names = [record["collection"] for record in records if "collection" in record]
+    assert names == ["a", "z", "history"] and records[-1] == {"d": {"_id": records[-1]["d"]["_id"], "run": 1}}
+    assert seen == [["a", "z"]]

@@ -1,6 +1,7 @@
 """A full run on the shipped fixtures, and every validation failure ending its task in error."""
 
 import copy
+import json
 
 import pytest
 from bson import ObjectId
@@ -383,3 +384,49 @@ def test_a_seq_that_moved_in_the_array_while_the_task_ran_is_not_closed_blindly(
     assert "is no longer the open seq the task planned for" in report.outcomes[0].message
     assert report.outcomes[0].message.endswith("every write of the task was undone")
     assert normalized(snapshot(db, "B1")) == normalized(before)
+
+
+# --- what main.py says when there is nothing to do (issue 10) --------------------------------------
+
+def test_main_on_an_empty_embedded_database_says_database_update_was_not_run(tmp_path, script):
+    result = script("main.py", "--log-dir", str(tmp_path / "logs"),
+                    env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'missing.bson'}"})
+    assert result.returncode == 0
+    assert "holds no data: did you run database_update.py?" in result.stderr
+
+
+def test_main_names_a_task_id_that_does_not_exist_or_has_nothing_to_do(tmp_path, script):
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    assert script("database_update.py", env=env).returncode == 0
+    missing = script("main.py", "--task-id", "999", "--log-dir", str(tmp_path / "logs"), env=env)
+    assert missing.returncode == 0 and "no amend task has Task_Id 999" in missing.stderr
+    assert script("main.py", "--task-id", "101", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
+    again = script("main.py", "--task-id", "101", "--log-dir", str(tmp_path / "logs"), env=env)
+    assert "amend task 101 is completed: nothing to do" in again.stderr
+
+
+def test_json_prints_the_document_the_run_history_holds(tmp_path, script):
+    from tests.support import load
+
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    assert script("database_update.py", env=env).returncode == 0
+    result = script("main.py", "--json", "--log-dir", str(tmp_path / "logs"), env=env)
+    printed = json.loads(result.stdout)
+    recorded = load(tmp_path / "db.bson")["DRS_Amend.Run_History"].find_one()
+    assert set(printed) == set(recorded) and {"version", "configuration"} <= set(printed)
+    assert printed["_id"] == str(recorded["_id"]) and printed["duration_seconds"] == recorded["duration_seconds"]
+
+
+def test_log_lines_carry_no_doubled_prefix(tmp_path, script):
+    config = tmp_path / "config"
+    import shutil
+
+    from tests.support import PROJECT_ROOT
+
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    (tmp_path / "db.bson").write_bytes(b"not a data file")
+    result = script("main.py", "--config-dir", str(config), "--log-dir", str(tmp_path / "logs"), env=env)
+    assert result.returncode == 2
+    log_text = (tmp_path / "logs" / "drs_amend.log").read_text()
+    assert "is not a DRS Amend data file" in log_text and "drs-amend:" not in log_text

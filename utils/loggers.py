@@ -46,8 +46,13 @@ def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: 
     given the `total`, the share done and the time left; silent otherwise, so cron mails and log files
     never fill with bar updates."""
     stream = sys.stderr if stream is None else stream
-    return tqdm(iterable, desc=description, unit=unit, file=stream, disable=not stream.isatty(), leave=False,
-                unit_scale=True, mininterval=0.5, total=total)
+    return tqdm(iterable, desc=description, unit=unit, file=stream, disable=not progress_shown(stream),
+                leave=False, unit_scale=True, mininterval=0.5, total=total)
+
+
+def progress_shown(stream: TextIO | None = None) -> bool:
+    """Whether progress bars are drawn on `stream` (stderr): only on a terminal."""
+    return (sys.stderr if stream is None else stream).isatty()
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
