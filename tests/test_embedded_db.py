@@ -255,9 +255,9 @@ def test_a_read_only_command_answers_while_a_run_holds_the_lock_and_changes_noth
     path = saved_fixture_file(tmp_path)
     os.utime(path, (1_000_000_000, 1_000_000_000))
     before = path.read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time\n"
-                               f"with filelock.FileLock({str(path) + '.lock'!r}):\n"
-                               "    print('held', flush=True)\n    time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    hold_the_lock = (f"import filelock, time\nwith filelock.FileLock({str(path) + '.lock'!r}):\n"
+                     "    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold_the_lock], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
