@@ -79,6 +79,9 @@ def build_parser() -> OneLineArgumentParser:
                         help="process only the amend task with this Task_Id (still claimed atomically)")
     parser.add_argument("--json", action="store_true",
                         help="print the run report (or the dry run) as JSON on stdout; logs stay on stderr")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only warnings and errors on stderr (the log files keep everything): from cron, "
+                             "which mails what a job prints, a mail then means something needs a look")
     return parser
 
 
@@ -133,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = load_config(args.config_dir)
-        setup_logging(args.config_dir, args.log_dir)
+        setup_logging(args.config_dir, args.log_dir, quiet=args.quiet)
         log = get_logger()
         final_write = None if args.dry_run else (RUN_HISTORY_COLLECTION, record_the_run)
         with database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database:

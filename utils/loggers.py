@@ -17,8 +17,9 @@ LOGGER_NAME = "drs_amend"
 Item = TypeVar("Item")
 
 
-def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT_LOG_DIR) -> None:
-    """Apply loggers.ini; its handlers may write under %(logdir)s, created here when missing."""
+def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT_LOG_DIR, quiet: bool = False) -> None:
+    """Apply loggers.ini; its handlers may write under %(logdir)s, created here when missing. `quiet`: the
+    console (any handler that is not a file) shows warnings and errors only; the files keep everything."""
     path = Path(config_dir) / LOGGING_CONFIG_FILE
     if not path.is_file():
         raise ConfigurationError(f"logging configuration {path} is missing")
@@ -38,6 +39,8 @@ def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT
     for logger in (logging.getLogger(), get_logger()):
         for handler in logger.handlers:
             handler.addFilter(secret_filter)
+            if quiet and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(max(handler.level, logging.WARNING))
 
 
 def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: TextIO | None = None,
