@@ -2,10 +2,8 @@
 journal, write and record each open task's outcome. Every database access goes through the
 store (amend_store.AmendStore): reads of database_checks, writes of update_databases."""
 
-import gc
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
@@ -50,6 +48,7 @@ from update_databases import (
     take_over_journal,
     update_task_status,
 )
+from utils.collector import collector_paused
 from utils.config import JobSettings
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, progress_bar, progress_shown
@@ -167,20 +166,6 @@ def land_writes(store: AmendStore, task: Document, run: RunIdentity, writes: Pla
     _close_journal_quietly(store, writes.batch_id, fence, task)
     log.info("%s completed: %s", label, writes.description + note)
     return _outcome(task, Outcome.COMPLETED, writes.description + note, len(writes.changes))
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Reading and planning a large batch allocate millions of objects that form no reference
-    cycles; the cyclic garbage collector would only traverse them again and again (it more than
-    doubled the planning time of a million cases). Reference counting still frees everything."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def plan_batch(store: AmendStore, batch_id: BatchId, settings: JobSettings,

@@ -1,8 +1,10 @@
 """The mongomock adaptation of utils/mongomock_compat.py (upstream issue mongomock#912) and its speedups,
 which must give plain mongomock's answers."""
 
+import copy
 import os
 from contextlib import contextmanager
+from functools import partial
 
 import mongomock
 import pytest
@@ -57,26 +59,83 @@ documents = st.lists(st.fixed_dictionaries({"k": values, "j": scalars}), max_siz
 in_lists = st.lists(st.one_of(scalars, st.lists(scalars, max_size=2)), max_size=6)
 
 
-def answers(filters, docs, skip, limit):
+projections = st.one_of(st.none(), st.dictionaries(
+    st.sampled_from(["_id", "k", "j", "k.x", "absent", "$", "$k"]),
+    st.one_of(st.sampled_from([0, 1, True, False, 2, -1, 1.0, "1"]), st.just({"$slice": 1})), max_size=4))
+
+
+def ordered(document):
+    """A document with its key order made visible (dict equality ignores it)."""
+    if isinstance(document, dict):
+        return [(key, ordered(value)) for key, value in document.items()]
+    if isinstance(document, list):
+        return [ordered(value) for value in document]
+    return document
+
+
+def answer(read):
+    """What a read returns, its documents' key order included, or the class of the error it raises."""
+    try:
+        return ordered(read())
+    except Exception as exc:  # noqa: BLE001 - the comparison is of whatever plain mongomock does
+        return type(exc)
+
+
+def answers(filters, docs, skip, limit, projection):
     collection = mongomock.MongoClient()["db"]["c"]
     if docs:
         collection.insert_many([dict(doc, _id=number) for number, doc in enumerate(docs)])
-    return [list(collection.find(query).skip(skip).limit(limit)) for query in filters] + \
+    # Each find is given its own copy of the projection: mongomock changes the one it is given.
+    def read(query):
+        return list(collection.find(query, copy.deepcopy(projection)).skip(skip).limit(limit))
+
+    return [answer(partial(read, query)) for query in filters] + \
         [collection.count_documents(query) for query in filters]
 
 
 @settings(max_examples=300, deadline=None)
-@given(docs=documents, in_list=in_lists, other=scalars, skip=st.integers(0, 5), limit=st.integers(0, 5))
-def test_the_speedups_give_the_answers_of_plain_mongomock(docs, in_list, other, skip, limit):
+@given(docs=documents, in_list=in_lists, other=scalars, text=st.sampled_from(["a", "b", "c"]),
+       skip=st.integers(0, 5), limit=st.integers(0, 5), projection=projections)
+def test_the_speedups_give_the_answers_of_plain_mongomock(docs, in_list, other, text, skip, limit, projection):
     filters = [{"k": {"$in": in_list}}, {"k": {"$in": in_list}, "j": other}, {"k": {"$nin": in_list}},
-               {"j": {"$in": in_list}}, {"k.x": {"$in": in_list}}, {}]
+               {"j": {"$in": in_list}}, {"k.x": {"$in": in_list}}, {}, {"j": text}, {"k": text},
+               {"k": text, "j": {"$in": in_list}}, {"j": text, "k": {"$in": in_list}},
+               {"k": {"$in": in_list}, "j": {"$in": in_list}}, {"j": text, "k.x": text}, {"j": text, "k": other}]
     with speedups(True):
         assert speedups_enabled()
-        fast = answers(filters, docs, skip, limit)
+        fast = answers(filters, docs, skip, limit, projection)
     with speedups(False):
         assert not speedups_enabled()
-        plain = answers(filters, docs, skip, limit)
+        plain = answers(filters, docs, skip, limit, projection)
     assert fast == plain
+
+
+def test_a_top_level_projection_is_applied_as_mongomock_applies_it():
+    collection = mongomock.MongoClient()["db"]["c"]
+    nested = {"y": [1, {"z": 2}]}
+    collection.insert_one({"b": 1, "_id": 7, "a": nested, "c": "kept out"})
+    projection = {"a": 1, "b": True}
+    (document,) = collection.find({}, projection)
+    assert ordered(document) == [("b", 1), ("a", ordered(nested)), ("_id", 7)]
+    document["a"]["y"][1]["z"] = 3  # a copy: the stored document is untouched
+    assert collection.find_one({}, {"a": 1, "_id": 0}) == {"a": nested}
+
+
+def test_stored_documents_are_mongomocks_own_in_its_order_after_any_change():
+    from bson import ObjectId
+
+    from utils.mongomock_compat import stored_documents
+
+    collection = mongomock.MongoClient()["db"]["c"]
+    ids = [ObjectId() for _ in range(8)]
+    collection.insert_many([{"_id": key, "n": number} for number, key in enumerate(ids)])
+    collection.delete_one({"_id": ids[2]})
+    collection.replace_one({"_id": ids[5]}, {"n": "replaced"})
+    collection.update_many({"n": {"$in": [0, 7]}}, {"$set": {"m": 1}})
+    collection.insert_one({"_id": ids[2], "n": "back"})
+    assert [document["_id"] for document in stored_documents(collection)] == \
+        [document["_id"] for document in collection._store.documents] == ids[:2] + ids[3:] + ids[2:3]
+    assert list(stored_documents(collection)) == list(collection.find())
 
 
 def test_a_cursor_is_read_in_linear_time_and_sliced_as_before():

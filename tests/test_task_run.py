@@ -301,7 +301,7 @@ def test_a_defect_ends_only_its_task_in_error(db, settings, monkeypatch):
 def test_the_collector_is_paused_only_while_reading_and_planning(db, settings, monkeypatch):
     import gc
 
-    from task_processor import collector_paused
+    from utils.collector import collector_paused
 
     seen = []
     real_plan = __import__("amend_plan").plan_amend

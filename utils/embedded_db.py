@@ -27,6 +27,7 @@ from bson.errors import BSONError
 from bson.int64 import Int64
 from pymongo.errors import PyMongoError
 
+from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
 from utils.mongomock_compat import patch_mongomock, store_documents, stored_documents
 
@@ -211,7 +212,8 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
         spans = _record_spans(body, path)
         if expected_records is not None and len(spans) != expected_records:
             raise DamagedFileError(path, f"it holds {len(spans)} records where its trailer says {expected_records}")
-        documents = _fill(database, body, spans[1:], path, skip)
+        with collector_paused():
+            documents = _fill(database, body, spans[1:], path, skip)
     except OSError as exc:
         raise DatabaseConnectionError(f"embedded database file {path} cannot be read: {exc.strerror}") from exc
     except BSONError as exc:
