@@ -202,6 +202,13 @@ def measure_other_checkout(checkout: Path, size: int) -> float:
         return run_main(checkout, Path(name))
 
 
+def describe_checkout(checkout: Path) -> str:
+    """A checkout as its commit (`git describe`), or its folder's name outside git."""
+    result = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True)
+    return f"commit {result.stdout.strip()}" if result.returncode == 0 else checkout.name
+
+
 def measure_request_validation() -> tuple[int, float, float]:
     """Validating the largest amend request accepted, and refusing one of 16,000 distributions (seconds)."""
     from database_checks import MAX_DISTRIBUTIONS, validate_distributions
@@ -267,6 +274,7 @@ def main() -> None:
     print("| cases | load + save s | bson.decode_all + bson.encode s | ratio | job phase s | planning in memory s "
           "| ratio | database_update --generate s | main.py s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    comparisons = []
     for size in [size for size in args.sizes if size <= args.embedded_max]:
         e = in_subprocess("embedded", size)
         load_save = e["load_seconds"] + e["save_seconds"]
@@ -275,9 +283,12 @@ def main() -> None:
               f"| {e['job_seconds']:.2f} | {e['planning_seconds']:.2f} | {job_ratio:.1f} "
               f"| {e['reset_seconds']:.1f} | {e['run_seconds']:.1f} |", flush=True)
         if args.compare_with:
-            other = measure_other_checkout(args.compare_with, size)
-            print(f"\nmain.py at {size:,} cases: {other:.1f} s with {args.compare_with}, {e['run_seconds']:.1f} s "
-                  f"with this checkout: {other / e['run_seconds']:.0f}x faster\n", flush=True)
+            comparisons.append((size, measure_other_checkout(args.compare_with, size), e["run_seconds"]))
+    if comparisons:
+        print(f"\nmain.py on the embedded default, {describe_checkout(args.compare_with)} against this checkout "
+              f"({describe_checkout(PROJECT_ROOT)}):\n")
+        for size, other, this in comparisons:
+            print(f"- {size:,} cases: {other:.1f} s against {this:.1f} s, {other / this:.0f}x faster")
     largest, accepted, refused = measure_request_validation()
     print(f"\nvalidating an amend request of {largest:,} distributions: {accepted * 1000:.1f} ms; "
           f"refusing one of 16,000: {refused * 1000:.3f} ms")

@@ -323,3 +323,20 @@ def load(path):
     database = new_database()
     load_database(database, path)
     return database
+
+
+class FakeStream:
+    """A stream that is a terminal or not, keeping what is written to it."""
+
+    def __init__(self, terminal):
+        self.terminal = terminal
+        self.text = ""
+
+    def isatty(self):
+        return self.terminal
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from balance_resources import DEFAULT_MIN_SHARE_KEPT
-from tests.support import PROJECT_ROOT, run_job, uri_with_password
+from tests.support import PROJECT_ROOT, FakeStream, run_job, uri_with_password
 from utils.config import CONFIG_FILES, DEFAULT_LEASE, load_config, load_database_settings, load_job_settings
 from utils.Custom_Exceptions import ConfigurationError
 from utils.loggers import get_logger, setup_logging
@@ -150,21 +150,6 @@ def test_logging_configuration_errors(tmp_path, restore_logging, text, message):
         write(tmp_path, "loggers.ini", text)
     with pytest.raises(ConfigurationError, match=message):
         setup_logging(tmp_path, tmp_path / "logs")
-
-
-class FakeStream:
-    def __init__(self, terminal):
-        self.terminal = terminal
-        self.text = ""
-
-    def isatty(self):
-        return self.terminal
-
-    def write(self, text):
-        self.text += text
-
-    def flush(self):
-        pass
 
 
 def test_the_progress_bar_shows_only_on_a_terminal():

@@ -7,7 +7,7 @@ import mongomock
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
-from tests.support import PROJECT_ROOT, fresh_db
+from tests.support import PROJECT_ROOT, FakeStream, fresh_db
 from utils.config import DatabaseSettings
 from utils.connectDB import database_session, get_collection, get_db_connection
 from utils.Custom_Exceptions import DatabaseConnectionError
@@ -299,3 +299,23 @@ def test_the_run_record_is_written_last_while_the_file_is_saved(tmp_path):
     names = [record["collection"] for record in records if "collection" in record]
     assert names == ["a", "z", "history"] and records[-1] == {"d": {"_id": records[-1]["d"]["_id"], "run": 1}}
     assert seen == [["a", "z"]]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_loading_and_saving_show_a_progress_bar_with_a_total_on_a_terminal(tmp_path, monkeypatch, terminal):
+    import utils.embedded_db
+
+    monkeypatch.setattr(utils.embedded_db, "LOAD_CHUNK", 3)  # several pieces, and a last one shorter
+    stream = FakeStream(terminal)
+    monkeypatch.setattr("sys.stderr", stream)
+    source = mongomock.MongoClient()["drs"]
+    source["cases"].insert_many([{"_id": number, "n": number} for number in range(10)])
+    source["tasks"].insert_one({"_id": 1})
+    save_database(source, tmp_path / "db.bson")
+    target = mongomock.MongoClient()["drs"]
+    load_database(target, tmp_path / "db.bson")
+    assert list(target["cases"].find()) == list(source["cases"].find())
+    assert list(target["tasks"].find()) == [{"_id": 1}]
+    # 14 records: the file's header, two collection headers, 11 documents
+    assert ("saving db.bson" in stream.text and "loading db.bson" in stream.text) is terminal
+    assert ("/14" in stream.text) is terminal

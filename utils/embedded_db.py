@@ -15,7 +15,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,10 +26,12 @@ import mongomock
 from bson.errors import BSONError
 from bson.int64 import Int64
 from pymongo.errors import PyMongoError
+from tqdm import tqdm
 
 from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
-from utils.mongomock_compat import patch_mongomock, store_documents, stored_documents
+from utils.loggers import progress_counter
+from utils.mongomock_compat import patch_mongomock, store_documents, stored_count, stored_documents
 
 FILE_FORMAT = "drs-amend-embedded"
 FILE_VERSION = 2
@@ -102,6 +104,18 @@ def _collection_order(database: Any, last: str | None) -> list[str]:
     return [name for name in names if name != last] + ([last] if last else [])
 
 
+def _records_to_save(database: Any, final_write: FinalWrite | None) -> Iterator[dict[str, Any]]:
+    """The records of the data file: its header, then each collection's header and documents."""
+    yield {"format": FILE_FORMAT, "version": FILE_VERSION}
+    for name in _collection_order(database, final_write[0] if final_write else None):
+        if final_write and name == final_write[0]:
+            final_write[1](database)
+        collection = database[name]
+        yield {"collection": name, "indexes": _index_specs(collection)}
+        for document in stored_documents(collection):
+            yield {"d": document}
+
+
 def save_database(database: Any, path: Path | str, final_write: FinalWrite | None = None) -> None:
     """Write every collection of `database` to `path` atomically (temporary file, then rename), keeping
     the file's permissions and owner, and a symlink pointing to it. The documents are taken as
@@ -123,14 +137,11 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
                 handle.write(encoded)
                 records += 1
 
-            write(bson.encode({"format": FILE_FORMAT, "version": FILE_VERSION}))
-            for name in _collection_order(database, final_write[0] if final_write else None):
-                if final_write and name == final_write[0]:
-                    final_write[1](database)
-                collection = database[name]
-                write(bson.encode({"collection": name, "indexes": _index_specs(collection)}))
-                for document in stored_documents(collection):
-                    write(bson.encode({"d": document}))
+            total = 1 + sum(1 + stored_count(database[name]) for name in database.list_collection_names())
+            with progress_counter(f"saving {target.name}", "record", total) as bar:
+                for record in _records_to_save(database, final_write):
+                    write(bson.encode(record))
+                    bar.update()
             handle.write(_trailer(records, digest.hexdigest()))
             handle.flush()
             os.fchmod(handle.fileno(), mode)
@@ -198,6 +209,7 @@ def _record_spans(body: bytes, path: Path) -> list[tuple[int, int]]:
 
 
 _DOCUMENT_RECORD = bytes([0x03]) + b"d\x00"  # {"d": <document>}: an embedded document named "d"
+LOAD_CHUNK = 10_000
 
 
 def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -> None:
@@ -212,8 +224,9 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
         spans = _record_spans(body, path)
         if expected_records is not None and len(spans) != expected_records:
             raise DamagedFileError(path, f"it holds {len(spans)} records where its trailer says {expected_records}")
-        with collector_paused():
-            documents = _fill(database, body, spans[1:], path, skip)
+        with collector_paused(), progress_counter(f"loading {path.name}", "record", len(spans)) as bar:
+            bar.update()  # the file's header
+            documents = _fill(database, body, spans[1:], path, skip, bar)
     except OSError as exc:
         raise DatabaseConnectionError(f"embedded database file {path} cannot be read: {exc.strerror}") from exc
     except BSONError as exc:
@@ -224,8 +237,10 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
              time.monotonic() - started)
 
 
-def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, skip: Collection[str]) -> int:
-    """The collections of the record spans into `database`; the number of documents loaded."""
+def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, skip: Collection[str],
+          bar: tqdm) -> int:
+    """The collections of the record spans into `database`; the number of documents loaded. The documents
+    are decoded LOAD_CHUNK at a time, as fast as all at once, so that the progress bar moves."""
     loaded, index = 0, 0
     while index < len(spans):
         start, end = spans[index]
@@ -240,11 +255,15 @@ def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, 
         first = index = index + 1
         while index < len(spans) and body[spans[index][0] + 4:spans[index][0] + 7] == _DOCUMENT_RECORD:
             index += 1
-        if name in skip or first == index:
+        bar.update(1 + (index - first if name in skip else 0))
+        if name in skip:
             continue
-        records = bson.decode_all(body[spans[first][0]:spans[index - 1][1]])
-        store_documents(collection, (record["d"] for record in records))
-        loaded += len(records)
+        for chunk in range(first, index, LOAD_CHUNK):
+            last = min(chunk + LOAD_CHUNK, index) - 1
+            records = bson.decode_all(body[spans[chunk][0]:spans[last][1]])
+            store_documents(collection, (record["d"] for record in records))
+            loaded += len(records)
+            bar.update(len(records))
     return loaded
 
 

@@ -5,7 +5,7 @@ import logging.config
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -48,9 +48,19 @@ def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: 
     """`iterable` with a live progress bar on `stream` (stderr) when it is a terminal, with the rate and,
     given the `total`, the share done and the time left; silent otherwise, so cron mails and log files
     never fill with bar updates."""
+    return tqdm(iterable, **_bar_options(description, unit, stream, total))
+
+
+def progress_counter(description: str, unit: str, total: int, stream: TextIO | None = None) -> tqdm:
+    """A progress bar shown as progress_bar shows it, advanced by hand (`update(n)`), for work done in
+    pieces (a context manager)."""
+    return tqdm(**_bar_options(description, unit, stream, total))
+
+
+def _bar_options(description: str, unit: str, stream: TextIO | None, total: int | None) -> dict[str, Any]:
     stream = sys.stderr if stream is None else stream
-    return tqdm(iterable, desc=description, unit=unit, file=stream, disable=not progress_shown(stream),
-                leave=False, unit_scale=True, mininterval=0.5, total=total)
+    return {"desc": description, "unit": unit, "file": stream, "disable": not progress_shown(stream),
+            "leave": False, "unit_scale": True, "mininterval": 0.5, "total": total}
 
 
 def progress_shown(stream: TextIO | None = None) -> bool:

@@ -265,6 +265,11 @@ def stored_documents(collection: Any) -> Iterator[dict[str, Any]]:
     yield from _documents_of(collection._store)
 
 
+def stored_count(collection: Any) -> int:
+    """How many documents mongomock holds for `collection` (no query)."""
+    return len(collection._store._documents)
+
+
 def store_documents(collection: Any, documents: Iterable[dict[str, Any]]) -> None:
     """Put documents read from the embedded data file into `collection` as mongomock keeps them. They were
     validated when they were first inserted, and saved by stored_documents, so they are not checked again."""
