@@ -190,7 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ExitStatus.REFUSED
         # The collections about to be replaced are not even loaded from the embedded file.
         with database_session(database, skip=(*fixtures, JOURNAL_COLLECTION)) as opened:
+            started = time.monotonic()
             counts = reset_collections(AmendStore(opened, settings.job.retry), fixtures)
+            log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
+                     len(counts), sum(counts.values()), time.monotonic() - started)
     except (TaskProcessingError, PyMongoError) as exc:
         print(scrub(f"database_update: {exc}"), file=sys.stderr)
         return ExitStatus.SETUP_ERROR

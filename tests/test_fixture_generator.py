@@ -1,5 +1,7 @@
 """The generator of large batches: deterministic, valid for the job, reachable from database_update.py."""
 
+import re
+
 import pytest
 
 from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION
@@ -56,6 +58,12 @@ def test_database_update_generate(tmp_path, script):
     result = script("database_update.py", "--generate", "1500", "--drcs", "3", "--rtoms", "2", "--seed", "4", env=env)
     assert result.returncode == 0, result.stderr
     assert "DRS.Tmp_Case_Distribution_DRC 1500" in result.stdout
+    # one line per phase with its duration: generated, imported, saved (a new file: nothing to load)
+    assert re.search(r"INFO generated batch GEN: 1500 case\(s\), an amend request of \d distribution\(s\), in [\d.]+ s",
+                     result.stderr)
+    assert re.search(r"INFO replaced the documents of 5 collection\(s\) by 1\d{3} and created the indexes in [\d.]+ s",
+                     result.stderr)
+    assert re.search(r"INFO saved \d+ record\(s\), [\d.]+ MB, to .*db.bson in [\d.]+ s", result.stderr)
     db = load(tmp_path / "db.bson")
     assert db[TASKS_COLLECTION].find_one()["parameters"]["Case_Distribution_Batch_ID"] == "GEN"
     job = script("main.py", "--log-dir", str(tmp_path / "logs"), env=env)
