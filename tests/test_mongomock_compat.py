@@ -138,6 +138,26 @@ def test_stored_documents_are_mongomocks_own_in_its_order_after_any_change():
     assert list(stored_documents(collection)) == list(collection.find())
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_an_in_list_changed_between_queries_is_read_anew(enabled):
+    with speedups(enabled):
+        collection = mongomock.MongoClient()["db"]["c"]
+        collection.insert_many([{"_id": number, "k": number} for number in range(5)])
+        ids = [1]
+
+        def found():
+            return [[document["_id"] for document in collection.find(query)]
+                    for query in ({"k": {"$in": ids}}, {"$or": [{"k": {"$in": ids}}]})] + \
+                [collection.count_documents({"k": {"$in": ids}})]
+
+        assert found() == [[1], [1], 1]
+        ids[0] = 3  # the same list, the same length, another value
+        assert found() == [[3], [3], 1]
+        ids.append(4)
+        assert found() == [[3, 4], [3, 4], 2]
+        assert ids == [3, 4]  # the caller's list is left as it was
+
+
 def test_a_cursor_is_read_in_linear_time_and_sliced_as_before():
     collection = mongomock.MongoClient()["db"]["c"]
     collection.insert_many([{"_id": number} for number in range(50)])
