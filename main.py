@@ -5,6 +5,7 @@ import logging
 import smtplib
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from utils.config import (
     ENV_MONGO_URI,
     JOB_CONFIG_FILE,
     LOGGING_CONFIG_FILE,
+    MAX_RUN_MINUTES,
     TEMPLATE_CONFIG_FILE,
     AlertSettings,
     Settings,
@@ -35,6 +37,7 @@ from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.reports import Outcome, RunReport, to_json
 from utils.secrets import scrub
+from utils.shutdown import StopRequest, stopping_between_tasks
 
 DESCRIPTION = """\
 Execute every open "Case Amend Planning among DRC" task, oldest first. For each task the
@@ -50,7 +53,8 @@ configuration (in --config-dir, default config/ of the project):
   {TEMPLATE_CONFIG_FILE:<24} [TEMPLATE_TASK] TEMPLATE_TASK_ID
   {JOB_CONFIG_FILE:<24} optional: [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30),
                            MAX_CLOCK_SKEW_SECONDS (300), [RETRY] ATTEMPTS (5),
-                           INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8)
+                           INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8),
+                           [RUN] MAX_MINUTES (no limit)
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
   alerts.ini               optional: [SMTP] e-mail when a task ends in error
 
@@ -59,7 +63,9 @@ exit codes:
   1  at least one task ended in error (its reason is in its status_description)
      (--dry-run: at least one task would be refused)
   2  configuration or database connection error; nothing was written
-  130, 143  stopped by Ctrl-C or SIGTERM (one line, no traceback)
+  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM: the task in hand was finished, no
+            other claimed, the run recorded (a second signal stops it at once, one line,
+            no traceback, nothing of the run saved on the embedded default)
 
 every run (but a dry run) is recorded in the collection {RUN_HISTORY_COLLECTION};
 batch_monitor.py shows, checks and exports that history."""
@@ -79,6 +85,9 @@ def build_parser() -> OneLineArgumentParser:
                         help="process only the amend task with this Task_Id (still claimed atomically)")
     parser.add_argument("--json", action="store_true",
                         help="print the run report (or the dry run) as JSON on stdout; logs stay on stderr")
+    parser.add_argument("--max-minutes", type=bounded_int(1, MAX_RUN_MINUTES), metavar="N",
+                        help=f"claim no new task after N minutes of the run (the task in hand is finished); "
+                             f"overrides [RUN] MAX_MINUTES of {JOB_CONFIG_FILE}")
     parser.add_argument("--quiet", action="store_true",
                         help="print only warnings and errors on stderr (the log files keep everything): from cron, "
                              "which mails what a job prints, a mail then means something needs a look")
@@ -128,18 +137,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def record_the_run(database: Any) -> None:
         """The run's last write (on the embedded default, made while the file is saved): its duration
-        covers loading, the job and saving."""
+        covers loading, the job and saving; a signal that came by then marks it as stopped."""
         assert report is not None
+        if stop.signal_number is not None:
+            report.stop_signal = stop.signal_number
+            report.stop_reason = report.stop_reason or stop.reason()
         report.ended = utc_now()
         recorded.append(run_document(report, settings, args.task_id))
         record_run_quietly(AmendStore(database, settings.job.retry), recorded[-1], get_logger())
 
+    stop = StopRequest()
     try:
         settings = load_config(args.config_dir)
         setup_logging(args.config_dir, args.log_dir, quiet=args.quiet)
         log = get_logger()
+        stop = StopRequest(args.max_minutes or settings.job.max_minutes)
         final_write = None if args.dry_run else (RUN_HISTORY_COLLECTION, record_the_run)
-        with database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database:
+        # A dry run writes nothing: a signal stops it at once. A run stops between two tasks.
+        with (nullcontext() if args.dry_run else stopping_between_tasks(stop, log),
+              database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database):
+            stop.start_working()
             if settings.database.is_embedded and not database.list_collection_names():
                 log.warning("the embedded database %s holds no data: did you run database_update.py?",
                             settings.database.embedded_path)
@@ -149,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
                          settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
-                report = amend_task_processing(store, settings.job, task_id=args.task_id, started=started)
+                report = amend_task_processing(store, settings.job, task_id=args.task_id, started=started,
+                                               stop=stop)
     except (TaskProcessingError, PyMongoError) as exc:
         if log is None:
             print(scrub(f"drs-amend: {exc}"), file=sys.stderr)

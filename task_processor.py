@@ -54,6 +54,7 @@ from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpda
 from utils.loggers import get_logger, progress_bar, progress_shown
 from utils.reports import Outcome, RunIdentity, RunReport, TaskOutcome
 from utils.secrets import scrub
+from utils.shutdown import NO_STOP, StopRequest
 
 log = get_logger("tasks")
 Clock = Callable[[], datetime]
@@ -302,16 +303,19 @@ def finish_orphaned_journal(store: AmendStore, journal: Document, task_status: s
 
 
 def recover_interrupted_tasks(store: AmendStore, settings: JobSettings, run: RunIdentity, clock: Clock = utc_now,
-                              task_id: int | None = None) -> list[TaskOutcome]:
+                              task_id: int | None = None, stop: StopRequest = NO_STOP) -> list[TaskOutcome]:
     """Bring every task a stopped run left behind to an end before new work starts.
 
     Tasks in processing whose claim is stale are taken over, one run each. Then every journal
     left without a live claim is finished: a re-queued (open) task is claimed and finished
-    first; the journal of a task that already ended is rolled forward or restored.
+    first; the journal of a task that already ended is rolled forward or restored. Once `stop`
+    has a reason, nothing more is taken over: the next run does it.
     """
     now = clock()
-    outcomes = []
+    outcomes: list[TaskOutcome] = []
     for reference in fetch_expired_claims(store, now, settings.lease, settings.clock_skew, task_id):
+        if stop.reason():
+            return outcomes
         task = take_over_expired_claim(store, reference, run, clock(), settings.lease)
         if task is None:
             continue
@@ -319,6 +323,8 @@ def recover_interrupted_tasks(store: AmendStore, settings: JobSettings, run: Run
                     stale_claim_reason(reference, now, settings.lease, settings.clock_skew))
         outcomes.append(timed(task, partial(_recover_or_report, store, task, settings, run, clock)))
     for journal in fetch_journals(store):
+        if stop.reason():
+            return outcomes
         if task_id is not None and journal.get("Task_Id") != task_id:
             continue
         task = fetch_task(store, journal.get("task_object_id"))
@@ -355,20 +361,25 @@ def _recover_or_report(store: AmendStore, task: Document, settings: JobSettings,
 
 def amend_task_processing(store: AmendStore, settings: JobSettings, clock: Clock = utc_now,
                           run: RunIdentity | None = None, task_id: int | None = None,
-                          started: datetime | None = None) -> RunReport:
+                          started: datetime | None = None, stop: StopRequest = NO_STOP) -> RunReport:
     """Recover interrupted tasks, then process every open amend task once, oldest first
     (only the amend task(s) with Task_Id `task_id` when given). `started`: when the run began, if
-    before this call (main.py counts the loading of the embedded file)."""
+    before this call (main.py counts the loading of the embedded file). Once `stop` gives a reason
+    (a signal, the time limit), the task in hand is finished and no other is claimed."""
     run = run or RunIdentity.new()
     report = RunReport(run=run, started=started or clock())
-    report.outcomes.extend(recover_interrupted_tasks(store, settings, run, clock, task_id))
+    report.outcomes.extend(recover_interrupted_tasks(store, settings, run, clock, task_id, stop))
     open_tasks = fetch_open_tasks(store, task_id)
     log.info("%d open amend task(s)", len(open_tasks))
     if task_id is not None and not open_tasks and not report.outcomes:
         statuses = fetch_amend_task_statuses(store, task_id)
         log.warning(f"no amend task has Task_Id {task_id}" if not statuses else
                     f"amend task {task_id} is {', '.join(statuses)}: nothing to do")
-    for reference in open_tasks:
+    for position, reference in enumerate(open_tasks):
+        if reason := stop.reason():
+            report.stop_reason, report.not_started = reason, len(open_tasks) - position
+            log.warning("%s: %d open amend task(s) left for the next run", reason, report.not_started)
+            break
         task = claim_task(store, reference["_id"], run, clock(), settings.lease)
         if task is None:
             report.skipped += 1

@@ -45,6 +45,7 @@ DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 MAX_SERVER_SELECTION_TIMEOUT_MS = 600_000
 MAX_LOCK_TIMEOUT_SECONDS = 86_400
 MAX_LEASE_MINUTES = 10_080
+MAX_RUN_MINUTES = 10_080
 MAX_CLOCK_SKEW_SECONDS = 3_600
 MAX_RETRY_ATTEMPTS = 100
 MAX_DELAY_SECONDS = 3_600
@@ -178,13 +179,14 @@ class JobSettings:
     lease: timedelta = DEFAULT_LEASE
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_minutes: int | None = None  # no new task is claimed after this many minutes of a run
 
 
 def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     """Job_Settings.ini: every section and key is optional; absent ones take the documented defaults.
 
     [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30), MAX_CLOCK_SKEW_SECONDS (300),
-    [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8).
+    [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8), [RUN] MAX_MINUTES (no limit).
     """
     path = Path(config_dir) / JOB_CONFIG_FILE
     if not path.exists():
@@ -204,6 +206,7 @@ def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     attempts = value("RETRY", "ATTEMPTS")
     initial = value("RETRY", "INITIAL_DELAY_SECONDS")
     maximum = value("RETRY", "MAX_DELAY_SECONDS")
+    max_minutes = value("RUN", "MAX_MINUTES")
     return JobSettings(
         template_task_id=template_task_id,
         min_share_kept=parse_share(share, where("BALANCING", "MIN_SHARE_KEPT")) if share else DEFAULT_MIN_SHARE_KEPT,
@@ -219,6 +222,8 @@ def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
             max_delay_seconds=(parse_seconds(maximum, where("RETRY", "MAX_DELAY_SECONDS"))
                                if maximum else defaults.max_delay_seconds),
         ),
+        max_minutes=(parse_int_setting(max_minutes, where("RUN", "MAX_MINUTES"), 1, MAX_RUN_MINUTES)
+                     if max_minutes else None),
     )
 
 

@@ -67,6 +67,9 @@ class RunReport:
     ended: datetime | None = None
     outcomes: list[TaskOutcome] = field(default_factory=list)
     skipped: int = 0
+    stop_reason: str | None = None  # why the run ended before every open task was processed
+    not_started: int = 0  # open tasks it left for the next run
+    stop_signal: int | None = None  # the SIGTERM or SIGINT that asked it to stop
 
     def count(self, status: Outcome) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
@@ -76,7 +79,10 @@ class RunReport:
         return sum(outcome.cases_moved for outcome in self.outcomes)
 
     @property
-    def exit_code(self) -> ExitStatus:
+    def exit_code(self) -> int:
+        """128 + the signal that stopped the run, else 1 when a task ended in error, else 0."""
+        if self.stop_signal is not None:
+            return 128 + self.stop_signal
         return ExitStatus.TASK_ERROR if self.count(Outcome.ERROR) else ExitStatus.OK
 
     def document(self) -> dict[str, Any]:
@@ -87,13 +93,15 @@ class RunReport:
                 "duration_seconds": round((ended - self.started).total_seconds(), 3),
                 "exit_code": self.exit_code, "completed": self.count(Outcome.COMPLETED),
                 "errored": self.count(Outcome.ERROR), "deferred": self.count(Outcome.DEFERRED),
-                "skipped": self.skipped, "cases_moved": self.cases_moved,
-                "tasks": [outcome.document() for outcome in self.outcomes]}
+                "skipped": self.skipped, "cases_moved": self.cases_moved, "stop_reason": self.stop_reason,
+                "not_started": self.not_started, "tasks": [outcome.document() for outcome in self.outcomes]}
 
     def summary_line(self) -> str:
+        stopped = (f"; {self.stop_reason}: {self.not_started} open task(s) left for the next run"
+                   if self.stop_reason else "")
         return (f"DRS Amend run finished: {self.count(Outcome.COMPLETED)} task(s) completed, "
                 f"{self.count(Outcome.ERROR)} errored, {self.count(Outcome.DEFERRED)} deferred (batch busy), "
-                f"{self.skipped} skipped (claimed by another run), {self.cases_moved} case(s) moved")
+                f"{self.skipped} skipped (claimed by another run), {self.cases_moved} case(s) moved{stopped}")
 
 
 def _json_default(value: object) -> str:
