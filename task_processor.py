@@ -156,7 +156,8 @@ def land_writes(store: AmendStore, task: Document, run: RunIdentity, writes: Pla
     log.info("%s: wrote %d case(s) and %d summary row(s), closed seq %s in %.2f s", label, len(writes.changes),
              len(writes.summary), writes.request.batch_seq, time.monotonic() - started)
     try:
-        update_task_status(store, task["_id"], run, TaskStatus.COMPLETED, writes.description + note, clock())
+        update_task_status(store, task["_id"], run, TaskStatus.COMPLETED, writes.description + note, clock(),
+                           writes.request.batch_seq)
     except ClaimLostError as exc:
         return _left_to_the_run_that_took_over(task, exc)
     except DatabaseUpdateError as exc:

@@ -173,8 +173,9 @@ def release_task(store: AmendStore, task_object_id: object, run: RunIdentity, no
 
 
 def update_task_status(store: AmendStore, task_object_id: object, run: RunIdentity, status: TaskStatus,
-                       description: str, now: datetime) -> None:
-    """Move a task this run holds to `status`; a final status also sets end_dtm.
+                       description: str, now: datetime, amended_batch_seq: int | None = None) -> None:
+    """Move a task this run holds to `status`; a final status also sets end_dtm, a completed one the
+    `amended_batch_seq` it closed (what `batch_monitor.py audit` matches closed seqs with).
 
     When the reply is lost the task is read back: a status that landed counts as written,
     so a completed task is never undone because its acknowledgement went missing.
@@ -182,6 +183,8 @@ def update_task_status(store: AmendStore, task_object_id: object, run: RunIdenti
     fields: Document = {"task_status": status, "status_description": description, "status_changed_dtm": now}
     if status in FINAL_STATUSES:
         fields["end_dtm"] = now
+    if amended_batch_seq is not None:
+        fields["amended_batch_seq"] = amended_batch_seq
     held = {"_id": task_object_id, "claimed_by.run_id": run.run_id}
     try:
         result = store.write(f"setting task {task_object_id} to {status}", lambda: store[TASKS_COLLECTION].update_one(

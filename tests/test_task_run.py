@@ -113,11 +113,13 @@ def test_full_run_on_the_fixtures(db, settings):
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
     assert task["task_status"] == "completed"
     assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
+    assert task["amended_batch_seq"] == 2  # the seq it closed, for the audit
     assert task["status_description"] == (
         "Amended batch 005 seq 2: requested 2 CW from D2 to D1; 4 case(s) reassigned (D1->D2 2, D2->D1 2)")
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_006})
     assert task["task_status"] == "completed"
     assert "requested 2 AG from D3 to D1; 1 CW from D1 to D2; 6 case(s) reassigned" in task["status_description"]
+    assert task["amended_batch_seq"] == 3
     assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_task_before
     assert list(db[TEMPLATES_COLLECTION].find()) == templates_before
 
