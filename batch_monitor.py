@@ -4,6 +4,7 @@
     python batch_monitor.py check
     python batch_monitor.py logs [--since T] [--until T] [--status S] [--batch B] [--task-id N]
                                  [--export csv|json|txt] [--out FILE]
+    python batch_monitor.py audit [--batch B]
 """
 
 import argparse
@@ -19,19 +20,27 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from amend_store import AmendStore, utc_now
+from audit import seq_mismatches, summary_mismatches
 from database_checks import (
+    BatchId,
     Document,
     batch_of,
+    fetch_batch_ids,
+    fetch_cell_figures,
+    fetch_completed_amend_tasks,
     fetch_expired_claims,
+    fetch_journals,
     fetch_last_successful_run,
     fetch_runs,
+    fetch_summary_rows,
     fetch_task_status_counts,
+    fetch_transactions,
 )
 from utils.alerts import send_alert
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
-from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Thresholds, load_config
+from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, Settings, Thresholds, load_config
 from utils.connectDB import database_session
-from utils.Custom_Exceptions import TaskProcessingError
+from utils.Custom_Exceptions import TaskProcessingError, TaskValidationError
 from utils.reports import Outcome, text_table, to_json
 from utils.secrets import scrub
 
@@ -168,7 +177,8 @@ def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="batch_monitor.py", description="Dashboard, health check and history of the DRS Amend job.",
         epilog="exit codes: status and logs 0, or 2 on a configuration or database error; "
-               "check 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the monitoring-plugin convention)")
+               "check 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the monitoring-plugin convention); "
+               "audit 0 consistent, 1 mismatches found, 2 cannot read")
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -191,12 +201,52 @@ def build_parser() -> OneLineArgumentParser:
     logs.add_argument("--task-id", type=bounded_int(), help="Task_Id")
     logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
     logs.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    audit = commands.add_parser("audit", parents=[config_after],
+                                help="recompute each batch's summary from its cases, check its amend seqs against its "
+                                     "tasks (reads only); exit 0 consistent, 1 mismatches, 2 cannot read")
+    audit.add_argument("--batch", help="only this Case_Distribution_Batch_ID")
     return parser
 
 
-def run_command(args: argparse.Namespace, store: AmendStore, now: datetime, thresholds: Thresholds,
-                job: JobSettings) -> tuple[str, ExitStatus]:
+def batches_to_audit(store: AmendStore, batch: str | None) -> list[BatchId]:
+    """Every batch, or the one named (as text, or as the integer the text spells)."""
+    batches = fetch_batch_ids(store)
+    if batch is None:
+        return batches
+    named = [batch_id for batch_id in batches if str(batch_id) == batch and isinstance(batch_id, (str, int))]
+    if not named:
+        raise TaskValidationError(f"no batch {batch!r}: no transaction or summary row names it")
+    return named
+
+
+def audit_batches(store: AmendStore, batch: str | None, aggregated: bool) -> tuple[str, ExitStatus]:
+    """The audit's report (one line per mismatch, or `consistent`, per batch) and exit code."""
+    batch_ids = batches_to_audit(store, batch)
+    being_amended = {journal["_id"] for journal in fetch_journals(store)}
+    lines, mismatches = [], 0
+    for batch_id in batch_ids:
+        if batch_id in being_amended:
+            lines.append(f"batch {batch_id}: being amended (its journal is open), not audited")
+            continue
+        try:
+            found = summary_mismatches(batch_id, fetch_cell_figures(store, batch_id, aggregated),
+                                       fetch_summary_rows(store, batch_id))
+        except TaskValidationError as exc:
+            found = [f"batch {batch_id}: its cases cannot be summed: {exc}"]
+        found += seq_mismatches(batch_id, fetch_transactions(store, batch_id),
+                                fetch_completed_amend_tasks(store, batch_id))
+        lines += found or [f"batch {batch_id}: consistent"]
+        mismatches += len(found)
+    lines.append(f"audit: {len(batch_ids)} batch(es), {mismatches} mismatch(es)")
+    return "\n".join(lines) + "\n", ExitStatus.TASK_ERROR if mismatches else OK
+
+
+def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
+                settings: Settings) -> tuple[str, ExitStatus]:
     """The command's output and exit code."""
+    thresholds, job = settings.thresholds, settings.job
+    if args.command == "audit":
+        return audit_batches(store, args.batch, aggregated=not settings.database.is_embedded)
     if args.command == "logs":
         rows = log_rows(fetch_runs(store, args.since, args.until), args.status, args.batch, args.task_id)
         return export(rows, args.export), OK
@@ -225,7 +275,7 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
         settings = load_config(args.config_dir)
         with database_session(settings.database, read_only=True) as database:
             store = AmendStore(database, settings.job.retry)
-            output, code = run_command(args, store, now, settings.thresholds, settings.job)
+            output, code = run_command(args, store, now, settings)
     except (TaskProcessingError, PyMongoError) as exc:
         prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
         print(scrub(f"{prefix}{exc}"), file=sys.stderr if args.command != "check" else sys.stdout)

@@ -15,7 +15,7 @@ from typing import Any
 
 from bson.decimal128 import Decimal128
 
-from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution
+from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution, SummaryCell, summary_cells
 from amend_store import (
     AMEND_FIELDS,
     AMEND_TASK_TYPE,
@@ -501,3 +501,48 @@ def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
     return store.read("counting the tasks", lambda: {row["_id"]: row["count"] for row in store[
         TASKS_COLLECTION].aggregate([{"$match": {"task_type": AMEND_TASK_TYPE}},
                                      {"$group": {"_id": "$task_status", "count": {"$sum": 1}}}])})
+
+
+# --- the audit -----------------------------------------------------------------------
+
+def fetch_batch_ids(store: AmendStore) -> list[BatchId]:
+    """Every batch that has a transaction or summary rows."""
+    def read() -> set[BatchId]:
+        return {batch for name in (TRANSACTIONS_COLLECTION, SUMMARY_COLLECTION)
+                for batch in store[name].distinct("Case_Distribution_Batch_ID")}
+    return sorted(store.read("listing the batches", read), key=str)
+
+
+def fetch_transactions(store: AmendStore, batch_id: BatchId) -> list[Document]:
+    return store.read(f"reading the transactions of batch {batch_id}", lambda: list(
+        store[TRANSACTIONS_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id})))
+
+
+def fetch_completed_amend_tasks(store: AmendStore, batch_id: BatchId) -> list[Document]:
+    return store.read(f"reading the completed amend tasks of batch {batch_id}", lambda: list(
+        store[TASKS_COLLECTION].find(_amend_tasks({"task_status": TaskStatus.COMPLETED,
+                                                   "parameters.Case_Distribution_Batch_ID": batch_id}),
+                                     {"Task_Id": 1, "amended_batch_seq": 1}).sort(OLDEST_FIRST)))
+
+
+# The current DRC of a case: NEW_DRC_ID once amended (a non-empty string), DRC_Id before.
+_CURRENT_DRC = {"$cond": [{"$gt": [{"$ifNull": ["$NEW_DRC_ID", ""]}, ""]}, "$NEW_DRC_ID", "$DRC_Id"]}
+
+
+def fetch_cell_figures(store: AmendStore, batch_id: BatchId, aggregated: bool) -> list[SummaryCell]:
+    """Count and Tot_Arrease of each (current DRC, RTOM) cell of the batch's cases.
+
+    `aggregated`: one aggregation, summed by the server (a server's $sum of floats is not exact:
+    the audit allows half a cent). Otherwise the cases are streamed and summed as the job sums
+    them (the embedded default, whose engine would aggregate in Python anyway); a case the job
+    would refuse is a TaskValidationError naming it.
+    """
+    if not aggregated:
+        return list(summary_cells(fetch_cases_for_batch(store, batch_id), (), ()))
+    pipeline = [{"$match": {"Case_Distribution_Batch_ID": batch_id}},
+                {"$group": {"_id": {"drc": _CURRENT_DRC, "rtom": "$RTOM"}, "count": {"$sum": 1},
+                            "total": {"$sum": "$Arrease"}}}]
+    rows = store.read(f"summing the cases of batch {batch_id}",
+                      lambda: list(store[CASES_COLLECTION].aggregate(pipeline)))
+    return sorted((SummaryCell(row["_id"]["drc"], row["_id"]["rtom"], row["count"], row["total"]) for row in rows),
+                  key=lambda cell: (str(cell.drc), str(cell.rtom)))

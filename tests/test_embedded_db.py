@@ -241,7 +241,8 @@ def test_a_file_of_the_first_release_is_loaded_and_saved_with_a_trailer(tmp_path
 
 SHIPPED_CONFIG = PROJECT_ROOT / "config"
 READ_ONLY_COMMANDS = [("batch_monitor.py", ["check"]), ("batch_monitor.py", ["status"]),
-                      ("batch_monitor.py", ["logs", "--export", "json"]), ("main.py", ["--dry-run"])]
+                      ("batch_monitor.py", ["logs", "--export", "json"]), ("main.py", ["--dry-run"]),
+                      ("batch_monitor.py", ["audit"])]
 
 
 @pytest.mark.parametrize("name, args", READ_ONLY_COMMANDS,
