@@ -8,14 +8,11 @@
 """
 
 import argparse
-import csv
-import io
 import smtplib
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pymongo.errors import PyMongoError
 
@@ -23,8 +20,6 @@ from amend_store import AmendStore, utc_now
 from audit import seq_mismatches, summary_mismatches
 from database_checks import (
     BatchId,
-    Document,
-    batch_of,
     fetch_batch_ids,
     fetch_cell_figures,
     fetch_completed_amend_tasks,
@@ -36,130 +31,22 @@ from database_checks import (
     fetch_task_status_counts,
     fetch_transactions,
 )
+from monitoring import (
+    CRITICAL,
+    OK,
+    UNKNOWN,
+    dashboard,
+    evaluate_health,
+    export,
+    log_rows,
+)
 from utils.alerts import send_alert
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
-from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, Settings, Thresholds, load_config
+from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, Settings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import TaskProcessingError, TaskValidationError
-from utils.reports import Outcome, text_table, to_json
+from utils.reports import Outcome
 from utils.secrets import scrub
-
-OK, WARNING, CRITICAL, UNKNOWN = ExitStatus.OK, ExitStatus.WARNING, ExitStatus.CRITICAL, ExitStatus.UNKNOWN
-STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-LOG_COLUMNS = ("run_id", "run_started", "host", "run_exit_code", "Task_Id", "task_object_id", "batch", "outcome",
-               "cases_moved", "duration_seconds", "message")
-
-
-# --- the pure core -----------------------------------------------------------------------
-
-def level(value: float, warning: float, critical: float) -> ExitStatus:
-    return CRITICAL if value >= critical else WARNING if value >= warning else OK
-
-
-def failure_rate(runs: Iterable[Document]) -> tuple[int, int]:
-    """(tasks ended in error, tasks ended) over the given runs."""
-    ended = [task for run in runs for task in run.get("tasks", [])
-             if task.get("outcome") in (Outcome.COMPLETED, Outcome.ERROR)]
-    return sum(1 for task in ended if task["outcome"] == Outcome.ERROR), len(ended)
-
-
-def evaluate_health(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
-                    thresholds: Thresholds) -> tuple[ExitStatus, str]:
-    """(state, one status line with performance data) from the runs of the window, the last
-    successful run (or None) and the number of stuck tasks."""
-    errors, ended = failure_rate(window_runs)
-    rate = errors / ended if ended else 0.0
-    rate_state = level(rate, thresholds.failure_rate_warning, thresholds.failure_rate_critical)
-    stuck_state = level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical)
-    if success is None:
-        age_hours, age_state, age_text = None, CRITICAL, "no successful run recorded"
-    else:
-        age_hours = (now - success["ended_dtm"]).total_seconds() / 3600
-        age_state = level(age_hours, thresholds.last_success_warning_hours, thresholds.last_success_critical_hours)
-        age_text = f"last successful run {age_hours:.1f} h ago"
-    state = max(rate_state, stuck_state, age_state)
-    line = (f"DRS-AMEND {STATE_NAMES[state]} - {age_text}; failure rate {rate:.0%} over {thresholds.window_hours} h "
-            f"({errors} of {ended} task(s)); {stuck_tasks} stuck task(s)"
-            f" | last_success_hours={'U' if age_hours is None else f'{age_hours:.2f}'} failure_rate={rate:.3f}"
-            f" stuck_tasks={stuck_tasks}")
-    return state, line
-
-
-def log_rows(runs: Iterable[Document], status: str | None = None, batch: str | None = None,
-             task_id: int | None = None) -> list[dict[str, Any]]:
-    """One row per task outcome of the runs (a run without tasks gives one row when no task filter is set)."""
-    rows = []
-    task_filtered = status is not None or batch is not None or task_id is not None
-    for run in sorted(runs, key=lambda r: r["started_dtm"]):
-        base = {"run_id": run["run_id"], "run_started": run["started_dtm"], "host": run.get("host"),
-                "run_exit_code": run.get("exit_code")}
-        tasks = run.get("tasks", [])
-        if not tasks and not task_filtered:
-            rows.append(dict(base, outcome="(no task)"))
-        for task in tasks:
-            if (status is not None and task.get("outcome") != status) or \
-                    (batch is not None and str(task.get("batch")) != batch) or \
-                    (task_id is not None and task.get("Task_Id") != task_id):
-                continue
-            rows.append(dict(base, Task_Id=task.get("Task_Id"), task_object_id=task.get("_id"),
-                             batch=task.get("batch"), outcome=task.get("outcome"),
-                             cases_moved=task.get("cases_moved"), duration_seconds=task.get("duration_seconds"),
-                             message=task.get("message")))
-    return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
-
-
-def with_utc_offset(value: object) -> object:
-    """A date of the database (naive UTC) as an ISO 8601 time that says it is UTC; anything else as it is."""
-    return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) and value.tzinfo is None else value
-
-
-def _cell(value: object) -> str:
-    return str(with_utc_offset(value)) if isinstance(value, datetime) else "" if value is None else str(value)
-
-
-def export(rows: Sequence[Mapping[str, Any]], form: str) -> str:
-    """The rows as csv, json or txt."""
-    if form == "json":
-        return to_json([{column: with_utc_offset(value) for column, value in row.items()} for row in rows]) + "\n"
-    if form == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(LOG_COLUMNS)
-        writer.writerows([_cell(row[column]) for column in LOG_COLUMNS] for row in rows)
-        return buffer.getvalue()
-    return text_table(LOG_COLUMNS, [[_cell(row[column]) for column in LOG_COLUMNS] for row in rows]) + "\n"
-
-
-def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success: Document | None,
-              status_counts: Mapping[str, int], stuck: Sequence[Document], now: datetime,
-              thresholds: Thresholds) -> str:
-    """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
-    errors, ended = failure_rate(window_runs)
-    lines = [f"DRS Amend at {now:%Y-%m-%d %H:%M:%S} UTC", "", "Last runs:"]
-    lines.append(text_table(
-        ("started", "duration s", "exit", "completed", "errored", "deferred", "moved", "host", "run id"),
-        [(f"{run['started_dtm']:%Y-%m-%d %H:%M:%S}", run.get("duration_seconds"), run.get("exit_code"),
-          run.get("completed"), run.get("errored"), run.get("deferred"), run.get("cases_moved"), run.get("host"),
-          run["run_id"][:12]) for run in runs]) if runs else "  none recorded")
-    lines += ["", "Amend tasks by status: " + (", ".join(f"{status} {count}" for status, count in
-                                                       sorted(status_counts.items())) or "none")]
-    lines += ["Stuck in processing (lease expired): " + (str(len(stuck)) if stuck else "none")]
-    if stuck:
-        lines.append(text_table(("Task_Id", "_id", "batch", "since", "claimed by"),
-                                [(task.get("Task_Id"), task["_id"], batch_of(task), task.get("status_changed_dtm"),
-                                  _claim_host(task)) for task in stuck]))
-    lines.append(f"Failure rate over {thresholds.window_hours} h: "
-                 + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
-    lines.append("Last successful run: " + (
-        f"{(now - success['ended_dtm']).total_seconds() / 3600:.1f} h ago (run {success['run_id'][:12]})"
-        if success else "none recorded"))
-    return "\n".join(lines)
-
-
-def _claim_host(task: Document) -> object:
-    claimed_by = task.get("claimed_by")
-    return claimed_by.get("host") if isinstance(claimed_by, dict) else claimed_by
-
 
 # --- the shell ---------------------------------------------------------------------------
 

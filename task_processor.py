@@ -64,8 +64,8 @@ def task_label(task: Document) -> str:
     return f"amend task {task.get('Task_Id')} ({task['_id']})"
 
 
-def _outcome(task: Document, status: Outcome, message: str, cases_moved: int = 0) -> TaskOutcome:
-    return TaskOutcome(task["_id"], task.get("Task_Id"), status, message, cases_moved)
+def _outcome(task: Document, status: Outcome, message: str, cases_moved: int = 0, batch_cases: int = 0) -> TaskOutcome:
+    return TaskOutcome(task["_id"], task.get("Task_Id"), status, message, cases_moved, batch_cases)
 
 
 def timed(task: Document, process: Callable[[], TaskOutcome]) -> TaskOutcome:
@@ -167,7 +167,9 @@ def land_writes(store: AmendStore, task: Document, run: RunIdentity, writes: Pla
         return _outcome(task, Outcome.ERROR, scrub(message))
     _close_journal_quietly(store, writes.batch_id, fence, task)
     log.info("%s completed: %s", label, writes.description + note)
-    return _outcome(task, Outcome.COMPLETED, writes.description + note, len(writes.changes))
+    # The summary counts every case of the batch once.
+    return _outcome(task, Outcome.COMPLETED, writes.description + note, len(writes.changes),
+                    sum(cell.count for cell in writes.summary))
 
 
 def plan_batch(store: AmendStore, batch_id: BatchId, settings: JobSettings,

@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
-from batch_monitor import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
+from monitoring import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
 from tests.support import PROJECT_ROOT, load, one_line
 from utils.config import Thresholds, load_alert_settings, load_thresholds
 

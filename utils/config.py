@@ -238,13 +238,18 @@ class Thresholds:
     last_success_critical_hours: float = 6
     stuck_tasks_warning: int = 1
     stuck_tasks_critical: int = 3
+    # The last run's seconds per 1,000 cases against the median of the window's earlier runs
+    slowdown_warning: float = 3
+    slowdown_critical: float = 10
+    comparable_runs: int = 5  # fewer earlier runs with cases in the window: not judged
 
 
 # (name, parse as integer, lower bound, upper bound) of each [CHECK] key of monitor.ini
 THRESHOLD_KEYS = (("window_hours", True, 1, 8760), ("failure_rate_warning", False, 0, 1),
                   ("failure_rate_critical", False, 0, 1), ("last_success_warning_hours", False, 0, 8760),
                   ("last_success_critical_hours", False, 0, 8760), ("stuck_tasks_warning", True, 0, 1_000_000),
-                  ("stuck_tasks_critical", True, 0, 1_000_000))
+                  ("stuck_tasks_critical", True, 0, 1_000_000), ("slowdown_warning", False, 1, 1_000_000),
+                  ("slowdown_critical", False, 1, 1_000_000), ("comparable_runs", True, 1, 10_000))
 
 
 def load_thresholds(config_dir: Path) -> Thresholds:
@@ -262,7 +267,7 @@ def load_thresholds(config_dir: Path) -> Thresholds:
         values[name] = (parse_int_setting(text, where, int(minimum), int(maximum)) if integral
                         else parse_float_setting(text, where, minimum, maximum))
     thresholds = Thresholds(**values)  # type: ignore[arg-type]
-    for figure in ("failure_rate", "last_success", "stuck_tasks"):
+    for figure in ("failure_rate", "last_success", "stuck_tasks", "slowdown"):
         warning, critical = (name for name, *_ in THRESHOLD_KEYS if name.startswith(figure))
         if getattr(thresholds, warning) > getattr(thresholds, critical):
             raise ConfigurationError(f"{path}: [CHECK] {warning.upper()} ({getattr(thresholds, warning)}) is above "

@@ -49,6 +49,7 @@ class TaskOutcome:
     status: Outcome
     message: str
     cases_moved: int = 0
+    batch_cases: int = 0  # the cases of its batch, when it was planned (what its duration is compared with)
     batch_id: Any = None
     duration_seconds: float = 0.0
 
@@ -57,7 +58,8 @@ class TaskOutcome:
 
     def document(self) -> dict[str, Any]:
         return {"_id": self.object_id, "Task_Id": self.task_id, "batch": self.batch_id, "outcome": self.status,
-                "cases_moved": self.cases_moved, "message": self.message, "duration_seconds": self.duration_seconds}
+                "cases_moved": self.cases_moved, "batch_cases": self.batch_cases, "message": self.message,
+                "duration_seconds": self.duration_seconds}
 
 
 @dataclass
@@ -79,6 +81,10 @@ class RunReport:
         return sum(outcome.cases_moved for outcome in self.outcomes)
 
     @property
+    def batch_cases(self) -> int:
+        return sum(outcome.batch_cases for outcome in self.outcomes)
+
+    @property
     def exit_code(self) -> int:
         """128 + the signal that stopped the run, else 1 when a task ended in error, else 0."""
         if self.stop_signal is not None:
@@ -93,7 +99,8 @@ class RunReport:
                 "duration_seconds": round((ended - self.started).total_seconds(), 3),
                 "exit_code": self.exit_code, "completed": self.count(Outcome.COMPLETED),
                 "errored": self.count(Outcome.ERROR), "deferred": self.count(Outcome.DEFERRED),
-                "skipped": self.skipped, "cases_moved": self.cases_moved, "stop_reason": self.stop_reason,
+                "skipped": self.skipped, "cases_moved": self.cases_moved, "batch_cases": self.batch_cases,
+                "stop_reason": self.stop_reason,
                 "not_started": self.not_started, "tasks": [outcome.document() for outcome in self.outcomes]}
 
     def summary_line(self) -> str:

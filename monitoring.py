@@ -1,0 +1,160 @@
+"""The pure core of the operations view (batch_monitor.py and its HTML report): health figures and
+their states, failure patterns, the history as rows. Plain data in, plain data out; no database."""
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from database_checks import Document, batch_of
+from utils.cli import ExitStatus
+from utils.config import Thresholds
+from utils.reports import Outcome, text_table, to_json
+
+OK, WARNING, CRITICAL, UNKNOWN = ExitStatus.OK, ExitStatus.WARNING, ExitStatus.CRITICAL, ExitStatus.UNKNOWN
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+LOG_COLUMNS = ("run_id", "run_started", "host", "run_exit_code", "Task_Id", "task_object_id", "batch", "outcome",
+               "cases_moved", "duration_seconds", "message")
+
+
+def level(value: float, warning: float, critical: float) -> ExitStatus:
+    return CRITICAL if value >= critical else WARNING if value >= warning else OK
+
+
+def failure_rate(runs: Iterable[Document]) -> tuple[int, int]:
+    """(tasks ended in error, tasks ended) over the given runs."""
+    ended = [task for run in runs for task in run.get("tasks", [])
+             if task.get("outcome") in (Outcome.COMPLETED, Outcome.ERROR)]
+    return sum(1 for task in ended if task["outcome"] == Outcome.ERROR), len(ended)
+
+
+def seconds_per_thousand_cases(run: Document) -> float | None:
+    """A run's duration per 1,000 cases of the batches it processed; None for a run without cases."""
+    cases, duration = run.get("batch_cases"), run.get("duration_seconds")
+    if not isinstance(cases, int) or isinstance(cases, bool) or cases <= 0:
+        return None
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 <= duration < math.inf:
+        return None
+    return duration * 1000 / cases
+
+
+def slowdown(window_runs: Sequence[Document], thresholds: Thresholds) -> tuple[ExitStatus, str, float | None,
+                                                                            float | None]:
+    """(state, text, seconds per 1,000 cases of the last run with cases, its ratio to the median of the
+    earlier ones) over the runs of the window, newest first; OK and None while fewer than
+    COMPARABLE_RUNS earlier runs have cases."""
+    figures = [figure for figure in map(seconds_per_thousand_cases, window_runs) if figure is not None]
+    if len(figures) <= thresholds.comparable_runs:
+        return OK, f"speed not judged ({max(len(figures) - 1, 0)} of {thresholds.comparable_runs} earlier runs)", \
+            (figures[0] if figures else None), None
+    last, median = figures[0], statistics.median(figures[1:])
+    ratio = last / median if median > 0 else 1.0
+    state = level(ratio, thresholds.slowdown_warning, thresholds.slowdown_critical)
+    return state, f"last run {ratio:.1f}x the median time per 1,000 cases", last, ratio
+
+
+def evaluate_health(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
+                    thresholds: Thresholds) -> tuple[ExitStatus, str]:
+    """(state, one status line with performance data) from the runs of the window (newest first), the
+    last successful run (or None) and the number of stuck tasks."""
+    errors, ended = failure_rate(window_runs)
+    rate = errors / ended if ended else 0.0
+    rate_state = level(rate, thresholds.failure_rate_warning, thresholds.failure_rate_critical)
+    stuck_state = level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical)
+    if success is None:
+        age_hours, age_state, age_text = None, CRITICAL, "no successful run recorded"
+    else:
+        age_hours = (now - success["ended_dtm"]).total_seconds() / 3600
+        age_state = level(age_hours, thresholds.last_success_warning_hours, thresholds.last_success_critical_hours)
+        age_text = f"last successful run {age_hours:.1f} h ago"
+    speed_state, speed_text, per_thousand, ratio = slowdown(window_runs, thresholds)
+    state = max(rate_state, stuck_state, age_state, speed_state)
+    line = (f"DRS-AMEND {STATE_NAMES[state]} - {age_text}; failure rate {rate:.0%} over {thresholds.window_hours} h "
+            f"({errors} of {ended} task(s)); {speed_text}; {stuck_tasks} stuck task(s)"
+            f" | last_success_hours={_perfdata(age_hours, 2)} failure_rate={rate:.3f} stuck_tasks={stuck_tasks}"
+            f" seconds_per_1000_cases={_perfdata(per_thousand, 3)} slowdown={_perfdata(ratio, 2)}")
+    return state, line
+
+
+def _perfdata(value: float | None, decimals: int) -> str:
+    """A performance-data value; U (unknown) when there is none, as the plugin convention asks."""
+    return "U" if value is None else f"{value:.{decimals}f}"
+
+
+def log_rows(runs: Iterable[Document], status: str | None = None, batch: str | None = None,
+             task_id: int | None = None) -> list[dict[str, Any]]:
+    """One row per task outcome of the runs (a run without tasks gives one row when no task filter is set)."""
+    rows = []
+    task_filtered = status is not None or batch is not None or task_id is not None
+    for run in sorted(runs, key=lambda r: r["started_dtm"]):
+        base = {"run_id": run["run_id"], "run_started": run["started_dtm"], "host": run.get("host"),
+                "run_exit_code": run.get("exit_code")}
+        tasks = run.get("tasks", [])
+        if not tasks and not task_filtered:
+            rows.append(dict(base, outcome="(no task)"))
+        for task in tasks:
+            if (status is not None and task.get("outcome") != status) or \
+                    (batch is not None and str(task.get("batch")) != batch) or \
+                    (task_id is not None and task.get("Task_Id") != task_id):
+                continue
+            rows.append(dict(base, Task_Id=task.get("Task_Id"), task_object_id=task.get("_id"),
+                             batch=task.get("batch"), outcome=task.get("outcome"),
+                             cases_moved=task.get("cases_moved"), duration_seconds=task.get("duration_seconds"),
+                             message=task.get("message")))
+    return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
+
+
+def with_utc_offset(value: object) -> object:
+    """A date of the database (naive UTC) as an ISO 8601 time that says it is UTC; anything else as it is."""
+    return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+def _cell(value: object) -> str:
+    return str(with_utc_offset(value)) if isinstance(value, datetime) else "" if value is None else str(value)
+
+
+def export(rows: Sequence[Mapping[str, Any]], form: str) -> str:
+    """The rows as csv, json or txt."""
+    if form == "json":
+        return to_json([{column: with_utc_offset(value) for column, value in row.items()} for row in rows]) + "\n"
+    if form == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(LOG_COLUMNS)
+        writer.writerows([_cell(row[column]) for column in LOG_COLUMNS] for row in rows)
+        return buffer.getvalue()
+    return text_table(LOG_COLUMNS, [[_cell(row[column]) for column in LOG_COLUMNS] for row in rows]) + "\n"
+
+
+def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success: Document | None,
+              status_counts: Mapping[str, int], stuck: Sequence[Document], now: datetime,
+              thresholds: Thresholds) -> str:
+    """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
+    errors, ended = failure_rate(window_runs)
+    lines = [f"DRS Amend at {now:%Y-%m-%d %H:%M:%S} UTC", "", "Last runs:"]
+    lines.append(text_table(
+        ("started", "duration s", "exit", "completed", "errored", "deferred", "moved", "host", "run id"),
+        [(f"{run['started_dtm']:%Y-%m-%d %H:%M:%S}", run.get("duration_seconds"), run.get("exit_code"),
+          run.get("completed"), run.get("errored"), run.get("deferred"), run.get("cases_moved"), run.get("host"),
+          run["run_id"][:12]) for run in runs]) if runs else "  none recorded")
+    lines += ["", "Amend tasks by status: " + (", ".join(f"{status} {count}" for status, count in
+                                                       sorted(status_counts.items())) or "none")]
+    lines += ["Stuck in processing (lease expired): " + (str(len(stuck)) if stuck else "none")]
+    if stuck:
+        lines.append(text_table(("Task_Id", "_id", "batch", "since", "claimed by"),
+                                [(task.get("Task_Id"), task["_id"], batch_of(task), task.get("status_changed_dtm"),
+                                  _claim_host(task)) for task in stuck]))
+    lines.append(f"Failure rate over {thresholds.window_hours} h: "
+                 + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
+    lines.append("Last successful run: " + (
+        f"{(now - success['ended_dtm']).total_seconds() / 3600:.1f} h ago (run {success['run_id'][:12]})"
+        if success else "none recorded"))
+    return "\n".join(lines)
+
+
+def _claim_host(task: Document) -> object:
+    claimed_by = task.get("claimed_by")
+    return claimed_by.get("host") if isinstance(claimed_by, dict) else claimed_by
