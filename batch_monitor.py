@@ -3,7 +3,7 @@
     python batch_monitor.py status [--runs N]
     python batch_monitor.py check
     python batch_monitor.py logs [--since T] [--until T] [--status S] [--batch B] [--task-id N]
-                                 [--export csv|json|txt] [--out FILE]
+                                 [--group-by reason] [--export csv|json|txt] [--out FILE]
     python batch_monitor.py audit [--batch B]
 """
 
@@ -38,7 +38,9 @@ from monitoring import (
     dashboard,
     evaluate_health,
     export,
+    export_groups,
     log_rows,
+    reason_groups,
 )
 from utils.alerts import send_alert
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
@@ -87,6 +89,9 @@ def build_parser() -> OneLineArgumentParser:
     logs.add_argument("--batch", help="Case_Distribution_Batch_ID")
     logs.add_argument("--task-id", type=bounded_int(), help="Task_Id")
     logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
+    logs.add_argument("--group-by", choices=("reason",),
+                      help="one row per failure pattern (outcome and message, ids and counts folded) with its count, "
+                           "first and last time and latest example, most frequent first")
     logs.add_argument("--out", type=Path, help="write to this file instead of stdout")
     audit = commands.add_parser("audit", parents=[config_after],
                                 help="recompute each batch's summary from its cases, check its amend seqs against its "
@@ -136,6 +141,8 @@ def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
         return audit_batches(store, args.batch, aggregated=not settings.database.is_embedded)
     if args.command == "logs":
         rows = log_rows(fetch_runs(store, args.since, args.until), args.status, args.batch, args.task_id)
+        if args.group_by == "reason":
+            return export_groups(reason_groups(rows), args.export), OK
         return export(rows, args.export), OK
     window_runs = fetch_runs(store, since=now - timedelta(hours=thresholds.window_hours))
     success = fetch_last_successful_run(store)

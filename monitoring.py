@@ -4,8 +4,10 @@ their states, failure patterns, the history as rows. Plain data in, plain data o
 import csv
 import io
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,17 +118,17 @@ def _cell(value: object) -> str:
     return str(with_utc_offset(value)) if isinstance(value, datetime) else "" if value is None else str(value)
 
 
-def export(rows: Sequence[Mapping[str, Any]], form: str) -> str:
-    """The rows as csv, json or txt."""
+def export(rows: Sequence[Mapping[str, Any]], form: str, columns: Sequence[str] = LOG_COLUMNS) -> str:
+    """The rows (with the given columns) as csv, json or txt."""
     if form == "json":
         return to_json([{column: with_utc_offset(value) for column, value in row.items()} for row in rows]) + "\n"
     if form == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(LOG_COLUMNS)
-        writer.writerows([_cell(row[column]) for column in LOG_COLUMNS] for row in rows)
+        writer.writerow(columns)
+        writer.writerows([_cell(row[column]) for column in columns] for row in rows)
         return buffer.getvalue()
-    return text_table(LOG_COLUMNS, [[_cell(row[column]) for column in LOG_COLUMNS] for row in rows]) + "\n"
+    return text_table(columns, [[_cell(row[column]) for column in columns] for row in rows]) + "\n"
 
 
 def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success: Document | None,
@@ -152,9 +154,63 @@ def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success
     lines.append("Last successful run: " + (
         f"{(now - success['ended_dtm']).total_seconds() / 3600:.1f} h ago (run {success['run_id'][:12]})"
         if success else "none recorded"))
+    groups = reason_groups(log_rows(window_runs, status=Outcome.ERROR))
+    lines.append(f"Failure patterns over {thresholds.window_hours} h: " + ("none" if not groups else ""))
+    lines += [f"  {group.count} x {group.pattern}\n      latest ({group.last_seen:%Y-%m-%d %H:%M}): "
+              f"{group.latest_example}" for group in groups[:TOP_PATTERNS]]
     return "\n".join(lines)
 
 
 def _claim_host(task: Document) -> object:
     claimed_by = task.get("claimed_by")
     return claimed_by.get("host") if isinstance(claimed_by, dict) else claimed_by
+
+
+# --- failure patterns: a reason with its variable parts folded -------------------------------
+
+_VARIABLE_PARTS = (
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),  # quoted values: DRC ids, field values
+    (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),  # ObjectIds
+    (re.compile(r"\d+(?:[.,:]\d+)*"), "<n>"),  # counts, ids, amounts, times
+)
+
+
+def reason_pattern(reason: str) -> str:
+    """A failure reason with what varies between occurrences folded: "donor DRC 'D4' ... holds 3" and
+    "donor DRC 'D7' ... holds 5" give the same pattern."""
+    for expression, placeholder in _VARIABLE_PARTS:
+        reason = expression.sub(placeholder, reason)
+    return reason
+
+
+@dataclass(frozen=True)
+class ReasonGroup:
+    outcome: str
+    pattern: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    latest_example: str
+
+
+def reason_groups(rows: Iterable[Mapping[str, Any]]) -> list[ReasonGroup]:
+    """The log rows that carry a message, grouped by outcome and pattern: most frequent first, then newest."""
+    grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("message"):
+            grouped.setdefault((str(row.get("outcome")), reason_pattern(str(row["message"]))), []).append(row)
+    groups = [ReasonGroup(outcome, pattern, len(members), min(row["run_started"] for row in members),
+                          max(row["run_started"] for row in members),
+                          str(max(members, key=lambda row: row["run_started"])["message"]))
+              for (outcome, pattern), members in grouped.items()]
+    return sorted(groups, key=lambda group: (-group.count, -group.last_seen.timestamp(), group.pattern))
+
+
+TOP_PATTERNS = 5  # in `status`; `logs --group-by reason` lists them all
+GROUP_COLUMNS = ("outcome", "count", "first_seen", "last_seen", "pattern", "latest_example")
+
+
+def export_groups(groups: Sequence[ReasonGroup], form: str) -> str:
+    """The reason groups as csv, json or txt, as `export` renders the rows."""
+    rows = [{column: getattr(group, column) for column in GROUP_COLUMNS} for group in groups]
+    return export(rows, form, GROUP_COLUMNS)
