@@ -6,15 +6,17 @@ import smtplib
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pymongo.errors import PyMongoError
 
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore, utc_now
+from database_checks import fetch_expired_claims, fetch_last_successful_run
 from dry_run import dry_run, dry_run_text
 from task_processor import amend_task_processing
-from update_databases import record_run
+from update_databases import keep_history_within, record_run
 from utils import __version__
 from utils.alerts import send_alert
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
@@ -35,6 +37,7 @@ from utils.config import (
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
+from utils.metrics import run_metrics, write_metrics
 from utils.reports import Outcome, RunReport, to_json
 from utils.secrets import scrub
 from utils.shutdown import StopRequest, stopping_between_tasks
@@ -54,7 +57,8 @@ configuration (in --config-dir, default config/ of the project):
   {JOB_CONFIG_FILE:<24} optional: [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30),
                            MAX_CLOCK_SKEW_SECONDS (300), [RETRY] ATTEMPTS (5),
                            INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8),
-                           [RUN] MAX_MINUTES (no limit)
+                           [RUN] MAX_MINUTES (no limit), [METRICS] TEXTFILE (none),
+                           [HISTORY] RETENTION_DAYS (kept for ever)
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
   alerts.ini               optional: [SMTP] e-mail when a task ends in error
 
@@ -128,12 +132,50 @@ def record_run_quietly(store: AmendStore, document: dict[str, Any], log: logging
         log.error("the run could not be recorded in %s: %s", RUN_HISTORY_COLLECTION, exc)
 
 
+def keep_history_bounded(store: AmendStore, settings: Settings, log: logging.Logger) -> None:
+    """[HISTORY] RETENTION_DAYS: a failure is logged and changes no exit code."""
+    try:
+        pruned = keep_history_within(store, settings.job.history_retention_days, utc_now(),
+                                     ttl_index=not settings.database.is_embedded)
+    except (DatabaseUpdateError, PyMongoError) as exc:
+        log.error("the retention of %s could not be applied: %s", RUN_HISTORY_COLLECTION, scrub(exc))
+        return
+    if pruned:
+        log.info("removed %d run(s) older than %d day(s) from %s", pruned, settings.job.history_retention_days,
+                 RUN_HISTORY_COLLECTION)
+
+
+def health_for_metrics(store: AmendStore, settings: Settings,
+                       log: logging.Logger) -> tuple[datetime | None, int] | None:
+    """(end of the last successful run before this one, stuck tasks) for [METRICS] TEXTFILE; None when it
+    is not set, or when they cannot be read (logged)."""
+    if settings.job.metrics_textfile is None:
+        return None
+    try:
+        success = fetch_last_successful_run(store)
+        stuck = fetch_expired_claims(store, utc_now(), settings.job.lease, settings.job.clock_skew)
+    except PyMongoError as exc:
+        log.error("the figures of %s could not be read: %s", settings.job.metrics_textfile, scrub(exc))
+        return None
+    return (None if success is None else success["ended_dtm"]), len(stuck)
+
+
+def write_metrics_quietly(path: Path, run: dict[str, Any], previous_success: datetime | None, stuck: int,
+                          log: logging.Logger) -> None:
+    last_success = run["ended_dtm"] if run["exit_code"] == ExitStatus.OK else previous_success
+    try:
+        write_metrics(path, run_metrics(run, last_success, stuck))
+    except OSError as exc:
+        log.error("the metrics file %s could not be written: %s", path, exc.strerror or exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = utc_now()
     log = None
     report: RunReport | None = None
     recorded: list[dict[str, Any]] = []
+    health: tuple[datetime | None, int] | None = None
 
     def record_the_run(database: Any) -> None:
         """The run's last write (on the embedded default, made while the file is saved): its duration
@@ -168,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
                 report = amend_task_processing(store, settings.job, task_id=args.task_id, started=started,
                                                stop=stop)
+                keep_history_bounded(store, settings, log)
+                health = health_for_metrics(store, settings, log)
     except (TaskProcessingError, PyMongoError) as exc:
         if log is None:
             print(scrub(f"drs-amend: {exc}"), file=sys.stderr)
@@ -178,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
         return ExitStatus.TASK_ERROR if any(result.refusal for result in results) else ExitStatus.OK
     assert report is not None
+    if health is not None and settings.job.metrics_textfile is not None and recorded:
+        write_metrics_quietly(settings.job.metrics_textfile, recorded[-1], *health, log)
     log.info(report.summary_line())
     alert_on_errors(settings.alerts, report, log)
     if args.json:

@@ -46,6 +46,7 @@ MAX_SERVER_SELECTION_TIMEOUT_MS = 600_000
 MAX_LOCK_TIMEOUT_SECONDS = 86_400
 MAX_LEASE_MINUTES = 10_080
 MAX_RUN_MINUTES = 10_080
+MAX_RETENTION_DAYS = 36_500
 MAX_CLOCK_SKEW_SECONDS = 3_600
 MAX_RETRY_ATTEMPTS = 100
 MAX_DELAY_SECONDS = 3_600
@@ -180,13 +181,16 @@ class JobSettings:
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_minutes: int | None = None  # no new task is claimed after this many minutes of a run
+    metrics_textfile: Path | None = None  # the node_exporter textfile written after every run
+    history_retention_days: int | None = None  # Run_History documents older than this are removed
 
 
 def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     """Job_Settings.ini: every section and key is optional; absent ones take the documented defaults.
 
     [BALANCING] MIN_SHARE_KEPT (0.2), [RECOVERY] LEASE_MINUTES (30), MAX_CLOCK_SKEW_SECONDS (300),
-    [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8), [RUN] MAX_MINUTES (no limit).
+    [RETRY] ATTEMPTS (5), INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8), [RUN] MAX_MINUTES (no limit),
+    [METRICS] TEXTFILE (none), [HISTORY] RETENTION_DAYS (kept for ever).
     """
     path = Path(config_dir) / JOB_CONFIG_FILE
     if not path.exists():
@@ -207,6 +211,8 @@ def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     initial = value("RETRY", "INITIAL_DELAY_SECONDS")
     maximum = value("RETRY", "MAX_DELAY_SECONDS")
     max_minutes = value("RUN", "MAX_MINUTES")
+    textfile = value("METRICS", "TEXTFILE")
+    retention = value("HISTORY", "RETENTION_DAYS")
     return JobSettings(
         template_task_id=template_task_id,
         min_share_kept=parse_share(share, where("BALANCING", "MIN_SHARE_KEPT")) if share else DEFAULT_MIN_SHARE_KEPT,
@@ -224,7 +230,20 @@ def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
         ),
         max_minutes=(parse_int_setting(max_minutes, where("RUN", "MAX_MINUTES"), 1, MAX_RUN_MINUTES)
                      if max_minutes else None),
+        metrics_textfile=parse_textfile(textfile, where("METRICS", "TEXTFILE")) if textfile else None,
+        history_retention_days=(parse_int_setting(retention, where("HISTORY", "RETENTION_DAYS"), 1,
+                                                  MAX_RETENTION_DAYS) if retention else None),
     )
+
+
+def parse_textfile(text: str, where: str) -> Path:
+    """A node_exporter textfile path (relative to the project unless absolute); the collector reads only
+    files named *.prom."""
+    path = Path(text)
+    if path.suffix != ".prom":
+        raise ConfigurationError(f"{where} must name a file ending in .prom (the only files node_exporter's "
+                                 f"textfile collector reads), got {text[:80]!r}")
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 # --- monitor.ini: the thresholds of batch_monitor.py check ---------------------------------
