@@ -14,10 +14,17 @@ from bson.errors import BSONError
 from bson.json_util import RELAXED_JSON_OPTIONS
 from pymongo.errors import PyMongoError
 
-from amend_store import CASES_COLLECTION, JOB_COLLECTIONS, JOURNAL_COLLECTION, AmendStore
+from amend_store import (
+    CASES_COLLECTION,
+    JOB_COLLECTIONS,
+    JOURNAL_COLLECTION,
+    RUN_HISTORY_COLLECTION,
+    AmendStore,
+    utc_now,
+)
 from database_checks import MAX_DISTRIBUTIONS
-from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch
-from update_databases import reset_collections
+from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
+from update_databases import add_runs, reset_collections
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
 from utils.connectDB import database_session
@@ -30,6 +37,7 @@ DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 MONGODB_MAX_DEPTH = 100
 MONGODB_MAX_DOCUMENT_BYTES = 16 * 2**20
 MAX_GENERATED_CASES = 10_000_000
+MAX_GENERATED_RUNS = 100_000
 
 log = get_logger("reset")
 
@@ -140,6 +148,10 @@ def build_parser() -> OneLineArgumentParser:
     for option, bounds, default, metavar, meaning in GENERATOR_OPTIONS:
         generated.add_argument(option, type=bounded_int(*bounds), metavar=metavar,
                                help=f"{meaning} (default {default})")
+    parser.add_argument("--generate-history", type=bounded_int(1, MAX_GENERATED_RUNS), metavar="RUNS",
+                        help=f"also add RUNS generated runs (one every 2 hours, ending now) to "
+                             f"{RUN_HISTORY_COLLECTION}, to see the dashboard and the monitor at work; the recorded "
+                             f"runs are kept")
     return parser
 
 
@@ -191,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The collections about to be replaced are not even loaded from the embedded file.
         with database_session(database, skip=(*fixtures, JOURNAL_COLLECTION)) as opened:
             started = time.monotonic()
-            counts = reset_collections(AmendStore(opened, settings.job.retry), fixtures)
+            store = AmendStore(opened, settings.job.retry)
+            counts = reset_collections(store, fixtures)
+            if args.generate_history:
+                add_runs(store, generate_history(args.generate_history, end=utc_now()))
+                counts[RUN_HISTORY_COLLECTION] = args.generate_history
             log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
                      len(counts), sum(counts.values()), time.monotonic() - started)
     except (TaskProcessingError, PyMongoError) as exc:

@@ -7,7 +7,7 @@ give the same documents.
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from amend_store import (
@@ -144,3 +144,63 @@ def generate_batch(shape: BatchShape) -> dict[str, Iterable[dict[str, Any]]]:
                               "Count": count, "Tot_Arrease": round(total, 2), "created_dtm": CREATED}
                              for (drc, rtom), (count, total) in sorted(totals.items())],
     }
+
+
+# --- a run history, for the dashboard and the monitor ----------------------------------------
+
+# Failure reasons as the job words them, with the parts that vary between occurrences as fields.
+_FAILURES = (
+    "ResourceBalanceError: donor DRC {drc!r} holds {held} {rtom!r} case(s); moving {moved} leaves {left}, below the "
+    "minimum share of 20% ({floor:g}) it must keep",
+    "ResourceBalanceError: receiver DRC {drc!r} holds no {rtom!r} case",
+    "TaskValidationError: batch {batch} seq 2: array_of_distributions must be a non-empty array, got []",
+    "TaskValidationError: no open transaction for batch {batch}",
+)
+_DEFERRAL = "batch {batch} is being amended by amend task {other}; waiting for a later run"
+
+
+def generate_history(runs: int, end: datetime, seed: int = 1, every: timedelta = timedelta(hours=2),
+                     host: str = "cron-1") -> list[dict[str, Any]]:
+    """`runs` Run_History documents, one every `every` up to `end`, as main.py records them: most tasks
+    complete, some fail for a handful of recurring reasons, a few are deferred; for two days in the
+    middle every run is four times slower per case, as after an index was dropped."""
+    rng = random.Random(seed)
+    history = []
+    slow_from, slow_to = runs // 2, runs // 2 + int(timedelta(days=2) / every)
+    for number in range(runs):
+        started = end - every * (runs - number) + timedelta(seconds=rng.randint(0, 40))
+        tasks: list[dict[str, Any]] = []
+        seconds = rng.uniform(0.8, 1.6)
+        for _ in range(rng.choice((0, 1, 1, 1, 2, 2, 3))):
+            batch = f"{rng.randint(100, 999):04d}"
+            cases = rng.randint(2_000, 120_000)
+            per_thousand = rng.uniform(0.018, 0.026) * (4 if slow_from <= number < slow_to else 1)
+            duration = round(cases / 1000 * per_thousand + rng.uniform(0.05, 0.3), 3)
+            seconds += duration
+            draw = rng.random()
+            if draw < 0.08:
+                held = rng.randint(2, 9)
+                message = rng.choice(_FAILURES).format(drc=f"D{rng.randint(1, 12)}", rtom=rng.choice(RTOM_CODES[:6]),
+                                                       held=held, moved=held, left=0, floor=held * 0.2, batch=batch)
+                outcome, moved, batch_cases = "error", 0, 0
+            elif draw < 0.12:
+                message = _DEFERRAL.format(batch=batch, other=rng.randint(100, 999))
+                outcome, moved, batch_cases = "deferred", 0, 0
+            else:
+                moved = rng.randint(2, 400)
+                message = f"Amended batch {batch} seq 2: {moved} case(s) reassigned"
+                outcome, batch_cases = "completed", cases
+            tasks.append({"_id": f"generated-{number}-{len(tasks)}", "Task_Id": 1000 + number, "batch": batch,
+                          "outcome": outcome, "cases_moved": moved, "batch_cases": batch_cases, "message": message,
+                          "duration_seconds": duration})
+        counts = {outcome: sum(task["outcome"] == outcome for task in tasks)
+                  for outcome in ("completed", "error", "deferred")}
+        history.append({
+            "run_id": f"{rng.getrandbits(128):032x}", "host": host, "pid": rng.randint(1000, 60000),
+            "started_dtm": started, "ended_dtm": started + timedelta(seconds=round(seconds, 3)),
+            "duration_seconds": round(seconds, 3), "exit_code": 1 if counts["error"] else 0,
+            "completed": counts["completed"], "errored": counts["error"], "deferred": counts["deferred"],
+            "skipped": 0, "cases_moved": sum(task["cases_moved"] for task in tasks),
+            "batch_cases": sum(task["batch_cases"] for task in tasks), "stop_reason": None, "not_started": 0,
+            "tasks": tasks, "generated": True})
+    return history

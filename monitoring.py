@@ -45,10 +45,12 @@ def seconds_per_thousand_cases(run: Document) -> float | None:
 
 def slowdown(window_runs: Sequence[Document], thresholds: Thresholds) -> tuple[ExitStatus, str, float | None,
                                                                             float | None]:
-    """(state, text, seconds per 1,000 cases of the last run with cases, its ratio to the median of the
-    earlier ones) over the runs of the window, newest first; OK and None while fewer than
-    COMPARABLE_RUNS earlier runs have cases."""
-    figures = [figure for figure in map(seconds_per_thousand_cases, window_runs) if figure is not None]
+    """(state, text, seconds per 1,000 cases of the last comparable run, its ratio to the median of the
+    earlier ones) over the runs of the window, newest first. A run is comparable when its batches held
+    at least COMPARABLE_CASES cases; OK and None while fewer than COMPARABLE_RUNS earlier ones are."""
+    comparable = [run for run in window_runs if isinstance(run.get("batch_cases"), int)
+                  and run["batch_cases"] >= thresholds.comparable_cases]
+    figures = [figure for figure in map(seconds_per_thousand_cases, comparable) if figure is not None]
     if len(figures) <= thresholds.comparable_runs:
         return OK, f"speed not judged ({max(len(figures) - 1, 0)} of {thresholds.comparable_runs} earlier runs)", \
             (figures[0] if figures else None), None
@@ -155,7 +157,7 @@ def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success
         f"{(now - success['ended_dtm']).total_seconds() / 3600:.1f} h ago (run {success['run_id'][:12]})"
         if success else "none recorded"))
     groups = reason_groups(log_rows(window_runs, status=Outcome.ERROR))
-    lines.append(f"Failure patterns over {thresholds.window_hours} h: " + ("none" if not groups else ""))
+    lines.append(f"Failure patterns over {thresholds.window_hours} h:" + ("" if groups else " none"))
     lines += [f"  {group.count} x {group.pattern}\n      latest ({group.last_seen:%Y-%m-%d %H:%M}): "
               f"{group.latest_example}" for group in groups[:TOP_PATTERNS]]
     return "\n".join(lines)

@@ -544,6 +544,12 @@ def record_run(store: AmendStore, document: Document) -> None:
     store.write("recording the run", lambda: store[RUN_HISTORY_COLLECTION].insert_one(document))
 
 
+def add_runs(store: AmendStore, runs: Sequence[Document]) -> None:
+    """Generated runs into the run history (database_update.py --generate-history)."""
+    store.write(f"adding {len(runs)} run(s) to the run history", lambda: store[RUN_HISTORY_COLLECTION].insert_many(
+        runs))
+
+
 RETENTION_INDEX = "run_retention"
 
 

@@ -93,3 +93,27 @@ def test_shape_options_need_generate(tmp_path, script):
     assert result.returncode == 2
     assert "--drcs shape(s) a generated batch: give --generate N too" in result.stderr
     assert not (tmp_path / "db.bson").exists()
+
+
+def test_a_generated_history_is_deterministic_and_shaped_as_main_records_runs(tmp_path, script):
+    from datetime import datetime
+
+    from amend_store import RUN_HISTORY_COLLECTION
+    from fixture_generator import generate_history
+    from utils.reports import RunIdentity, RunReport
+
+    end = datetime(2026, 11, 26, 12)
+    history = generate_history(300, end)
+    assert history == generate_history(300, end) != generate_history(300, end, seed=2)
+    recorded_keys = set(RunReport(RunIdentity.new(), end).document())
+    assert all(recorded_keys <= set(run) for run in history)
+    assert all(run["ended_dtm"] <= end for run in history) and history[0]["started_dtm"] < history[-1]["started_dtm"]
+    outcomes = [task["outcome"] for run in history for task in run["tasks"]]
+    assert {"completed", "error", "deferred"} == set(outcomes) and outcomes.count("completed") > len(outcomes) / 2
+    assert all(run["exit_code"] == (1 if run["errored"] else 0) for run in history)
+
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    result = script("database_update.py", "--generate-history", "40", env=env)
+    assert result.returncode == 0 and f"{RUN_HISTORY_COLLECTION} 40" in result.stdout
+    assert load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].count_documents({}) == 40
+    assert script("database_update.py", "--generate-history", "0", env=env).returncode == 2

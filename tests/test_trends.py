@@ -42,7 +42,7 @@ def newest_first(runs):
 @pytest.mark.parametrize("last_seconds, state", [(2.9, OK), (3.1, WARNING), (9.9, WARNING), (10.0, CRITICAL)])
 def test_a_run_slower_per_thousand_cases_than_the_windows_median_is_flagged(last_seconds, state):
     # earlier runs: 1 s per 1,000 cases, whatever their size
-    earlier = [run(10 * n, duration=n, batch_cases=1000 * n) for n in range(1, 7)]
+    earlier = [run(10 * n, duration=10 * n, batch_cases=10_000 * n) for n in range(1, 7)]
     runs = newest_first(earlier + [run(0, duration=last_seconds * 20, batch_cases=20_000)])
     judged, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (judged, per_thousand, ratio) == (state, pytest.approx(last_seconds), pytest.approx(last_seconds))
@@ -53,8 +53,10 @@ def test_a_run_slower_per_thousand_cases_than_the_windows_median_is_flagged(last
 
 
 def test_speed_is_not_judged_without_enough_comparable_runs():
-    runs = newest_first([run(10 * n) for n in range(1, 5)] + [run(0, duration=100)]
-                        + [run(1, batch_cases=0), run(2, batch_cases=None), dict(run(3), duration_seconds="x")])
+    runs = newest_first([run(10 * n, batch_cases=10_000) for n in range(1, 5)]
+                        + [run(0, duration=1000, batch_cases=10_000)]
+                        + [run(1, batch_cases=0), run(2, batch_cases=None), dict(run(3), duration_seconds="x"),
+                           run(4, duration=0.5, batch_cases=9_999)])  # too few cases to compare
     state, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (state, text, per_thousand, ratio) == (OK, "speed not judged (4 of 5 earlier runs)", 100.0, None)
     assert slowdown(runs, Thresholds(comparable_runs=4))[0] == CRITICAL
@@ -112,7 +114,7 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
     save_database(db, tmp_path / "db.bson")
 
     status = script("batch_monitor.py", "status", env=env)
-    assert "Failure patterns over 24 h: \n  2 x donor DRC '…' holds <n>\n      latest (" in status.stdout
+    assert "Failure patterns over 24 h:\n  2 x donor DRC '…' holds <n>\n      latest (" in status.stdout
     assert "template" not in status.stdout  # outside the window
     grouped = script("batch_monitor.py", "logs", "--group-by", "reason", "--export", "csv", env=env)
     rows = list(csv.DictReader(io.StringIO(grouped.stdout)))

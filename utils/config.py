@@ -260,7 +260,8 @@ class Thresholds:
     # The last run's seconds per 1,000 cases against the median of the window's earlier runs
     slowdown_warning: float = 3
     slowdown_critical: float = 10
-    comparable_runs: int = 5  # fewer earlier runs with cases in the window: not judged
+    comparable_runs: int = 5  # fewer earlier comparable runs in the window: not judged
+    comparable_cases: int = 10_000  # a run over fewer cases is not compared: its fixed costs dominate
 
 
 # (name, parse as integer, lower bound, upper bound) of each [CHECK] key of monitor.ini
@@ -268,7 +269,8 @@ THRESHOLD_KEYS = (("window_hours", True, 1, 8760), ("failure_rate_warning", Fals
                   ("failure_rate_critical", False, 0, 1), ("last_success_warning_hours", False, 0, 8760),
                   ("last_success_critical_hours", False, 0, 8760), ("stuck_tasks_warning", True, 0, 1_000_000),
                   ("stuck_tasks_critical", True, 0, 1_000_000), ("slowdown_warning", False, 1, 1_000_000),
-                  ("slowdown_critical", False, 1, 1_000_000), ("comparable_runs", True, 1, 10_000))
+                  ("slowdown_critical", False, 1, 1_000_000), ("comparable_runs", True, 1, 10_000),
+                  ("comparable_cases", True, 1, 10**9))
 
 
 def load_thresholds(config_dir: Path) -> Thresholds:
