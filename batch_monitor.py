@@ -5,6 +5,7 @@
     python batch_monitor.py logs [--since T] [--until T] [--status S] [--batch B] [--task-id N]
                                  [--group-by reason] [--export csv|json|txt] [--out FILE]
     python batch_monitor.py audit [--batch B]
+    python batch_monitor.py report --html FILE [--since T] [--until T]
 """
 
 import argparse
@@ -31,6 +32,7 @@ from database_checks import (
     fetch_task_status_counts,
     fetch_transactions,
 )
+from html_report import DEFAULT_DAYS, default_period, render, report_context, write_page
 from monitoring import (
     CRITICAL,
     OK,
@@ -97,6 +99,13 @@ def build_parser() -> OneLineArgumentParser:
                                 help="recompute each batch's summary from its cases, check its amend seqs against its "
                                      "tasks (reads only); exit 0 consistent, 1 mismatches, 2 cannot read")
     audit.add_argument("--batch", help="only this Case_Distribution_Batch_ID")
+    report = commands.add_parser("report", parents=[config_after],
+                                 help="write the HTML dashboard: runs over time, health, failure patterns, stuck "
+                                      "tasks, latest runs; one self-contained file")
+    report.add_argument("--html", type=Path, required=True, metavar="FILE", help="the page to write")
+    report.add_argument("--since", type=parse_time,
+                        help=f"runs started at or after this time (UTC; default {DEFAULT_DAYS} days before --until)")
+    report.add_argument("--until", type=parse_time, help="runs started before this time (UTC; default now)")
     return parser
 
 
@@ -139,6 +148,16 @@ def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
     thresholds, job = settings.thresholds, settings.job
     if args.command == "audit":
         return audit_batches(store, args.batch, aggregated=not settings.database.is_embedded)
+    if args.command == "report":
+        since, until = default_period(now, args.since, args.until)
+        if since >= until:
+            raise TaskValidationError(f"--since ({since:%Y-%m-%d %H:%M}) must come before --until "
+                                      f"({until:%Y-%m-%d %H:%M})")
+        window = fetch_runs(store, since=now - timedelta(hours=thresholds.window_hours))
+        page = render(report_context(fetch_runs(store, since, until), window, fetch_last_successful_run(store),
+                                     fetch_expired_claims(store, now, job.lease, job.clock_skew), now, since, until,
+                                     thresholds))
+        return page, OK
     if args.command == "logs":
         rows = log_rows(fetch_runs(store, args.since, args.until), args.status, args.batch, args.task_id)
         if args.group_by == "reason":
@@ -174,12 +193,15 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
         prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
         print(scrub(f"{prefix}{exc}"), file=sys.stderr if args.command != "check" else sys.stdout)
         return failure_code
-    if args.command == "logs" and args.out:
+    destination = args.html if args.command == "report" else args.out if args.command == "logs" else None
+    if destination is not None:
         try:
-            args.out.write_text(output, encoding="utf-8")
+            write_page(destination, output) if args.command == "report" else destination.write_text(output, "utf-8")
         except OSError as exc:
-            print(f"batch_monitor: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            print(f"batch_monitor: cannot write {destination}: {exc.strerror}", file=sys.stderr)
             return ExitStatus.SETUP_ERROR
+        if args.command == "report":
+            print(f"batch_monitor: wrote {destination}")
     else:
         sys.stdout.write(output)
     if code == CRITICAL and args.command == "check" and settings.alerts is not None:

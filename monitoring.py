@@ -60,14 +60,22 @@ def slowdown(window_runs: Sequence[Document], thresholds: Thresholds) -> tuple[E
     return state, f"last run {ratio:.1f}x the median time per 1,000 cases", last, ratio
 
 
-def evaluate_health(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
-                    thresholds: Thresholds) -> tuple[ExitStatus, str]:
-    """(state, one status line with performance data) from the runs of the window (newest first), the
-    last successful run (or None) and the number of stuck tasks."""
+@dataclass(frozen=True)
+class HealthFigure:
+    """One figure `check` judges: its state, its text in the status line, and its thresholds."""
+    name: str
+    state: ExitStatus
+    text: str
+    limits: str
+
+
+def health_figures(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
+                   thresholds: Thresholds) -> tuple[list[HealthFigure], str]:
+    """The four figures of `check` (last success, failure rate, speed, stuck tasks) from the runs of the
+    window (newest first), the last successful run (or None) and the number of stuck tasks; and their
+    performance data."""
     errors, ended = failure_rate(window_runs)
     rate = errors / ended if ended else 0.0
-    rate_state = level(rate, thresholds.failure_rate_warning, thresholds.failure_rate_critical)
-    stuck_state = level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical)
     if success is None:
         age_hours, age_state, age_text = None, CRITICAL, "no successful run recorded"
     else:
@@ -75,12 +83,38 @@ def evaluate_health(window_runs: Sequence[Document], success: Document | None, s
         age_state = level(age_hours, thresholds.last_success_warning_hours, thresholds.last_success_critical_hours)
         age_text = f"last successful run {age_hours:.1f} h ago"
     speed_state, speed_text, per_thousand, ratio = slowdown(window_runs, thresholds)
-    state = max(rate_state, stuck_state, age_state, speed_state)
-    line = (f"DRS-AMEND {STATE_NAMES[state]} - {age_text}; failure rate {rate:.0%} over {thresholds.window_hours} h "
-            f"({errors} of {ended} task(s)); {speed_text}; {stuck_tasks} stuck task(s)"
-            f" | last_success_hours={_perfdata(age_hours, 2)} failure_rate={rate:.3f} stuck_tasks={stuck_tasks}"
-            f" seconds_per_1000_cases={_perfdata(per_thousand, 3)} slowdown={_perfdata(ratio, 2)}")
-    return state, line
+    figures = [
+        HealthFigure("Last successful run", age_state, age_text,
+                     f"warning {thresholds.last_success_warning_hours:g} h, "
+                     f"critical {thresholds.last_success_critical_hours:g} h"),
+        HealthFigure(f"Failure rate over {thresholds.window_hours} h",
+                     level(rate, thresholds.failure_rate_warning, thresholds.failure_rate_critical),
+                     f"failure rate {rate:.0%} over {thresholds.window_hours} h ({errors} of {ended} task(s))",
+                     f"warning {thresholds.failure_rate_warning:.0%}, critical {thresholds.failure_rate_critical:.0%}"),
+        HealthFigure("Speed", speed_state, speed_text,
+                     f"warning {thresholds.slowdown_warning:g}x, critical {thresholds.slowdown_critical:g}x the median "
+                     f"of runs over {thresholds.comparable_cases:,} cases"),
+        HealthFigure("Stuck tasks", level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical),
+                     f"{stuck_tasks} stuck task(s)",
+                     f"warning {thresholds.stuck_tasks_warning}, critical {thresholds.stuck_tasks_critical}"),
+    ]
+    perfdata = (f"last_success_hours={_perfdata(age_hours, 2)} failure_rate={rate:.3f} stuck_tasks={stuck_tasks}"
+                f" seconds_per_1000_cases={_perfdata(per_thousand, 3)} slowdown={_perfdata(ratio, 2)}")
+    return figures, perfdata
+
+
+def evaluate_health(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
+                    thresholds: Thresholds) -> tuple[ExitStatus, str]:
+    """(state, one status line with performance data): the worst of the health figures decides."""
+    figures, perfdata = health_figures(window_runs, success, stuck_tasks, now, thresholds)
+    state, verdict = overall(figures)
+    return state, f"{verdict} | {perfdata}"
+
+
+def overall(figures: Sequence[HealthFigure]) -> tuple[ExitStatus, str]:
+    """The worst state of the figures, and check's status line (without its performance data)."""
+    state = max(figure.state for figure in figures)
+    return state, f"DRS-AMEND {STATE_NAMES[state]} - {'; '.join(figure.text for figure in figures)}"
 
 
 def _perfdata(value: float | None, decimals: int) -> str:
