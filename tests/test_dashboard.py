@@ -143,6 +143,7 @@ def test_the_report_command_writes_the_page_and_nothing_else(history_file, scrip
 
 def open_in_browser(page: Path, profile: Path, screenshot: Path | None = None) -> tuple[str, list[str]]:
     """Chromium, headless, opens the page: (the document as its script left it, the console's errors)."""
+    assert CHROMIUM is not None
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--window-size=1280,2600", "--enable-logging=stderr", "--v=0"]
