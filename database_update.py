@@ -205,11 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.monotonic()
             store = AmendStore(opened, settings.job.retry)
             counts = reset_collections(store, fixtures)
+            log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
+                     len(counts), sum(counts.values()), time.monotonic() - started)
             if args.generate_history:
                 add_runs(store, generate_history(args.generate_history, end=utc_now()))
                 counts[RUN_HISTORY_COLLECTION] = args.generate_history
-            log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
-                     len(counts), sum(counts.values()), time.monotonic() - started)
+                log.info("added %d generated run(s) to %s", args.generate_history, RUN_HISTORY_COLLECTION)
     except (TaskProcessingError, PyMongoError) as exc:
         print(scrub(f"database_update: {exc}"), file=sys.stderr)
         return ExitStatus.SETUP_ERROR
