@@ -16,8 +16,10 @@ from typing import Any
 
 import jinja2
 
+from database_checks import Document, batch_of
 from monitoring import (
     STATE_NAMES,
+    claim_host,
     failure_rate,
     health_figures,
     log_rows,
@@ -29,12 +31,11 @@ from utils.cli import ExitStatus
 from utils.config import PROJECT_ROOT, Thresholds
 from utils.reports import Outcome
 
-Document = dict[str, Any]
 TEMPLATES = PROJECT_ROOT / "templates"
 DEFAULT_DAYS = 28
 MAX_POINTS = 400  # more runs than this in the window are shown one point per day
 LATEST_RUNS = 20
-TOP_PATTERNS = 10
+PERIOD_PATTERNS = 10
 CHART_WIDTH, CHART_HEIGHT = 960, 150
 
 
@@ -153,13 +154,10 @@ def report_context(runs: Sequence[Document], window_runs: Sequence[Document], su
                        ("deferred", lambda point: point.deferred)]),
         ],
         "first_label": points[0].label if points else "", "last_label": points[-1].label if points else "",
-        "patterns": reason_groups(log_rows(runs, status=Outcome.ERROR))[:TOP_PATTERNS],
-        "stuck": [{"task_id": task.get("Task_Id"), "object_id": str(task.get("_id")),
-                   "batch": (task.get("parameters") or {}).get("Case_Distribution_Batch_ID")
-                   if isinstance(task.get("parameters"), dict) else None,
-                   "since": _minute(task.get("status_changed_dtm")),
-                   "claimed_by": (task.get("claimed_by") or {}).get("host")
-                   if isinstance(task.get("claimed_by"), dict) else task.get("claimed_by")} for task in stuck],
+        "patterns": reason_groups(log_rows(runs, status=Outcome.ERROR))[:PERIOD_PATTERNS],
+        "stuck": [{"task_id": task.get("Task_Id"), "object_id": str(task.get("_id")), "batch": batch_of(task),
+                   "since": _minute(task.get("status_changed_dtm")), "claimed_by": claim_host(task)}
+                  for task in stuck],
         "latest": [{"started": f"{run['started_dtm']:%Y-%m-%d %H:%M:%S}", "run_id": str(run.get("run_id", ""))[:12],
                     "host": run.get("host"), "duration": _number(run.get("duration_seconds")),
                     "exit_code": run.get("exit_code"), "moved": int(_number(run.get("cases_moved"))),

@@ -184,7 +184,7 @@ def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success
     if stuck:
         lines.append(text_table(("Task_Id", "_id", "batch", "since", "claimed by"),
                                 [(task.get("Task_Id"), task["_id"], batch_of(task), task.get("status_changed_dtm"),
-                                  _claim_host(task)) for task in stuck]))
+                                  claim_host(task)) for task in stuck]))
     lines.append(f"Failure rate over {thresholds.window_hours} h: "
                  + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
     lines.append("Last successful run: " + (
@@ -197,7 +197,7 @@ def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success
     return "\n".join(lines)
 
 
-def _claim_host(task: Document) -> object:
+def claim_host(task: Document) -> object:
     claimed_by = task.get("claimed_by")
     return claimed_by.get("host") if isinstance(claimed_by, dict) else claimed_by
 

@@ -65,7 +65,7 @@ def test_every_run_writes_its_figures_for_prometheus(workspace):
 
 def test_a_textfile_the_collector_would_ignore_is_a_configuration_error(workspace):
     _, run = workspace
-    result = run("[METRICS]\nTEXTFILE = /tmp/drs_amend.txt\n")
+    result = run("[METRICS]\nTEXTFILE = metrics/drs_amend.txt\n")
     assert result.returncode == 2 and "[METRICS] TEXTFILE must name a file ending in .prom" in one_line(
         result.stderr)
 
