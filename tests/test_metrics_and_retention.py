@@ -121,3 +121,28 @@ def test_a_retention_out_of_bounds_is_refused(workspace, text, message):
     _, run = workspace
     result = run(f"[HISTORY]\nRETENTION_DAYS = {text}\n")
     assert result.returncode == 2 and message in one_line(result.stderr)
+
+
+def test_a_retention_or_metrics_read_that_fails_is_logged_and_the_run_still_counts(workspace, monkeypatch):
+    from pymongo.errors import OperationFailure
+
+    import main
+    from utils.Custom_Exceptions import DatabaseUpdateError
+
+    tmp_path, run = workspace
+
+    def fails(*_args, **_kwargs):
+        raise DatabaseUpdateError("pruning the run history failed: disk full")
+
+    def read_fails(*_args, **_kwargs):
+        raise OperationFailure("not authorized on drs")
+    monkeypatch.setattr(main, "keep_history_within", fails)
+    monkeypatch.setattr(main, "fetch_last_successful_run", read_fails)
+    textfile = tmp_path / "drs_amend.prom"
+    result = run(f"[HISTORY]\nRETENTION_DAYS = 30\n[METRICS]\nTEXTFILE = {textfile}\n")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert f"the retention of {RUN_HISTORY_COLLECTION} could not be applied: pruning the run history failed" \
+        in result.stderr
+    assert f"the figures of {textfile} could not be read: not authorized on drs" in result.stderr
+    assert not textfile.exists()
+    assert load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].count_documents({}) == 1  # the run is recorded

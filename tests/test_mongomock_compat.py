@@ -158,6 +158,24 @@ def test_an_in_list_changed_between_queries_is_read_anew(enabled):
         assert ids == [3, 4]  # the caller's list is left as it was
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_documents_past_a_ttl_index_are_expired_with_or_without_the_speedups(enabled):
+    from datetime import datetime, timedelta
+
+    from utils.mongomock_compat import store_documents, stored_documents
+
+    with speedups(enabled):
+        now = datetime.utcnow()
+        documents = [{"_id": 1, "k": "a", "at": now - timedelta(hours=1)}, {"_id": 2, "k": "a", "at": now}]
+        for read in (lambda c: [document["_id"] for document in stored_documents(c)],  # what a save writes
+                     lambda c: [document["_id"] for document in c.find({"k": "a"})],
+                     lambda c: [document["_id"] for document in c.find({"k": {"$in": ["a"]}})]):
+            collection = mongomock.MongoClient()["db"]["c"]
+            collection.create_index("at", expireAfterSeconds=60)
+            store_documents(collection, [dict(document) for document in documents])  # as the data file is loaded
+            assert read(collection) == [2]
+
+
 def test_a_cursor_is_read_in_linear_time_and_sliced_as_before():
     collection = mongomock.MongoClient()["db"]["c"]
     collection.insert_many([{"_id": number} for number in range(50)])

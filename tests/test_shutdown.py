@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+from datetime import datetime
 
 import pytest
 
@@ -146,3 +147,17 @@ def test_max_minutes_on_the_command_line_overrides_the_setting(tmp_path, script,
     assert "time limit of 1 minute(s) reached: 2 open task(s) left for the next run" in from_option.stderr
     assert from_setting.returncode == from_option.returncode == 0
     assert statuses(load(tmp_path / "db.bson")) == {TASK_005: TaskStatus.OPEN, TASK_006: TaskStatus.OPEN}
+
+
+def test_a_run_told_to_stop_takes_over_no_stale_task_either():
+    db = fresh_db()
+    stale = {"task_status": "processing", "claim_expires_dtm": datetime(2020, 1, 1),
+             "claimed_by": {"run_id": "gone", "host": "h", "pid": 1}}
+    db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": stale})
+    stop = StopRequest()
+    stop.signal_number = signal.SIGTERM
+    report = task_processor.amend_task_processing(store_of(db), SETTINGS, clock=fixed_clock, stop=stop)
+    assert report.outcomes == [] and (report.stop_reason, report.not_started) == ("stopped by SIGTERM", 1)
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_005})["claimed_by"]["run_id"] == "gone"  # left for later
+    later = task_processor.amend_task_processing(store_of(db), SETTINGS, clock=fixed_clock)
+    assert [outcome.status for outcome in later.outcomes] == ["error", "completed"]  # recovered, then 006
