@@ -81,10 +81,14 @@ class JournalPhase(enum.StrEnum):
 
 
 def utc_now() -> datetime:
-    """Now in UTC as MongoDB stores it: naive, millisecond precision."""
+    """Now in UTC as MongoDB stores it: naive, millisecond precision. The default clock of every entry
+    point; each takes a Clock instead, so that tests (and a replay) give it their own time."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
+
+# What every entry point and every function that reads the time takes: a function giving now (utc_now).
+Clock = Callable[[], datetime]
 
 Result = TypeVar("Result")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from amend_store import AmendStore, utc_now
+from amend_store import AmendStore, Clock, utc_now
 from audit import seq_mismatches, summary_mismatches
 from database_checks import (
     BatchId,
@@ -173,7 +173,8 @@ def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
     return line + "\n", state
 
 
-def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
+    """The command; `clock` gives the now every window, age and stale claim is judged against."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
         if exit_.code == ExitStatus.SETUP_ERROR and "check" in argv:
             return UNKNOWN
         raise
-    now = now or utc_now()
+    now = clock()
     failure_code = UNKNOWN if args.command == "check" else ExitStatus.SETUP_ERROR
     try:
         settings = load_config(args.config_dir)

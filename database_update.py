@@ -20,6 +20,7 @@ from amend_store import (
     JOURNAL_COLLECTION,
     RUN_HISTORY_COLLECTION,
     AmendStore,
+    Clock,
     utc_now,
 )
 from database_checks import MAX_DISTRIBUTIONS
@@ -188,7 +189,8 @@ def generated_fixtures(parser: OneLineArgumentParser, args: argparse.Namespace,
     return documents
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
+    """The reset; `clock` gives the end of a --generate-history."""
     parser = build_parser()
     args = parser.parse_args(argv)
     log_to_console()
@@ -208,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
                      len(counts), sum(counts.values()), time.monotonic() - started)
             if args.generate_history:
-                add_runs(store, generate_history(args.generate_history, end=utc_now()))
+                add_runs(store, generate_history(args.generate_history, end=clock()))
                 counts[RUN_HISTORY_COLLECTION] = args.generate_history
                 log.info("added %d generated run(s) to %s", args.generate_history, RUN_HISTORY_COLLECTION)
     except (TaskProcessingError, PyMongoError) as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from amend_store import RUN_HISTORY_COLLECTION, AmendStore, utc_now
+from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, utc_now
 from database_checks import fetch_expired_claims, fetch_last_successful_run
 from dry_run import dry_run, dry_run_text
 from task_processor import amend_task_processing
@@ -132,10 +132,10 @@ def record_run_quietly(store: AmendStore, document: dict[str, Any], log: logging
         log.error("the run could not be recorded in %s: %s", RUN_HISTORY_COLLECTION, exc)
 
 
-def keep_history_bounded(store: AmendStore, settings: Settings, log: logging.Logger) -> None:
-    """[HISTORY] RETENTION_DAYS: a failure is logged and changes no exit code."""
+def keep_history_bounded(store: AmendStore, settings: Settings, now: datetime, log: logging.Logger) -> None:
+    """[HISTORY] RETENTION_DAYS, counted back from `now`: a failure is logged and changes no exit code."""
     try:
-        pruned = keep_history_within(store, settings.job.history_retention_days, utc_now(),
+        pruned = keep_history_within(store, settings.job.history_retention_days, now,
                                      ttl_index=not settings.database.is_embedded)
     except (DatabaseUpdateError, PyMongoError) as exc:
         log.error("the retention of %s could not be applied: %s", RUN_HISTORY_COLLECTION, scrub(exc))
@@ -145,7 +145,7 @@ def keep_history_bounded(store: AmendStore, settings: Settings, log: logging.Log
                  RUN_HISTORY_COLLECTION)
 
 
-def health_for_metrics(store: AmendStore, settings: Settings,
+def health_for_metrics(store: AmendStore, settings: Settings, now: datetime,
                        log: logging.Logger) -> tuple[datetime | None, int] | None:
     """(end of the last successful run before this one, stuck tasks) for [METRICS] TEXTFILE; None when it
     is not set, or when they cannot be read (logged)."""
@@ -153,7 +153,7 @@ def health_for_metrics(store: AmendStore, settings: Settings,
         return None
     try:
         success = fetch_last_successful_run(store)
-        stuck = fetch_expired_claims(store, utc_now(), settings.job.lease, settings.job.clock_skew)
+        stuck = fetch_expired_claims(store, now, settings.job.lease, settings.job.clock_skew)
     except PyMongoError as exc:
         log.error("the figures of %s could not be read: %s", settings.job.metrics_textfile, scrub(exc))
         return None
@@ -169,9 +169,10 @@ def write_metrics_quietly(path: Path, run: dict[str, Any], previous_success: dat
         log.error("the metrics file %s could not be written: %s", path, exc.strerror or exc)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
+    """The run; `clock` gives every time it reads or records (claims, leases, retention, the run's record)."""
     args = build_parser().parse_args(argv)
-    started = utc_now()
+    started = clock()
     log = None
     report: RunReport | None = None
     recorded: list[dict[str, Any]] = []
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stop.signal_number is not None:
             report.stop_signal = stop.signal_number
             report.stop_reason = report.stop_reason or stop.reason()
-        report.ended = utc_now()
+        report.ended = clock()
         recorded.append(run_document(report, settings, args.task_id))
         record_run_quietly(AmendStore(database, settings.job.retry), recorded[-1], get_logger())
 
@@ -208,10 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
                          settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
-                report = amend_task_processing(store, settings.job, task_id=args.task_id, started=started,
+                report = amend_task_processing(store, settings.job, clock, task_id=args.task_id, started=started,
                                                stop=stop)
-                keep_history_bounded(store, settings, log)
-                health = health_for_metrics(store, settings, log)
+                keep_history_bounded(store, settings, clock(), log)
+                health = health_for_metrics(store, settings, clock(), log)
     except (TaskProcessingError, PyMongoError) as exc:
         if log is None:
             print(scrub(f"drs-amend: {exc}"), file=sys.stderr)

@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from amend_plan import AmendPlan, BatchCases, PlannedWrites, plan_amend
-from amend_store import AmendStore, JournalPhase, TaskStatus, utc_now
+from amend_store import AmendStore, Clock, JournalPhase, TaskStatus, utc_now
 from balance_resources import Cell
 from database_checks import (
     BatchId,
@@ -57,7 +57,6 @@ from utils.secrets import scrub
 from utils.shutdown import NO_STOP, StopRequest
 
 log = get_logger("tasks")
-Clock = Callable[[], datetime]
 
 
 def task_label(task: Document) -> str:

@@ -17,6 +17,7 @@ patch_mongomock()
 import batch_monitor  # noqa: E402
 import database_update  # noqa: E402
 import main as main_script  # noqa: E402
+from amend_store import utc_now  # noqa: E402
 from tests.support import SETTINGS, add_template, fresh_db, new_database  # noqa: E402
 from utils import secrets  # noqa: E402
 from utils.loggers import get_logger  # noqa: E402
@@ -75,12 +76,13 @@ class ScriptResult:
 
 @pytest.fixture
 def script(capsys, monkeypatch, restore_logging):
-    """Run a script's main(argv) in this process, as `python SCRIPT ARGS` would run it: its exit code and
-    what it printed. DRS_* environment variables come from `env` only; registered secrets are forgotten
+    """Run a script's main(argv, clock) in this process, as `python SCRIPT ARGS` would run it: its exit code
+    and what it printed. DRS_* environment variables come from `env` only; `clock` is the real one unless
+    given (a test that builds dates gives the clock it built them from); registered secrets are forgotten
     afterwards."""
     monkeypatch.setattr(secrets, "_secrets", set())
 
-    def run(name, *args, env=None):
+    def run(name, *args, env=None, clock=utc_now):
         restore_logging.restore()  # each script starts as a new process would, with no handler of another
         for variable in [variable for variable in os.environ if variable.startswith("DRS_")]:
             monkeypatch.delenv(variable)
@@ -88,7 +90,7 @@ def script(capsys, monkeypatch, restore_logging):
             monkeypatch.setenv(variable, value)
         capsys.readouterr()
         try:
-            code = SCRIPTS[name].main(list(args))
+            code = SCRIPTS[name].main(list(args), clock=clock)
         except SystemExit as exit_:
             code = exit_.code
         output = capsys.readouterr()

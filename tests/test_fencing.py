@@ -437,9 +437,9 @@ def test_check_and_status_count_such_a_claim_as_stuck(name, tmp_path, capsys):
     (config / "DB_Config.ini").write_text(
         f"[DATABASE]\nMONGO_URI = embedded://{path}\nDB_NAME = drs_case_distribution_db\n")
     now = FIXED_NOW + timedelta(minutes=1)
-    assert monitor_main(["--config-dir", str(config), "check"], now=now) != 0
+    assert monitor_main(["--config-dir", str(config), "check"], clock=lambda: now) != 0
     assert "; 1 stuck task(s) | " in capsys.readouterr().out
-    assert monitor_main(["--config-dir", str(config), "status"], now=now) == 0
+    assert monitor_main(["--config-dir", str(config), "status"], clock=lambda: now) == 0
     assert "Stuck in processing (lease expired): 1" in capsys.readouterr().out
 
 

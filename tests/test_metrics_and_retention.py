@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
-from tests.support import PROJECT_ROOT, TASK_006, fresh_db, load, one_line, store_of
+from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION, utc_now
+from tests.support import FIXED_NOW, PROJECT_ROOT, TASK_006, fixed_clock, fresh_db, load, one_line, store_of
 from update_databases import RETENTION_INDEX, keep_history_within
 from utils.embedded_db import save_database
 
@@ -20,9 +20,10 @@ def workspace(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
     assert script("database_update.py", env=env).returncode == 0
 
-    def run(job_settings):
+    def run(job_settings, clock=utc_now):
         (config / "Job_Settings.ini").write_text(job_settings)
-        return script("main.py", "--config-dir", str(config), "--log-dir", str(tmp_path / "logs"), env=env)
+        return script("main.py", "--config-dir", str(config), "--log-dir", str(tmp_path / "logs"), env=env,
+                      clock=clock)
     return tmp_path, run
 
 
@@ -78,30 +79,30 @@ def test_a_textfile_that_cannot_be_written_is_logged_and_changes_no_exit_code(wo
     assert "Traceback" not in result.stderr
 
 
-def history(db, *days_ago):
-    now = datetime(2026, 11, 26)
+def history(db, now, *days_ago):
+    """Runs that ended the given numbers of days before `now`."""
     db[RUN_HISTORY_COLLECTION].insert_many([{"run_id": str(days), "started_dtm": now - timedelta(days=days),
                                              "ended_dtm": now - timedelta(days=days)} for days in days_ago])
-    return now
 
 
 def test_the_embedded_default_prunes_older_runs_at_the_end_of_a_run(workspace):
     tmp_path, run = workspace
     db = load(tmp_path / "db.bson")
-    history(db, 400, 31, 29)
+    history(db, FIXED_NOW, 400, 31, 29)
     save_database(db, tmp_path / "db.bson")
-    result = run("[HISTORY]\nRETENTION_DAYS = 30\n")
+    result = run("[HISTORY]\nRETENTION_DAYS = 30\n", clock=fixed_clock)
     assert result.returncode == 0 and f"removed 2 run(s) older than 30 day(s) from {RUN_HISTORY_COLLECTION}" \
         in result.stderr
     kept = [run["run_id"] for run in load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].find()]
     assert kept[0] == "29" and len(kept) == 2  # and the run itself
-    assert run("").returncode == 0  # no retention: nothing removed
+    assert run("", clock=fixed_clock).returncode == 0  # no retention: nothing removed
     assert load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].count_documents({}) == 3
 
 
 def test_a_server_keeps_the_history_bounded_with_a_ttl_index():
     db = fresh_db()
-    store, now = store_of(db), history(db, 400)
+    store, now = store_of(db), FIXED_NOW
+    history(db, now, 400)
     indexes = db[RUN_HISTORY_COLLECTION].index_information
 
     assert keep_history_within(store, 30, now, ttl_index=True) == 0

@@ -4,11 +4,12 @@ this process (the `script` fixture); a few run as subprocesses, as cron runs the
 import json
 import shutil
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
-from amend_store import INDEXES
-from tests.support import PROJECT_ROOT, cells, load, new_database, one_line, store_of, uri_with_password
+from amend_store import INDEXES, RUN_HISTORY_COLLECTION, TASKS_COLLECTION
+from tests.support import PROJECT_ROOT, Clock, cells, load, new_database, one_line, store_of, uri_with_password
 from tests.support import run_script as run
 
 PASSWORD = "hunter2-secret"
@@ -197,3 +198,24 @@ def test_indexes_are_created_idempotently():
     store.create_indexes()
     for collection, keys, name in INDEXES:
         assert db[collection].index_information()[name]["key"] == keys
+
+
+def test_every_entry_point_reads_the_time_from_the_clock_it_is_given(workspace, script):
+    """Years from any real date: what the scripts record and judge follows the clock they are given."""
+    when = datetime(2031, 3, 1, 12, 0)
+    env = workspace["env"]
+    assert script("database_update.py", "--generate-history", "3", env=env, clock=Clock(when)).returncode == 0
+    generated = list(load(workspace["path"] / "db.bson")[RUN_HISTORY_COLLECTION].find())
+    assert all(when - timedelta(hours=7) < run["ended_dtm"] < when for run in generated)
+
+    later = when + timedelta(hours=1)
+    assert script("main.py", *workspace["logs"], env=env, clock=Clock(later)).returncode == 0
+    db = load(workspace["path"] / "db.bson")
+    (recorded,) = db[RUN_HISTORY_COLLECTION].find({"generated": {"$exists": False}})
+    assert recorded["started_dtm"] == recorded["ended_dtm"] == later
+    assert {task["status_changed_dtm"] for task in db[TASKS_COLLECTION].find({"task_status": "completed",
+                                                                             "end_dtm": {"$exists": True}})
+            if task["Task_Id"] != 100} == {later}
+
+    check = script("batch_monitor.py", "check", env=env, clock=Clock(later + timedelta(hours=3)))
+    assert check.returncode == 1 and "last successful run 3.0 h ago" in check.stdout
