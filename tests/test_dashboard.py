@@ -15,7 +15,7 @@ import pytest
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from fixture_generator import generate_history
 from html_report import MAX_POINTS, render, report_context
-from tests.support import PROJECT_ROOT, TASK_006, load, one_line
+from tests.support import PROJECT_ROOT, TASK_006, Clock, load, one_line
 from utils.config import Thresholds
 from utils.embedded_db import save_database
 
@@ -111,26 +111,34 @@ def test_an_empty_history_is_a_page_too():
 
 @pytest.fixture
 def history_file(tmp_path, script):
-    """The fixtures, a generated history of 300 runs ending now, and a run of main.py on them."""
+    """The fixtures, a generated history of 300 runs ending an hour before NOW, and a run of main.py on them
+    half an hour before NOW (the report's clock)."""
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
-    assert script("database_update.py", "--generate-history", "300", env=env).returncode == 0
-    assert script("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
+    assert script("database_update.py", "--generate-history", "300", env=env,
+                  clock=Clock(NOW - timedelta(hours=1))).returncode == 0
+    assert script("main.py", "--log-dir", str(tmp_path / "logs"), env=env,
+                  clock=Clock(NOW - timedelta(minutes=30))).returncode == 0
     return tmp_path, env
 
 
 def test_the_report_command_writes_the_page_and_nothing_else(history_file, script):
     tmp_path, env = history_file
     before = (tmp_path / "db.bson").read_bytes()
-    result = script("batch_monitor.py", "report", "--html", str(tmp_path / "dashboard.html"), env=env)
+    result = script("batch_monitor.py", "report", "--html", str(tmp_path / "dashboard.html"), env=env,
+                    clock=Clock(NOW))
     assert result.returncode == 0 and result.stdout == f"batch_monitor: wrote {tmp_path / 'dashboard.html'}\n"
     page = (tmp_path / "dashboard.html").read_text()
     assert "301</b> runs" in page  # the generated history and the fixture run
     assert (tmp_path / "db.bson").read_bytes() == before
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
 
+    week_ago = NOW - timedelta(days=7)
     week = script("batch_monitor.py", "report", "--html", str(tmp_path / "week.html"), "--since",
-                  f"{datetime.utcnow() - timedelta(days=7):%Y-%m-%dT%H:%M}", env=env)
-    assert week.returncode == 0 and "8" in re.search(r"<b>(\d+)</b> runs", (tmp_path / "week.html").read_text())[1]
+                  f"{week_ago:%Y-%m-%dT%H:%M}", env=env, clock=Clock(NOW))
+    in_the_week = load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].count_documents(
+        {"started_dtm": {"$gte": week_ago}})
+    assert week.returncode == 0 and re.search(r"<b>(\d+)</b> runs", (tmp_path / "week.html").read_text())[1] == \
+        str(in_the_week) and 80 < in_the_week < 90
     backwards = script("batch_monitor.py", "report", "--html", str(tmp_path / "x.html"), "--since", "2026-11-20",
                        "--until", "2026-11-10", env=env)
     assert backwards.returncode == 2 and "--since (2026-11-20 00:00) must come before --until" in one_line(
@@ -160,6 +168,7 @@ needs_a_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on th
                                                                "chromium; .ci/run installs it)")
 
 
+@pytest.mark.browser
 @needs_a_browser
 def test_a_broken_script_would_be_seen(tmp_path):
     page = tmp_path / "broken.html"
@@ -170,17 +179,18 @@ def test_a_broken_script_would_be_seen(tmp_path):
     assert 'data-ready="no"' in dom and len(errors) == 1 and "undefinedFunction is not defined" in errors[0]
 
 
+@pytest.mark.browser
 @needs_a_browser
 def test_the_dashboard_renders_in_a_real_browser_without_script_errors(history_file, script):
     tmp_path, env = history_file
     db = load(tmp_path / "db.bson")  # a stuck task, to show that table too
     db[TASKS_COLLECTION].update_one({"_id": TASK_006}, {"$set": {
         "task_status": "processing", "claimed_by": {"run_id": "gone", "host": "old-host", "pid": 1},
-        "claim_expires_dtm": datetime.utcnow() - timedelta(hours=1)}})
+        "claim_expires_dtm": NOW - timedelta(hours=1)}})
     save_database(db, tmp_path / "db.bson")
     assert load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].count_documents({}) == 301
     page = tmp_path / "dashboard.html"
-    assert script("batch_monitor.py", "report", "--html", str(page), env=env).returncode == 0
+    assert script("batch_monitor.py", "report", "--html", str(page), env=env, clock=Clock(NOW)).returncode == 0
 
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTEFACTS / "dashboard.png"

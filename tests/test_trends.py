@@ -19,6 +19,7 @@ from monitoring import (
     seconds_per_thousand_cases,
     slowdown,
 )
+from tests.support import Clock
 from utils.config import Thresholds
 
 NOW = datetime(2026, 11, 26, 12, 0)
@@ -105,7 +106,7 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
     assert script("database_update.py", env=env).returncode == 0
     db = load(tmp_path / "db.bson")
-    now = datetime.utcnow()
+    now = NOW
     db[RUN_HISTORY_COLLECTION].insert_many([
         dict(run(0), started_dtm=now - timedelta(hours=1), exit_code=1,
              tasks=[error("donor DRC 'D4' holds 3", 1), error("donor DRC 'D9' holds 8", 2)]),
@@ -113,10 +114,10 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
              tasks=[error("template 3 missing", 3)])])
     save_database(db, tmp_path / "db.bson")
 
-    status = script("batch_monitor.py", "status", env=env)
+    status = script("batch_monitor.py", "status", env=env, clock=Clock(NOW))
     assert "Failure patterns over 24 h:\n  2 x donor DRC '…' holds <n>\n      latest (" in status.stdout
     assert "template" not in status.stdout  # outside the window
-    grouped = script("batch_monitor.py", "logs", "--group-by", "reason", "--export", "csv", env=env)
+    grouped = script("batch_monitor.py", "logs", "--group-by", "reason", "--export", "csv", env=env, clock=Clock(NOW))
     rows = list(csv.DictReader(io.StringIO(grouped.stdout)))
     assert [(r["outcome"], r["count"], r["pattern"]) for r in rows] == [
         ("error", "2", "donor DRC '…' holds <n>"), ("error", "1", "template <n> missing")]
