@@ -41,6 +41,7 @@ from monitoring import (
     evaluate_health,
     export,
     export_groups,
+    failure_rows,
     log_rows,
     reason_groups,
 )
@@ -92,8 +93,9 @@ def build_parser() -> OneLineArgumentParser:
     logs.add_argument("--task-id", type=bounded_int(), help="Task_Id")
     logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
     logs.add_argument("--group-by", choices=("reason",),
-                      help="one row per failure pattern (outcome and message, ids and counts folded) with its count, "
-                           "first and last time and latest example, most frequent first")
+                      help="one row per failure pattern (outcome and message, ids and counts folded) of the tasks "
+                           "that did not complete (or of the --status asked for), with its count, first and last "
+                           "time and latest example, most frequent first")
     logs.add_argument("--out", type=Path, help="write to this file instead of stdout")
     audit = commands.add_parser("audit", parents=[config_after],
                                 help="recompute each batch's summary from its cases, check its amend seqs against its "
@@ -161,7 +163,7 @@ def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
     if args.command == "logs":
         rows = log_rows(fetch_runs(store, args.since, args.until), args.status, args.batch, args.task_id)
         if args.group_by == "reason":
-            return export_groups(reason_groups(rows), args.export), OK
+            return export_groups(reason_groups(failure_rows(rows, args.status)), args.export), OK
         return export(rows, args.export), OK
     window_runs = fetch_runs(store, since=now - timedelta(hours=thresholds.window_hours))
     success = fetch_last_successful_run(store)

@@ -57,7 +57,7 @@ def slowdown(window_runs: Sequence[Document], thresholds: Thresholds) -> tuple[E
     last, median = figures[0], statistics.median(figures[1:])
     ratio = last / median if median > 0 else 1.0
     state = level(ratio, thresholds.slowdown_warning, thresholds.slowdown_critical)
-    return state, f"last run {ratio:.1f}x the median time per 1,000 cases", last, ratio
+    return state, f"last comparable run {ratio:.1f}x the median time per 1,000 cases", last, ratio
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,12 @@ class ReasonGroup:
     first_seen: datetime
     last_seen: datetime
     latest_example: str
+
+
+def failure_rows(rows: Iterable[Mapping[str, Any]], status: str | None) -> list[Mapping[str, Any]]:
+    """What `logs --group-by reason` groups: the tasks that did not complete (ended in error, or deferred),
+    or, when an outcome is asked for (`--status`), the tasks of that outcome, completed ones included."""
+    return [row for row in rows if row.get("outcome") != Outcome.COMPLETED or status is not None]
 
 
 def reason_groups(rows: Iterable[Mapping[str, Any]]) -> list[ReasonGroup]:

@@ -2,7 +2,10 @@
 this process (the `script` fixture); a few run as subprocesses, as cron runs them."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
 
@@ -219,3 +222,16 @@ def test_every_entry_point_reads_the_time_from_the_clock_it_is_given(workspace, 
 
     check = script("batch_monitor.py", "check", env=env, clock=Clock(later + timedelta(hours=3)))
     assert check.returncode == 1 and "last successful run 3.0 h ago" in check.stdout
+
+
+def test_a_run_against_a_server_never_loads_the_embedded_engine(config_copy, tmp_path):
+    """mongomock and its patches are the embedded default's: a mongodb:// run must not depend on them."""
+    (config_copy / "DB_Config.ini").write_text("[DATABASE]\nMONGO_URI = mongodb://127.0.0.1:9/\n"
+                                               "DB_NAME = drs\nSERVER_SELECTION_TIMEOUT_MS = 100\n")
+    probe = ("import sys, main, batch_monitor, database_update\n"
+             f"code = main.main(['--config-dir', {str(config_copy)!r}, '--log-dir', {str(tmp_path / 'logs')!r}])\n"
+             "print(code, sorted(name for name in sys.modules if 'mongomock' in name or 'embedded' in name))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("DRS_")}, timeout=60)
+    assert result.stdout.strip() == "2 []", result.stderr
+    assert "cannot reach MongoDB at mongodb://127.0.0.1:9/" in result.stderr

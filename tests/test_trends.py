@@ -47,7 +47,7 @@ def test_a_run_slower_per_thousand_cases_than_the_windows_median_is_flagged(last
     runs = newest_first(earlier + [run(0, duration=last_seconds * 20, batch_cases=20_000)])
     judged, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (judged, per_thousand, ratio) == (state, pytest.approx(last_seconds), pytest.approx(last_seconds))
-    assert text == f"last run {last_seconds:.1f}x the median time per 1,000 cases"
+    assert text == f"last comparable run {last_seconds:.1f}x the median time per 1,000 cases"
     check_state, line = evaluate_health(runs, runs[0], 0, NOW, Thresholds())
     assert check_state == state
     assert f"seconds_per_1000_cases={last_seconds:.3f} slowdown={last_seconds:.2f}" in line
@@ -111,7 +111,7 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
         dict(run(0), started_dtm=now - timedelta(hours=1), exit_code=1,
              tasks=[error("donor DRC 'D4' holds 3", 1), error("donor DRC 'D9' holds 8", 2)]),
         dict(run(1), run_id="old", started_dtm=now - timedelta(days=3), exit_code=1,
-             tasks=[error("template 3 missing", 3)])])
+             tasks=[error("template 3 missing", 3), dict(error("Amended batch 005 seq 2", 4), outcome="completed")])])
     save_database(db, tmp_path / "db.bson")
 
     status = script("batch_monitor.py", "status", env=env, clock=Clock(NOW))
@@ -122,6 +122,10 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
     assert [(r["outcome"], r["count"], r["pattern"]) for r in rows] == [
         ("error", "2", "donor DRC '…' holds <n>"), ("error", "1", "template <n> missing")]
     assert rows[0]["first_seen"].endswith("+00:00")
+    completed = script("batch_monitor.py", "logs", "--group-by", "reason", "--status", "completed", "--export", "csv",
+                       env=env, clock=Clock(NOW))
+    assert [(r["outcome"], r["pattern"]) for r in csv.DictReader(io.StringIO(completed.stdout))] == [
+        ("completed", "Amended batch <n> seq <n>")]
     as_json = json.loads(script("batch_monitor.py", "logs", "--group-by", "reason", "--export", "json",
                                 env=env).stdout)
     assert as_json[1]["latest_example"] == "template 3 missing"

@@ -261,7 +261,7 @@ class Thresholds:
     slowdown_warning: float = 3
     slowdown_critical: float = 10
     comparable_runs: int = 5  # fewer earlier comparable runs in the window: not judged
-    comparable_cases: int = 10_000  # a run over fewer cases is not compared: its fixed costs dominate
+    comparable_cases: int = 10_000  # a run of fewer cases is not compared: its fixed costs dominate
 
 
 # (name, parse as integer, lower bound, upper bound) of each [CHECK] key of monitor.ini

@@ -1,8 +1,12 @@
-"""The database connection: pymongo against a server, or the embedded default file."""
+"""The database connection: pymongo against a server, or the embedded default file.
+
+The embedded engine (mongomock, and the patches of utils/mongomock_compat.py) is imported only
+when the configured URI is embedded://: a run against a server never loads it.
+"""
 
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
@@ -10,8 +14,10 @@ from pymongo.errors import PyMongoError
 
 from utils.config import DatabaseSettings
 from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
-from utils.embedded_db import EmbeddedDatabaseFile, FinalWrite
 from utils.secrets import scrub
+
+if TYPE_CHECKING:
+    from utils.embedded_db import FinalWrite
 
 _session_database: Any = None
 
@@ -47,7 +53,7 @@ def _server_database(settings: DatabaseSettings) -> Iterator[Any]:
 
 @contextmanager
 def database_session(settings: DatabaseSettings, read_only: bool = False, skip: Collection[str] = (),
-                     final_write: FinalWrite | None = None) -> Iterator[Any]:
+                     final_write: "FinalWrite | None" = None) -> Iterator[Any]:
     """Open the configured database for the duration of a script; get_db_connection() returns it.
 
     On the embedded default: `read_only` reads the last saved file without its lock and never
@@ -57,10 +63,14 @@ def database_session(settings: DatabaseSettings, read_only: bool = False, skip: 
     collection, so that it can report the whole session.
     """
     global _session_database
-    opened: AbstractContextManager[Any] = (
-        EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds, read_only,
-                             skip, final_write)
-        if settings.is_embedded else _server_database(settings))
+    opened: AbstractContextManager[Any]
+    if settings.is_embedded:
+        from utils.embedded_db import EmbeddedDatabaseFile
+
+        opened = EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds,
+                                      read_only, skip, final_write)
+    else:
+        opened = _server_database(settings)
     with opened as database:
         _session_database = database
         try:

@@ -1,7 +1,8 @@
 """mongomock 4.3 as the engine of the embedded default (and of the tests): one adaptation to
 pymongo 4.20, four speedups, and direct access to the documents it holds.
 
-Production never loads this module: it runs plain pymongo against a server.
+A run against a server never loads this module (utils/connectDB.py imports the embedded engine
+only for an embedded:// URI; a test proves it): production runs plain pymongo.
 
 1. pymongo 4.11 added a `sort` option to UpdateOne and ReplaceOne and passes it (None
    unless set) to the bulk builder; mongomock 4.3's BulkOperationBuilder does not accept
