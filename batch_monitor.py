@@ -11,6 +11,7 @@
 import argparse
 import smtplib
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,7 +47,7 @@ from monitoring import (
     reason_groups,
 )
 from utils.alerts import send_alert
-from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
+from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, Settings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import TaskProcessingError, TaskValidationError
@@ -65,12 +66,34 @@ def parse_time(text: str) -> datetime:
             f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text[:40]!r}") from None
 
 
+_READ_ERROR = "configuration, database or command-line error"
+# The exit codes of each command (every command also ends as stopped_codes says when a signal stops it).
+EXIT_CODES: dict[str, dict[int, str]] = {
+    "status": {OK: "done", ExitStatus.SETUP_ERROR: _READ_ERROR},
+    "logs": {OK: "done", ExitStatus.SETUP_ERROR: _READ_ERROR},
+    "report": {OK: "the page was written",
+               ExitStatus.SETUP_ERROR: f"{_READ_ERROR}, --since not before --until, or FILE not writable"},
+    "check": {OK: "OK", ExitStatus.WARNING: "WARNING", CRITICAL: "CRITICAL",
+              UNKNOWN: "UNKNOWN: the check could not be made (configuration, database or command-line error)"},
+    "audit": {OK: "every batch audited is consistent", ExitStatus.TASK_ERROR: "mismatches found",
+              ExitStatus.SETUP_ERROR: f"{_READ_ERROR}: nothing could be audited"},
+}
+STOP_CONSEQUENCE = "it reads only, nothing was changed"
+
+
+def exit_codes_epilog() -> str:
+    """--help's list of exit codes, command by command."""
+    lines = [textwrap.fill("; ".join(f"{code} {meaning}" for code, meaning in meanings.items()), 100,
+                           initial_indent=f"  {command:<8}", subsequent_indent=" " * 10)
+             for command, meanings in EXIT_CODES.items()]
+    stopped = exit_code_lines(stopped_codes(STOP_CONSEQUENCE)).splitlines()[1:]
+    return "\n".join(["exit codes:", *lines, "  every command:", *stopped])
+
+
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="batch_monitor.py", description="Dashboard, health check and history of the DRS Amend job.",
-        epilog="exit codes: status and logs 0, or 2 on a configuration or database error; "
-               "check 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the monitoring-plugin convention); "
-               "audit 0 consistent, 1 mismatches found, 2 cannot read")
+        epilog=exit_codes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -216,4 +239,4 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
 
 
 if __name__ == "__main__":
-    run_script(main, "batch_monitor")
+    run_script(main, "batch_monitor", STOP_CONSEQUENCE)

@@ -26,7 +26,7 @@ from amend_store import (
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
 from update_databases import add_runs, reset_collections
-from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
+from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
@@ -129,12 +129,23 @@ def confirmed(settings: DatabaseSettings, assume_yes: bool, ask: Callable[[str],
     return answer.strip().lower() == "yes"
 
 
+STOP_CONSEQUENCE = "on the embedded default nothing was changed; on a server, run it again"
+EXIT_CODES = {
+    ExitStatus.OK: "done",
+    ExitStatus.REFUSED: "refused: a database other than the embedded default, and no --yes nor an interactive yes "
+                        "(Ctrl-D at the question is a no)",
+    ExitStatus.SETUP_ERROR: "configuration, fixture or command-line error (checked before anything is deleted: "
+                            "the database is untouched), or a database error (on a server, run it again)",
+    **stopped_codes(STOP_CONSEQUENCE),
+}
+
+
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="database_update.py",
         description="Delete the documents of the job's five collections, import DIR/<collection>.json "
                     "for each (MongoDB Extended JSON) and create the indexes the job uses.",
-        epilog="exit codes: 0 done, 1 refused (no confirmation), 2 configuration, fixture or database error")
+        epilog=exit_code_lines(EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="folder of the fixtures (default: data/ of the project)")
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
@@ -222,4 +233,4 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
 
 
 if __name__ == "__main__":
-    run_script(main, "database_update", "on the embedded default nothing was changed; on a server, run it again")
+    run_script(main, "database_update", STOP_CONSEQUENCE)

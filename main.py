@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import signal
 import smtplib
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from task_processor import amend_task_processing
 from update_databases import keep_history_within, record_run
 from utils import __version__
 from utils.alerts import send_alert
-from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, run_script
+from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import (
     DB_CONFIG_FILE,
     DEFAULT_CONFIG_DIR,
@@ -49,6 +50,20 @@ of the receiver's cases from its other RTOMs round-robin, rewrites the batch sum
 closes the amend request and records the task as completed or error. A task's writes
 either all land or are all undone."""
 
+# What a second signal, or one before the run holds anything, leaves behind (see README, "Crash recovery").
+STOP_CONSEQUENCE = ("a task it was writing is finished or undone by a later run (see README, \"Crash recovery\"); "
+                    "on the embedded default nothing of this run was saved")
+EXIT_CODES = {
+    ExitStatus.OK: "every task completed, or there was nothing to do (--dry-run: every task would complete)",
+    ExitStatus.TASK_ERROR: "at least one task ended in error (its reason is in its status_description); the other "
+                           "tasks were processed (--dry-run: at least one task would be refused)",
+    ExitStatus.SETUP_ERROR: "configuration, connection or command-line error; nothing was written",
+    **stopped_codes(STOP_CONSEQUENCE),
+    128 + signal.SIGINT: "stopped by Ctrl-C (SIGINT): the task in hand was finished, no other claimed, the run "
+                         "recorded; a second signal (or one while the run waits for the lock or loads the file) "
+                         f"stops it at once, one line, no traceback: {STOP_CONSEQUENCE}",
+}
+
 EPILOG = f"""\
 configuration (in --config-dir, default config/ of the project):
   {DB_CONFIG_FILE:<24} [DATABASE] MONGO_URI, DB_NAME; overridden by the environment
@@ -62,14 +77,7 @@ configuration (in --config-dir, default config/ of the project):
   {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
   alerts.ini               optional: [SMTP] e-mail when a task ends in error
 
-exit codes:
-  0  every task completed, or there was nothing to do (--dry-run: every task would complete)
-  1  at least one task ended in error (its reason is in its status_description)
-     (--dry-run: at least one task would be refused)
-  2  configuration or database connection error; nothing was written
-  130, 143  stopped by Ctrl-C (SIGINT) or SIGTERM: the task in hand was finished, no
-            other claimed, the run recorded (a second signal stops it at once, one line,
-            no traceback, nothing of the run saved on the embedded default)
+{exit_code_lines(EXIT_CODES)}
 
 every run (but a dry run) is recorded in the collection {RUN_HISTORY_COLLECTION};
 batch_monitor.py shows, checks and exports that history."""
@@ -233,5 +241,4 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
 
 
 if __name__ == "__main__":
-    run_script(main, "drs-amend", "a task it was writing is finished or undone by a later run (see README, "
-                                  "\"Crash recovery\"); on the embedded default nothing of this run was saved")
+    run_script(main, "drs-amend", STOP_CONSEQUENCE)

@@ -116,7 +116,7 @@ def test_help_explains_the_job():
     result = run("main.py", "--help")
     assert result.returncode == 0
     for text in ("Case Amend Planning among DRC", "DRS_MONGO_URI", "TEMPLATE_TASK_ID", "exit codes",
-                 "2  configuration"):
+                 "2    configuration"):
         assert text in result.stdout
 
 

@@ -6,7 +6,8 @@ import enum
 import os
 import signal
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -22,6 +23,24 @@ class ExitStatus(enum.IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
+
+
+OUTPUT_CLOSED = 128 + signal.SIGPIPE
+
+
+def stopped_codes(consequence: str) -> dict[int, str]:
+    """The exit codes run_script gives any script (128 + the signal's number), saying `consequence`."""
+    return {128 + signal.SIGINT: f"stopped by Ctrl-C (SIGINT): one line on stderr, no traceback; {consequence}",
+            128 + signal.SIGTERM: "stopped by SIGTERM, likewise",
+            OUTPUT_CLOSED: "the reader of its output went away (a pipe into head, say): nothing more is printed"}
+
+
+def exit_code_lines(codes: Mapping[int, str]) -> str:
+    """A script's exit codes (code -> meaning) as its --help lists them; the README's tables are tested
+    against the same mappings."""
+    lines = [textwrap.fill(meaning, 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+             for code, meaning in sorted(codes.items())]
+    return "\n".join(["exit codes:", *lines])
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -82,7 +101,7 @@ def run_script(main: Callable[[], int], name: str, consequence: str = "nothing w
         # The reader of stdout went away (`... | head`): nothing left to tell it. Python would
         # print a traceback when it flushes stdout at exit, so stdout goes to /dev/null first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 128 + signal.SIGPIPE
+        code = OUTPUT_CLOSED
     sys.exit(code)
 
 
