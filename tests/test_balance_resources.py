@@ -4,6 +4,7 @@ import math
 import random
 from collections import Counter
 from fractions import Fraction
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given
@@ -11,7 +12,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from amend_plan import CaseChange, Distribution, SummaryCell, apply_distributions, case_changes, summary_cells
-from balance_resources import balance_resources, index_by_cell
+from balance_resources import Cell, apply_moves, balance_resources, index_by_cell, plan_transfer
 from database_checks import build_case_maps
 from utils.Custom_Exceptions import ResourceBalanceError
 
@@ -242,6 +243,42 @@ def test_invariants_on_random_batches(inputs):
     shuffled_items = list(mapping.items())
     rnd.shuffle(shuffled_items)
     assert balance_resources(dict(shuffled_items), receiver, donor, rtom, count) == result
+
+
+@st.composite
+def any_transfers(draw):
+    """amend_inputs, half of them with any donor, receiver (the same one, one absent from the batch) and count."""
+    mapping, receiver, donor, rtom, count, _ = draw(amend_inputs())
+    if draw(st.booleans()):
+        receiver, donor = draw(st.sampled_from([*DRCS, "D9"])), draw(st.sampled_from([*DRCS, "D9"]))
+        count = draw(st.integers(0, 12))
+    return mapping, receiver, donor, rtom, count
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(any_transfers())
+def test_balance_resources_is_plan_transfer_on_the_index_of_every_cell(inputs):
+    """balance_resources indexes the donor's and the receiver's cells only: plan_transfer's moves applied to
+    the index of every cell must give the same mapping, and a refusal the same message."""
+    mapping, receiver, donor, rtom, count = inputs
+    try:
+        moves = plan_transfer(index_by_cell(mapping), receiver, donor, rtom, count)
+    except ResourceBalanceError as refusal:
+        with pytest.raises(ResourceBalanceError) as raised:
+            balance_resources(mapping, receiver, donor, rtom, count)
+        assert str(raised.value) == str(refusal)
+        return
+    expected = {case_id: cell for cell, ids in apply_moves(index_by_cell(mapping), moves).items() for case_id in ids}
+    assert balance_resources(mapping, receiver, donor, rtom, count) == expected
+    assert balance_resources(MappingProxyType(mapping), receiver, donor, rtom, count) == expected
+
+
+def test_index_of_some_drcs_is_the_full_index_restricted_to_them():
+    cases = build(dict(WORKED, D3={"CW": 4, "AG": 2}))
+    full = index_by_cell(cases)
+    assert index_by_cell(cases, of_drcs=("D3", "D1", "D9")) == {cell: ids for cell, ids in full.items()
+                                                                if cell.drc in ("D1", "D3")}
+    assert all(isinstance(cell, Cell) for cell in index_by_cell(cases, of_drcs=("D2",)))
 
 
 def test_round_robin_matches_an_independent_simulation():
