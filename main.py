@@ -6,7 +6,6 @@ import signal
 import smtplib
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,15 @@ from task_processor import amend_task_processing
 from update_databases import keep_history_within, record_run
 from utils import __version__
 from utils.alerts import send_alert
-from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
+from utils.cli import (
+    ExitStatus,
+    OneLineArgumentParser,
+    bounded_int,
+    exit_code_lines,
+    run_script,
+    stopped_after_work,
+    stopped_codes,
+)
 from utils.config import (
     DB_CONFIG_FILE,
     DEFAULT_CONFIG_DIR,
@@ -41,7 +48,7 @@ from utils.loggers import get_logger, setup_logging
 from utils.metrics import run_metrics, write_metrics
 from utils.reports import Outcome, RunReport, to_json
 from utils.secrets import scrub
-from utils.shutdown import StopRequest, stopping_between_tasks
+from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest, recording_signals
 
 DESCRIPTION = """\
 Execute every open "Case Amend Planning among DRC" task, oldest first. For each task the
@@ -50,6 +57,7 @@ of the receiver's cases from its other RTOMs round-robin, rewrites the batch sum
 closes the amend request and records the task as completed or error. A task's writes
 either all land or are all undone."""
 
+PROGRAM = "drs-amend"  # how its one-line messages name it
 # What a second signal, or one before the run holds anything, leaves behind (see README, "Crash recovery").
 STOP_CONSEQUENCE = ("a task it was writing is finished or undone by a later run (see README, \"Crash recovery\"); "
                     "on the embedded default nothing of this run was saved")
@@ -61,7 +69,8 @@ EXIT_CODES = {
     **stopped_codes(STOP_CONSEQUENCE),
     128 + signal.SIGINT: "stopped by Ctrl-C (SIGINT): the task in hand was finished, no other claimed, the run "
                          "recorded; a second signal (or one while the run waits for the lock or loads the file) "
-                         f"stops it at once, one line, no traceback: {STOP_CONSEQUENCE}",
+                         f"stops it at once, one line, no traceback: {STOP_CONSEQUENCE}. Once the run is recorded, "
+                         "a signal changes no exit code: the run ends with the one it was recorded with",
 }
 
 EPILOG = f"""\
@@ -178,8 +187,22 @@ def write_metrics_quietly(path: Path, run: dict[str, Any], previous_success: dat
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
-    """The run; `clock` gives every time it reads or records (claims, leases, retention, the run's record)."""
+    """The run; `clock` gives every time it reads or records (claims, leases, retention, the run's record).
+
+    SIGTERM and Ctrl-C are recorded, and acted on at the run's check points (utils/shutdown.py):
+    until the run has its database, a signal stops it at once; then the first one stops it between
+    two tasks (the run is recorded as stopped by it, exit code 128 + its number) and a second one
+    stops it at once, before its next database operation or chunk of the save (nothing of the run
+    is saved on the embedded default). Once the run is recorded (and the embedded file saved), a
+    signal changes neither the record nor the exit code: the run ends with the code it was recorded
+    with, after finishing its report, or at once on a second signal, saying so in one line."""
     args = build_parser().parse_args(argv)
+    with recording_signals() as signals:
+        return run_the_job(args, clock, signals)
+
+
+def run_the_job(args: argparse.Namespace, clock: Clock, signals: SignalRecord) -> int:
+    """main's run, with the record of the signals it received."""
     started = clock()
     log = None
     report: RunReport | None = None
@@ -188,8 +211,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
 
     def record_the_run(database: Any) -> None:
         """The run's last write (on the embedded default, made while the file is saved): its duration
-        covers loading, the job and saving; a signal that came by then marks it as stopped."""
+        covers loading, the job and saving; a signal that came by then marks it as stopped, one that
+        comes later changes neither the record nor the exit code."""
         assert report is not None
+        stop.check()
         if stop.signal_number is not None:
             report.stop_signal = stop.signal_number
             report.stop_reason = report.stop_reason or stop.reason()
@@ -202,16 +227,17 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
         settings = load_config(args.config_dir)
         setup_logging(args.config_dir, args.log_dir, quiet=args.quiet)
         log = get_logger()
-        stop = StopRequest(args.max_minutes or settings.job.max_minutes)
+        stop = StopRequest(args.max_minutes or settings.job.max_minutes, signals=signals)
         final_write = None if args.dry_run else (RUN_HISTORY_COLLECTION, record_the_run)
-        # A dry run writes nothing: a signal stops it at once. A run stops between two tasks.
-        with (nullcontext() if args.dry_run else stopping_between_tasks(stop, log),
-              database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database):
-            stop.start_working()
+        if not args.dry_run:  # a dry run writes nothing: a signal stops it at once, wherever it is
+            signals.enter(Phase.HOLDING)
+        with database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database:
+            if not args.dry_run:
+                stop.start_working()
             if settings.database.is_embedded and not database.list_collection_names():
                 log.warning("the embedded database %s holds no data: did you run database_update.py?",
                             settings.database.embedded_path)
-            store = AmendStore(database, settings.job.retry)
+            store = StoppingStore(database, settings.job.retry, stop)
             if args.dry_run:
                 results = dry_run(store, settings.job, args.task_id)
             else:
@@ -223,7 +249,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
                 health = health_for_metrics(store, settings, clock(), log)
     except (TaskProcessingError, PyMongoError) as exc:
         if log is None:
-            print(scrub(f"drs-amend: {exc}"), file=sys.stderr)
+            print(scrub(f"{PROGRAM}: {exc}"), file=sys.stderr)
         else:
             log.error(scrub(exc))
         return ExitStatus.SETUP_ERROR
@@ -231,14 +257,29 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
         print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
         return ExitStatus.TASK_ERROR if any(result.refusal for result in results) else ExitStatus.OK
     assert report is not None
-    if health is not None and settings.job.metrics_textfile is not None and recorded:
-        write_metrics_quietly(settings.job.metrics_textfile, recorded[-1], *health, log)
-    log.info(report.summary_line())
-    alert_on_errors(settings.alerts, report, log)
-    if args.json:
-        print(to_json(recorded[-1]))
-    return report.exit_code
+    code = report.exit_code  # the one recorded
+    signals.commit(code)
+    try:
+        # Check points between the steps: a second signal, even one whose raise a __del__ swallowed, ends them.
+        signals.check()
+        if health is not None and settings.job.metrics_textfile is not None and recorded:
+            write_metrics_quietly(settings.job.metrics_textfile, recorded[-1], *health, log)
+        signals.check()
+        log.info(report.summary_line())
+        alert_on_errors(settings.alerts, report, log)
+        signals.check()
+        if args.json:
+            print(to_json(recorded[-1]))
+    except Interrupted as interruption:
+        signals.stopped()
+        return stopped_after_work(PROGRAM, interruption.signal_number, code, "the run was recorded",
+                                  "what it had still to write (metrics, alert e-mail, report)")
+    signals_in_the_record = 0 if report.stop_signal is None else 1
+    if signals.last is not None and signals.count > signals_in_the_record:
+        log.warning("%s received after the run was recorded: it changes nothing, the run ends with the exit code "
+                    "it was recorded with, %d", signal.Signals(signals.last).name, code)
+    return code
 
 
 if __name__ == "__main__":
-    run_script(main, "drs-amend", STOP_CONSEQUENCE)
+    run_script(main, PROGRAM, STOP_CONSEQUENCE)

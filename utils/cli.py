@@ -1,5 +1,6 @@
 """What the three scripts share on the command line: one-line argument errors, bounded integer
-options, and Ctrl-C / SIGTERM ending a script with one line instead of a traceback."""
+options, and Ctrl-C / SIGTERM ending a script with one line instead of a traceback (what a signal
+does in each phase of a script: utils/shutdown.py)."""
 
 import argparse
 import enum
@@ -9,6 +10,9 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from typing import NoReturn
+
+# Interrupted is caught here, and by the tests, as utils.cli.Interrupted.
+from utils.shutdown import STOP_SIGNALS, Interrupted, Phase, SignalRecord, recording_signals
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -30,7 +34,9 @@ OUTPUT_CLOSED = 128 + signal.SIGPIPE
 
 def stopped_codes(consequence: str) -> dict[int, str]:
     """The exit codes run_script gives any script (128 + the signal's number), saying `consequence`."""
-    return {128 + signal.SIGINT: f"stopped by Ctrl-C (SIGINT): one line on stderr, no traceback; {consequence}",
+    return {128 + signal.SIGINT: f"stopped by Ctrl-C (SIGINT) before its work was done: one line on stderr, no "
+                                 f"traceback; {consequence}. A signal once its work is done (while it prints, say) "
+                                 f"leaves its exit code as it was",
             128 + signal.SIGTERM: "stopped by SIGTERM, likewise",
             OUTPUT_CLOSED: "the reader of its output went away (a pipe into head, say): nothing more is printed"}
 
@@ -71,40 +77,72 @@ def bounded_int(minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> Callable[
     return parse
 
 
-class Interrupted(BaseException):
-    """SIGTERM arrived: unwinds like Ctrl-C's KeyboardInterrupt, so nothing half done is saved."""
-
-    def __init__(self, signal_number: int):
-        super().__init__(signal_number)
-        self.signal_number = signal_number
-
-
-def _raise_interrupted(signal_number: int, _frame: object) -> NoReturn:
-    raise Interrupted(signal_number)
-
-
 def run_script(main: Callable[[], int], name: str, consequence: str = "nothing was changed") -> NoReturn:
-    """sys.exit(main()), where Ctrl-C and SIGTERM print one line and exit 128 + the signal's number.
+    """sys.exit(main()), where a signal that stops the script prints one line and exits 128 + its number.
 
-    The exception unwinds the script as a crash does: an embedded database is not saved, a
-    task in hand on a server is recovered by a later run (see README, "Crash recovery").
+    SIGINT and SIGTERM are recorded for the whole script, and acted on as utils/shutdown.py says for
+    each phase. A stop before the script's work is committed unwinds it as a crash does: an
+    embedded database is not saved, a task in hand on a server is recovered by a later run (see
+    README, "Crash recovery"); the line says `consequence`. Once main returned, its exit code
+    stands: a first signal while its output is flushed lets the flush finish, a second one ends it
+    with one line, and the exit code is still main's. When `main` is the program's own (`python
+    SCRIPT`), the process ends with run_script: once the exit code is decided, SIGINT and SIGTERM
+    are ignored while Python shuts down, so that no signal changes it; called from other code (a
+    test), run_script gives the previous handlers back.
     """
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    the_program = getattr(main, "__module__", None) == "__main__"
+    with recording_signals(keep_installed=the_program) as signals:
+        code = _exit_code(main, name, consequence, signals)
+        signals.enter(Phase.EXITING)
+    if the_program:
+        # Python's shutdown puts back the default action of a signal it handles (a SIGTERM would kill
+        # the process), not of one it ignores.
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def _exit_code(main: Callable[[], int], name: str, consequence: str, signals: SignalRecord) -> int:
     try:
         code = main()
+        signals.commit(code)
+        signals.check()  # a second signal came by then: what is left to print is given up
         sys.stdout.flush()
-    except KeyboardInterrupt:
-        code = _stopped(name, signal.SIGINT, consequence)
+    except KeyboardInterrupt:  # raised by code itself: the handler records SIGINT, it never raises this
+        return _stopped(name, signal.SIGINT, consequence)
     except Interrupted as interruption:
-        code = _stopped(name, interruption.signal_number, consequence)
+        if signals.exit_code is None:
+            return _stopped(name, interruption.signal_number, consequence)
+        return stopped_after_work(name, interruption.signal_number, signals.exit_code)
     except BrokenPipeError:
         # The reader of stdout went away (`... | head`): nothing left to tell it. Python would
-        # print a traceback when it flushes stdout at exit, so stdout goes to /dev/null first.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = OUTPUT_CLOSED
-    sys.exit(code)
+        # print a traceback when it flushes stdout at exit.
+        _stdout_to_devnull()
+        return OUTPUT_CLOSED
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    """What Python still holds for stdout goes to /dev/null when it flushes it at exit: never to a reader that
+    went away, nor to one that stopped reading (a write that would block). Nothing to do when stdout is not a
+    file (a test's capture)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
 
 
 def _stopped(name: str, signal_number: int, consequence: str) -> int:
     print(f"{name}: stopped by {signal.Signals(signal_number).name}; {consequence}", file=sys.stderr)
     return 128 + signal_number
+
+
+def stopped_after_work(name: str, signal_number: int, exit_code: int, work: str = "its work was done",
+                       unfinished: str = "what it had still to print") -> int:
+    """The line of a script a second signal stopped after `work`: its exit code was decided then, and stands.
+    What it had still to print is given up (a write blocked on a full pipe is what the signal was for)."""
+    _stdout_to_devnull()
+    print(f"{name}: stopped by {signal.Signals(signal_number).name} after {work}; exit code {exit_code}, as "
+          f"decided then; {unfinished} may be missing", file=sys.stderr)
+    return exit_code

@@ -6,7 +6,8 @@ holding the number of records before it and the SHA-256 of their bytes. BSON kee
 type (ObjectId, datetime, Int64, Decimal128) exactly; the trailer makes any truncation or
 flipped bit a refusal to load, never a smaller database. The file is loaded under a lock
 that is held until the script ends, and saved through a temporary file and a rename, so a
-reader never sees half a file and two processes never interleave their load and save.
+reader never sees half a file and two processes never interleave their load and save. A signal
+is acted on at the check points of the lock wait, the load and the save (utils/shutdown.py).
 """
 
 import hashlib
@@ -32,12 +33,17 @@ from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
 from utils.loggers import progress_counter
 from utils.mongomock_compat import patch_mongomock, store_documents, stored_count, stored_documents
+from utils.shutdown import check_point, stop_requested, work_in_hand
 
 FILE_FORMAT = "drs-amend-embedded"
 FILE_VERSION = 2
 # Version 1 (the first release) had no trailer: still loaded, and rewritten as version 2 by the next save.
 LEGACY_VERSION = 1
 TEMPORARY_SUFFIX = ".tmp"
+# Records written between two check points of a save; the load has one per LOAD_CHUNK documents.
+SAVE_CHUNK = 10_000
+# Seconds between two attempts to take the lock, each a check point.
+LOCK_POLL_SECONDS = 0.05
 
 log = logging.getLogger("drs_amend.embedded")
 patch_mongomock()
@@ -142,6 +148,8 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
                 for record in _records_to_save(database, final_write):
                     write(bson.encode(record))
                     bar.update()
+                    if records % SAVE_CHUNK == 0:
+                        check_point()
             handle.write(_trailer(records, digest.hexdigest()))
             handle.flush()
             os.fchmod(handle.fileno(), mode)
@@ -152,6 +160,7 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
                     log.warning("%s now belongs to the user running this script: only root may keep its owner",
                                 target)
             os.fsync(handle.fileno())
+        check_point()  # the last one: once renamed, the file is saved, and a signal changes nothing of it
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -224,6 +233,7 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
         spans = _record_spans(body, path)
         if expected_records is not None and len(spans) != expected_records:
             raise DamagedFileError(path, f"it holds {len(spans)} records where its trailer says {expected_records}")
+        check_point()
         with collector_paused(), progress_counter(f"loading {path.name}", "record", len(spans)) as bar:
             bar.update()  # the file's header
             documents = _fill(database, body, spans[1:], path, skip, bar)
@@ -235,6 +245,7 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
         raise DamagedFileError(path, f"a record does not have the shape of this format: {exc}") from exc
     log.info("loaded %d document(s), %.1f MB, from %s in %.2f s", documents, len(body) / 2**20, path,
              time.monotonic() - started)
+    check_point()
 
 
 def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, skip: Collection[str],
@@ -259,6 +270,7 @@ def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, 
         if name in skip:
             continue
         for chunk in range(first, index, LOAD_CHUNK):
+            check_point()
             last = min(chunk + LOAD_CHUNK, index) - 1
             records = bson.decode_all(body[spans[chunk][0]:spans[last][1]])
             store_documents(collection, (record["d"] for record in records))
@@ -293,14 +305,16 @@ class EmbeddedDatabaseFile:
             load_database(database, self.path, self.skip)
             self._database = database
             return database
+        work_in_hand()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseConnectionError(
                 f"folder of embedded database file {self.path} cannot be created: {exc.strerror}") from exc
         try:
-            self._lock.acquire()
+            self._lock.acquire(poll_interval=LOCK_POLL_SECONDS, cancel_check=stop_requested)
         except filelock.Timeout:
+            check_point()  # a stop request cancelled the wait
             raise DatabaseConnectionError(
                 f"embedded database file {self.path} stayed locked by another process for "
                 f"{self.lock_timeout_seconds} s (LOCK_TIMEOUT_SECONDS)") from None
