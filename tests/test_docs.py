@@ -135,9 +135,10 @@ def test_each_script_lists_its_exit_codes_in_its_help():
 
 
 def project_modules() -> set[Path]:
-    """Every Python module of the project but the tests: the scripts, the role modules, utils/, benchmarks/."""
+    """Every Python module of the project but the tests: the scripts, the role modules, utils/, benchmarks/,
+    tools/."""
     return {path.relative_to(PROJECT_ROOT) for folder in (PROJECT_ROOT, PROJECT_ROOT / "utils",
-                                                          PROJECT_ROOT / "benchmarks")
+                                                          PROJECT_ROOT / "benchmarks", PROJECT_ROOT / "tools")
             for path in folder.glob("*.py") if path.name != "__init__.py"}
 
 
