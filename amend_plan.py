@@ -206,7 +206,7 @@ class PlannedWrites:
     label: str
 
     @property
-    def new_summary_row_ids(self) -> list[Any]:
-        """The _ids of the summary rows this task adds (absent before it)."""
+    def new_summary_rows(self) -> dict[Any, Cell]:
+        """{_id: cell} of the summary rows this task adds (absent before it)."""
         existing = {row["_id"] for row in self.summary_rows}
-        return sorted((row_id for row_id in self.summary_row_ids.values() if row_id not in existing), key=str)
+        return {row_id: cell for cell, row_id in sorted(self.summary_row_ids.items()) if row_id not in existing}

@@ -38,6 +38,9 @@ AMEND_TASK_TYPE = "Case Amend Planning among DRC"
 AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
 # The fencing token of the last run that wrote a case, summary row or transaction.
 FENCE_FIELD = "DRS_Amend_Fence"
+# A summary row an undo removed is left as a tombstone: its _id, the undoer's token, and this field (the
+# batch, DRC and RTOM it was for) instead of the row's fields (update_databases.summary_tombstone).
+TOMBSTONE_FIELD = "DRS_Amend_Removed"
 
 # (collection, keys, name): created idempotently by database_update.py; create them on production too.
 INDEXES = (

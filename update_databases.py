@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import bson
 from bson.decimal128 import Decimal128
-from pymongo import DeleteMany, ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
+from pymongo import ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from amend_plan import AmendRequest, CaseChange, PlannedWrites, SummaryCell
@@ -43,6 +43,7 @@ from amend_store import (
     RUN_HISTORY_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
+    TOMBSTONE_FIELD,
     TRANSACTIONS_COLLECTION,
     AmendStore,
     JournalPhase,
@@ -408,14 +409,16 @@ def update_summary_in_mongo(store: AmendStore, batch_id: object, cells: Sequence
     """Count and Tot_Arrease of every cell of the batch in one ordered bulk_write.
 
     Each row is written by its _id (missing rows are upserted with the _id chosen at planning):
-    a row that carries a newer fence then fails the upsert with a duplicate key instead of
-    being written twice.
+    a row that carries a newer fence, a tombstone of a newer undo included (see
+    rollback_summary_in_mongo), then fails the upsert with a duplicate key instead of being
+    written twice or brought back. Every field of the row is set, so an upsert and an update
+    leave the same row.
     """
     requests = [
         UpdateOne({"_id": row_ids[Cell(cell.drc, cell.rtom)], **not_newer_than(fence)},
-                  {"$set": {"Count": cell.count, "Tot_Arrease": stored_amount(cell.total_arrears),
-                            FENCE_FIELD: fence},
-                   "$setOnInsert": {"Case_Distribution_Batch_ID": batch_id, "DRC_Id": cell.drc, "RTOM": cell.rtom}},
+                  {"$set": {"Case_Distribution_Batch_ID": batch_id, "DRC_Id": cell.drc, "RTOM": cell.rtom,
+                            "Count": cell.count, "Tot_Arrease": stored_amount(cell.total_arrears),
+                            FENCE_FIELD: fence}},
                   upsert=True)
         for cell in cells
     ]
@@ -424,11 +427,22 @@ def update_summary_in_mongo(store: AmendStore, batch_id: object, cells: Sequence
                     lambda: store[SUMMARY_COLLECTION].bulk_write(requests, ordered=True))
 
 
-def rollback_summary_in_mongo(store: AmendStore, prior_rows: Sequence[Document], new_row_ids: Sequence[object],
-                              fence: int) -> None:
-    """Remove the rows the task added and put back every row as it was (with this run's fence)."""
-    requests: list[DeleteMany | ReplaceOne] = (
-        [DeleteMany({"_id": {"$in": list(new_row_ids)}, **not_newer_than(fence)})] if new_row_ids else [])
+def summary_tombstone(batch_id: object, cell: Cell, fence: int) -> Document:
+    """What an undo leaves of a summary row its task added: the row's _id with the undoer's fencing token,
+    and no field of a row (a query on the batch never sees it). A deleted row would let a stalled run
+    with an older token insert it again (an upsert's filter on the token passes when nothing is there);
+    the tombstone's newer token refuses that insert as a duplicate key."""
+    return {FENCE_FIELD: fence, TOMBSTONE_FIELD: {"Case_Distribution_Batch_ID": batch_id, "DRC_Id": cell.drc,
+                                                  "RTOM": cell.rtom}}
+
+
+def rollback_summary_in_mongo(store: AmendStore, batch_id: object, prior_rows: Sequence[Document],
+                              new_rows: Mapping[object, Cell], fence: int) -> None:
+    """Put back every row as it was, and leave a tombstone (summary_tombstone) where the task added a row,
+    whether or not that row was written yet; all with this run's fence."""
+    requests: list[ReplaceOne] = [
+        ReplaceOne({"_id": row_id, **not_newer_than(fence)}, summary_tombstone(batch_id, cell, fence), upsert=True)
+        for row_id, cell in new_rows.items()]
     requests += [ReplaceOne({"_id": row["_id"], **not_newer_than(fence)}, dict(row, **{FENCE_FIELD: fence}),
                             upsert=True) for row in prior_rows]
     if requests:
@@ -503,7 +517,8 @@ class AmendWriteUnit:
              lambda: rollback_case_distribution_collection(store, writes.batch_id, writes.case_priors, fence)),
             ("summary",
              lambda: update_summary_in_mongo(store, writes.batch_id, writes.summary, writes.summary_row_ids, fence),
-             lambda: rollback_summary_in_mongo(store, writes.summary_rows, writes.new_summary_row_ids, fence)),
+             lambda: rollback_summary_in_mongo(store, writes.batch_id, writes.summary_rows, writes.new_summary_rows,
+                                               fence)),
             ("transaction",
              lambda: close_amend_sequence(store, writes.request, writes.now, fence),
              lambda: rollback_amend_sequence(store, writes.request, writes.now, fence)),

@@ -37,6 +37,7 @@ from tests.support import (
     FaultInjector,
     SimulatedCrash,
     StallInjector,
+    WriteHook,
     copy_of,
     crash,
     current_drc,
@@ -513,3 +514,64 @@ def test_a_leftover_journal_appearing_during_a_run_defers_its_task_to_the_next_r
         report.outcomes[0].message
     run(db, Clock(FIXED_NOW + timedelta(minutes=1)))
     assert_consistent(db)
+
+
+# --- a row a newer undo removed is never brought back (issue 15, item 1) ----------------------------
+
+class AtFirst(WriteHook):
+    """At the first write command `command` to `collection`: `act(call)` instead of the plain write."""
+
+    def __init__(self, collection, command, act):
+        super().__init__()
+        self.target, self.act, self.done = (collection, command), act, False
+
+    def on_write(self, number, collection, command, call):
+        if self.done or (collection, command) != self.target:
+            return call()
+        self.done = True
+        return self.act(call)
+
+
+def fails_for_good(call):
+    raise permanent("injected: this write failed for good")
+
+
+CASE_WRITE = (CASES_COLLECTION, "bulk_write")
+SUMMARY_WRITE = (SUMMARY_COLLECTION, "bulk_write")
+SEQ_CLOSE = (TRANSACTIONS_COLLECTION, "update_one")
+
+
+@pytest.mark.parametrize("undoer_fails_at", [CASE_WRITE, SUMMARY_WRITE, SEQ_CLOSE], ids=["cases", "summary", "seq"])
+@pytest.mark.parametrize("stall_at", [CASE_WRITE, SUMMARY_WRITE], ids=["cases", "summary"])
+@pytest.mark.parametrize("stalled_runs", [1, 2], ids=["A-stalls", "A-and-recovering-B-stall"])
+def test_a_summary_row_a_newer_undo_removed_is_never_brought_back(stall_at, undoer_fails_at, stalled_runs):
+    """Batch 005 lacks its D1/AD row, so task 101's plan inserts one. Run A stalls before a write; after the
+    lease a run takes the task over, fails for good at a later write and undoes, removing the row (or that
+    run, B, stalls before the same write too, and a third run, C, takes over from B and undoes). When the
+    stalled runs wake up, their upserts must not insert the row again: the batch stays exactly as it was
+    (the task ended in error), the row absent, a tombstone in its place."""
+    db = fresh_db()
+    db[SUMMARY_COLLECTION].delete_one({"Case_Distribution_Batch_ID": "005", "DRC_Id": "D1", "RTOM": "AD"})
+    before = observed(db, "005")
+
+    def stalled_run(number):
+        """Run `number` (0 is A) stalls before `stall_at`, while the next one runs a lease later."""
+        clock = Clock(FIXED_NOW + number * (SETTINGS.lease + timedelta(minutes=1)))
+        if number == stalled_runs:
+            run(disturbed(db, AtFirst(*undoer_fails_at, fails_for_good)), clock, task_id=101)
+            return
+
+        def stall(call):
+            stalled_run(number + 1)
+            return call()
+        run(disturbed(db, AtFirst(*stall_at, stall)), clock, task_id=101)
+
+    stalled_run(0)
+    run(db, Clock(MUCH_LATER))
+    task = db[TASKS_COLLECTION].find_one({"_id": TASK_101})
+    assert task["task_status"] == "error"
+    assert observed(db, "005") == before
+    tombstones = list(db[SUMMARY_COLLECTION].find({"DRS_Amend_Removed": {"$exists": True}}))
+    assert [stone["DRS_Amend_Removed"] for stone in tombstones] == [
+        {"Case_Distribution_Batch_ID": "005", "DRC_Id": "D1", "RTOM": "AD"}]
+    assert set(tombstones[0]) == {"_id", "DRS_Amend_Removed", FENCE_FIELD}
