@@ -204,6 +204,7 @@ class PlannedWrites:
     summary_row_ids: dict[Cell, Any]
     now: datetime
     label: str
+    task_object_id: Any
 
     @property
     def new_summary_rows(self) -> dict[Any, Cell]:

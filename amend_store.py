@@ -34,8 +34,11 @@ COUNTERS_COLLECTION = "DRS_Amend.Counters"
 RUN_HISTORY_COLLECTION = "DRS_Amend.Run_History"
 
 AMEND_TASK_TYPE = "Case Amend Planning among DRC"
+# The amend task whose writes last changed a case: what the audit matches cases with (a case naming a
+# task that did not complete is half of an amend; more cases naming a task than it moved, an amend applied twice).
+AMENDED_BY_FIELD = "DRS_Amend_Task"
 # The case fields an amend writes (and its undo restores).
-AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
+AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description", AMENDED_BY_FIELD)
 # The fencing token of the last run that wrote a case, summary row or transaction.
 FENCE_FIELD = "DRS_Amend_Fence"
 # A summary row an undo removed is left as a tombstone: its _id, the undoer's token, and this field (the

@@ -1,117 +1,309 @@
 """The consistency audit of `batch_monitor.py audit`: pure rules over what was read of one batch.
 
-A batch is consistent when its summary rows say what its cases say (one row per (DRC, RTOM)
-cell holding cases, with their Count and Tot_Arrease; a row of a cell without cases says 0),
-and when its amend seqs and amend tasks agree: every closed amend seq was closed by exactly
-one completed task, and no completed task names a seq that is still open.
+An auditor that says "consistent" of a corrupt batch is worse than none, so every value the job
+would refuse as input, and every state the job itself could not have produced, is a finding:
+
+- the cases: each read as the job reads it (a case the job would refuse is a finding naming it);
+- the summary rows: each a valid row of this very batch (its batch id exactly the batch, codes,
+  a Count that is a non-negative integer, a Tot_Arrease that is a number, 0 with a Count of 0),
+  one per cell holding cases, each saying what the cases say; a row of a cell without cases says 0;
+- the amend seqs and the completed amend tasks: every closed amend seq closed by exactly one
+  completed task, every completed task's seq closed; a task completed by this release names its
+  seq exactly (transaction, position and close time), so a reused or renumbered number is no finding;
+- the cases and the tasks: a case amended by this release names its task; a task that did not
+  complete has no such case (else half of its writes were left, its journal lost), and no task has
+  more such cases than it moved (else it was applied twice);
+- the open amend request: one, valid as the job validates it.
+
+A batch whose journal is open is not audited (its writes are under way, or left for the next run
+to finish): the audit says so and does not call it consistent.
 """
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from bson.decimal128 import Decimal128
 
-from amend_plan import SummaryCell
-from amend_store import SeqStatus
+from amend_plan import AmountKind, SummaryCell, cell_total
+from amend_store import AMENDED_BY_FIELD, TaskStatus
+from balance_resources import Cell
+from database_checks import (
+    BatchId,
+    is_batch_id,
+    open_amend_seqs,
+    read_case,
+    require_code,
+    select_amend_request,
+)
+from utils.Custom_Exceptions import TaskValidationError
 
 Document = dict[str, Any]
-HALF_A_CENT = 0.005  # float totals are rounded to cents by the job, and summed in another order by a server
+HALF_A_CENT = 0.005  # float totals are rounded to cents by the job
+MAX_NAMED = 5  # a finding names at most this many cases or rows; it counts them all
 
 
 def _number(value: Any) -> Any:
     return value.to_decimal() if isinstance(value, Decimal128) else value
 
 
+def _named(items: Sequence[Any]) -> str:
+    shown = ", ".join(map(str, items[:MAX_NAMED]))
+    return shown + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
+
+
 def same_amount(stored: Any, computed: Any) -> bool:
     """Whether a stored Tot_Arrease equals the total of the cases: exactly for integers and decimals,
     within half a cent when either is a float."""
     stored, computed = _number(stored), _number(computed)
-    if isinstance(stored, bool) or not isinstance(stored, (int, float, Decimal)):
+    if not is_amount(stored):
         return False
     if isinstance(stored, float) or isinstance(computed, float):
         return math.isclose(float(stored), float(computed), rel_tol=0, abs_tol=HALF_A_CENT)
     return bool(stored == computed)
 
 
-def summary_mismatches(batch_id: Any, from_cases: Sequence[SummaryCell], rows: Sequence[Document]) -> list[str]:
-    """What the batch's summary rows say that its cases (their cells, as the job sums them) do not."""
+def is_amount(value: Any) -> bool:
+    """A Tot_Arrease the job could have written: an integer, a finite float or a finite decimal."""
+    value = _number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return False
+    return value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+
+
+# --- the cases ---------------------------------------------------------------------------------
+
+@dataclass
+class CaseFigures:
+    """What the audit reads of a batch's cases: the cells as the job sums them, the cases the job would
+    refuse, and how many cases name each amend task (AMENDED_BY_FIELD)."""
+    cells: list[SummaryCell] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    amended_by: Counter[Any] = field(default_factory=Counter)
+
+    @property
+    def summable(self) -> bool:
+        return not self.refused
+
+
+def read_cases(documents: Iterable[Document], batch_id: BatchId) -> CaseFigures:
+    """The batch's cases, streamed: each read as the job reads it (database_checks.read_case), summed per
+    (current DRC, RTOM) cell exactly as the job sums them (amend_plan.cell_total)."""
+    figures = CaseFigures()
+    amounts: dict[Cell, list[Any]] = defaultdict(list)
+    seen: set[int] = set()
+    for document in documents:
+        try:
+            case_id, drc, rtom, amount = read_case(document, batch_id)
+        except TaskValidationError as exc:
+            figures.refused.append(str(exc))
+            continue
+        if case_id in seen:
+            figures.refused.append(f"Case_Id {case_id} appears more than once in batch {batch_id}")
+            continue
+        seen.add(case_id)
+        amounts[Cell(drc, rtom)].append(amount)
+        if document.get(AMENDED_BY_FIELD) is not None:
+            figures.amended_by[document[AMENDED_BY_FIELD]] += 1
+    every_amount = [amount for cell_amounts in amounts.values() for amount in cell_amounts]
+    kind = AmountKind.FLOAT if any(isinstance(a, float) for a in every_amount) else \
+        AmountKind.DECIMAL if any(isinstance(a, Decimal) for a in every_amount) else AmountKind.INTEGER
+    for cell in sorted(amounts):
+        try:
+            total = cell_total(amounts[cell], kind, f"DRC {cell.drc} RTOM {cell.rtom}")
+        except TaskValidationError as exc:
+            figures.refused.append(str(exc))
+            continue
+        figures.cells.append(SummaryCell(cell.drc, cell.rtom, len(amounts[cell]), total))
+    return figures
+
+
+def case_findings(batch_id: BatchId, figures: CaseFigures) -> list[str]:
+    if not figures.refused:
+        return []
+    return [f"batch {batch_id}: {len(figures.refused)} case(s) the job would refuse, so its summary cannot be "
+            f"checked: {_named(figures.refused)}"]
+
+
+# --- the summary rows --------------------------------------------------------------------------
+
+def row_problem(row: Document, batch_id: BatchId) -> str | None:
+    """Why a summary row is not one the job could have written for this batch, or None."""
+    value = row.get("Case_Distribution_Batch_ID")
+    if not is_batch_id(value, batch_id):
+        return f"its Case_Distribution_Batch_ID is {value!r} ({type(value).__name__}), not exactly {batch_id!r}"
+    try:
+        require_code(row.get("DRC_Id"), "DRC_Id")
+        require_code(row.get("RTOM"), "RTOM")
+    except TaskValidationError as exc:
+        return str(exc)
+    count, total = row.get("Count"), row.get("Tot_Arrease")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return f"its Count is {count!r} ({type(count).__name__}), not a non-negative integer"
+    if not is_amount(total):
+        return f"its Tot_Arrease is {_number(total)!r} ({type(total).__name__}), not a number"
+    if count == 0 and _number(total) != 0:
+        return f"it counts 0 cases but its Tot_Arrease is {_number(total)!r}"
+    return None
+
+
+def summary_findings(batch_id: BatchId, figures: CaseFigures, rows: Sequence[Document]) -> list[str]:
+    """What the batch's summary rows say that its cases (as the job sums them) do not."""
     found = []
-    by_cell: dict[tuple[Any, Any], list[Document]] = defaultdict(list)
+    valid: dict[tuple[Any, Any], list[Document]] = defaultdict(list)
     for row in rows:
-        by_cell[row.get("DRC_Id"), row.get("RTOM")].append(row)
-    computed = {(figures.drc, figures.rtom): figures for figures in from_cases}
-    for drc, rtom in sorted(set(by_cell) | set(computed), key=str):
+        problem = row_problem(row, batch_id)
+        if problem:
+            found.append(f"batch {batch_id}: summary row {row.get('_id')} (DRC {row.get('DRC_Id')} RTOM "
+                         f"{row.get('RTOM')}): {problem}")
+        else:
+            valid[row["DRC_Id"], row["RTOM"]].append(row)
+    if not figures.summable:
+        return found
+    computed = {(cell.drc, cell.rtom): cell for cell in figures.cells}
+    for drc, rtom in sorted(set(valid) | set(computed), key=str):
         where = f"batch {batch_id}: summary of DRC {drc} RTOM {rtom}"
-        figures, cell_rows = computed.get((drc, rtom), SummaryCell(drc, rtom, 0, 0)), by_cell.get((drc, rtom), [])
+        cell, cell_rows = computed.get((drc, rtom), SummaryCell(drc, rtom, 0, 0)), valid.get((drc, rtom), [])
         if not cell_rows:
-            found.append(f"{where} is missing; the cases hold {figures.count} there")
-            continue
-        if len(cell_rows) > 1:
+            if (drc, rtom) in computed:
+                found.append(f"{where} is missing; the cases hold {cell.count} there")
+        elif len(cell_rows) > 1:
             found.append(f"{where} has {len(cell_rows)} rows")
-            continue
-        (row,) = cell_rows
-        if row.get("Count") != figures.count:
-            found.append(f"{where} says Count {row.get('Count')!r}; the cases hold {figures.count}")
-        elif figures.count and not same_amount(row.get("Tot_Arrease"), figures.total_arrears):
-            found.append(f"{where} says Tot_Arrease {_number(row.get('Tot_Arrease'))!r}; the cases sum to "
-                         f"{_number(figures.total_arrears)!r}")
+        elif cell_rows[0]["Count"] != cell.count:
+            found.append(f"{where} says Count {cell_rows[0]['Count']!r}; the cases hold {cell.count}")
+        elif cell.count and not same_amount(cell_rows[0]["Tot_Arrease"], cell.total_arrears):
+            found.append(f"{where} says Tot_Arrease {_number(cell_rows[0]['Tot_Arrease'])!r}; the cases sum to "
+                         f"{_number(cell.total_arrears)!r}")
     return found
 
 
-def _closed_amend_seqs(transactions: Sequence[Document]) -> tuple[list[Any], set[Any]]:
-    """(numbers of the closed amend seqs, numbers of the open ones) of the batch's transactions."""
-    closed, still_open = [], set()
+# --- the amend seqs, the amend request and the tasks -------------------------------------------
+
+@dataclass(frozen=True)
+class ClosedSeq:
+    """A closed amend seq: where it is (its transaction and position), its number and close time."""
+    transaction_id: Any
+    index: int
+    batch_seq: Any
+    closed_on: Any
+
+    @property
+    def label(self) -> str:
+        return f"amend seq {self.batch_seq} (batch_seq_details[{self.index}] of transaction {self.transaction_id})"
+
+
+def _task_name(task: Document) -> str:
+    return f"amend task {task.get('Task_Id')} ({task.get('_id')})"
+
+
+def transaction_findings(batch_id: BatchId, transactions: Sequence[Document]) -> tuple[list[str], list[ClosedSeq]]:
+    """(what is malformed in the batch's transactions or its open amend request, its closed amend seqs)."""
+    found, closed = [], []
+    requests = 0
     for transaction in transactions:
-        seqs = transaction.get("batch_seq_details")
-        for seq in seqs if isinstance(seqs, list) else []:
-            if isinstance(seq, dict) and seq.get("action_type") == "amend":
-                status = seq.get("CRD_Distribution_Status")
-                if status == SeqStatus.CLOSE:
-                    closed.append(seq.get("batch_seq"))
-                elif status == SeqStatus.OPEN:
-                    still_open.add(seq.get("batch_seq"))
-    return closed, still_open
+        where = f"batch {batch_id}: transaction {transaction.get('_id')}"
+        if not is_batch_id(transaction.get("Case_Distribution_Batch_ID"), batch_id):
+            found.append(f"{where}: its Case_Distribution_Batch_ID is "
+                         f"{transaction.get('Case_Distribution_Batch_ID')!r}, not exactly {batch_id!r}")
+            continue
+        try:
+            open_seqs = open_amend_seqs(transaction, batch_id)
+        except TaskValidationError as exc:
+            found.append(f"batch {batch_id}: {exc}")
+            continue
+        for index, seq in enumerate(transaction["batch_seq_details"]):
+            if seq.get("action_type") != "amend" or seq.get("CRD_Distribution_Status") == "open":
+                continue
+            if seq.get("CRD_Distribution_Status") != "close":
+                found.append(f"{where}: amend seq {seq.get('batch_seq')!r} has CRD_Distribution_Status "
+                             f"{seq.get('CRD_Distribution_Status')!r}, neither open nor close")
+                continue
+            closed.append(ClosedSeq(transaction.get("_id"), index, seq.get("batch_seq"),
+                                    seq.get("CRD_Distribution_Status_on")))
+        if open_seqs and transaction.get("summery_status") == "open":
+            requests += 1
+            try:
+                select_amend_request(transaction, batch_id)
+            except TaskValidationError as exc:
+                found.append(f"{where}: the job would refuse its open amend request: {exc}")
+    if requests > 1:
+        found.append(f"batch {batch_id}: {requests} open transactions hold an open amend seq; the job refuses "
+                     f"such a batch")
+    return found, closed
 
 
-def seq_mismatches(batch_id: Any, transactions: Sequence[Document], completed_tasks: Sequence[Document]) -> list[str]:
-    """Where the batch's amend seqs and its completed amend tasks disagree.
+def _names_exactly(task: Document, seq: ClosedSeq) -> bool:
+    amended = task.get("amended_seq")
+    return isinstance(amended, dict) and amended.get("transaction_id") == seq.transaction_id \
+        and amended.get("closed_dtm") == seq.closed_on and amended.get("index") == seq.index
 
-    A task completed by this release records the seq it closed (`amended_batch_seq`); tasks of
-    earlier releases do not, and can only be counted against the closed seqs left unmatched.
+
+def seq_findings(batch_id: BatchId, closed: Sequence[ClosedSeq], completed_tasks: Sequence[Document]) -> list[str]:
+    """Where the batch's closed amend seqs and its completed amend tasks disagree.
+
+    A task completed by this release names its seq exactly (`amended_seq`); one of the release before
+    only by number (`amended_batch_seq`), matched with a closed seq of that number no exact task took;
+    tasks of earlier releases record no seq, and can only be counted against the closed seqs left.
     """
     found = []
-    closed, still_open = _closed_amend_seqs(transactions)
-    closing: dict[Any, list[Document]] = defaultdict(list)
-    unrecorded = []
+    closers: dict[ClosedSeq, list[Document]] = defaultdict(list)
+    by_number, unrecorded = [], []
     for task in completed_tasks:
-        if "amended_batch_seq" in task:
-            closing[task["amended_batch_seq"]].append(task)
+        if isinstance(task.get("amended_seq"), dict):
+            seq = next((seq for seq in closed if _names_exactly(task, seq)), None)
+            if seq is None:
+                amended = task["amended_seq"]
+                found.append(f"batch {batch_id}: {_task_name(task)} completed amend seq {amended.get('batch_seq')} "
+                             f"(batch_seq_details[{amended.get('index')}] of transaction "
+                             f"{amended.get('transaction_id')}, closed {amended.get('closed_dtm')}), which the "
+                             f"transaction does not hold closed")
+            else:
+                closers[seq].append(task)
+        elif "amended_batch_seq" in task:
+            by_number.append(task)
         else:
             unrecorded.append(task)
-
-    def names(tasks: Sequence[Document]) -> str:
-        return ", ".join(f"{task.get('Task_Id')} ({task.get('_id')})" for task in tasks)
-
-    for number, count in sorted(Counter(closed).items(), key=str):
-        if count > 1:
-            found.append(f"batch {batch_id}: amend seq {number} is closed {count} times")
-    for number, tasks in sorted(closing.items(), key=str):
+    for task in by_number:
+        candidates = [seq for seq in closed if seq.batch_seq == task["amended_batch_seq"]]
+        free = [seq for seq in candidates if seq not in closers] or candidates
+        if not free:
+            found.append(f"batch {batch_id}: {_task_name(task)} completed amend seq {task['amended_batch_seq']}, "
+                         f"which the transaction does not hold closed")
+        else:
+            closers[free[0]].append(task)
+    for seq, tasks in closers.items():
         if len(tasks) > 1:
-            found.append(f"batch {batch_id}: amend seq {number} was closed by {len(tasks)} completed tasks "
-                         f"({names(tasks)}): the batch may have been amended twice")
-        if number in still_open:
-            found.append(f"batch {batch_id}: amend task {names(tasks)} completed seq {number}, which is still open")
-        elif number not in closed:
-            found.append(f"batch {batch_id}: amend task {names(tasks)} completed seq {number}, which the "
-                         f"transaction does not hold")
-    unmatched = sorted({number for number in closed if number not in closing}, key=str)
-    if len(unmatched) > len(unrecorded):
-        found.append(f"batch {batch_id}: amend seq(s) {', '.join(map(str, unmatched))} closed, but only "
+            found.append(f"batch {batch_id}: {seq.label} was closed by {len(tasks)} completed tasks "
+                         f"({', '.join(map(_task_name, tasks))}): the batch may have been amended twice")
+    left = [seq for seq in closed if seq not in closers]
+    if len(left) > len(unrecorded):
+        found.append(f"batch {batch_id}: {_named([seq.label for seq in left])} closed, but only "
                      f"{len(unrecorded)} completed task(s) could have closed them")
-    elif len(unrecorded) > len(unmatched):
-        found.append(f"batch {batch_id}: {len(unrecorded)} completed amend task(s) ({names(unrecorded)}) "
-                     f"for {len(unmatched)} closed seq(s) none records")
+    elif len(unrecorded) > len(left):
+        found.append(f"batch {batch_id}: {len(unrecorded)} completed amend task(s) "
+                     f"({_named([_task_name(task) for task in unrecorded])}) for {len(left)} closed seq(s) none "
+                     f"records")
+    return found
+
+
+def amended_case_findings(batch_id: BatchId, amended_by: Mapping[Any, int],
+                          tasks: Mapping[Any, Document | None]) -> list[str]:
+    """Cases that name a task (AMENDED_BY_FIELD) against that task: it must have completed, and have moved
+    at least as many cases as still name it (a later amend may have moved some of them again)."""
+    found = []
+    for task_id, count in sorted(amended_by.items(), key=lambda item: str(item[0])):
+        task = tasks.get(task_id)
+        if task is None:
+            found.append(f"batch {batch_id}: {count} case(s) carry the amend of task {task_id}, which does not "
+                         f"exist: writes of an amend no task accounts for")
+        elif task.get("task_status") != TaskStatus.COMPLETED:
+            found.append(f"batch {batch_id}: {count} case(s) carry the amend of {_task_name(task)}, which is "
+                         f"{str(task.get('task_status'))!r}, not completed: half of an amend's writes were left, its "
+                         f"journal lost; a new attempt would move cases again")
+        elif isinstance(task.get("amended_cases"), int) and count > task["amended_cases"]:
+            found.append(f"batch {batch_id}: {count} case(s) carry the amend of {_task_name(task)}, which moved "
+                         f"{task['amended_cases']}: the amend was applied more than once")
     return found

@@ -15,15 +15,24 @@ import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from amend_store import AmendStore, Clock, utc_now
-from audit import seq_mismatches, summary_mismatches
+from amend_store import AmendStore, Clock, TaskStatus, utc_now
+from audit import (
+    amended_case_findings,
+    case_findings,
+    read_cases,
+    seq_findings,
+    summary_findings,
+    transaction_findings,
+)
 from database_checks import (
     BatchId,
+    Document,
+    fetch_batch_cases,
     fetch_batch_ids,
-    fetch_cell_figures,
     fetch_completed_amend_tasks,
     fetch_expired_claims,
     fetch_journals,
@@ -31,7 +40,9 @@ from database_checks import (
     fetch_runs,
     fetch_summary_rows,
     fetch_task_status_counts,
+    fetch_tasks,
     fetch_transactions,
+    stale_claim_reason,
 )
 from html_report import DEFAULT_DAYS, default_period, render, report_context, write_page
 from monitoring import (
@@ -48,25 +59,47 @@ from monitoring import (
 )
 from utils.alerts import send_alert
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
-from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, Settings, load_config
+from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Settings, load_config
 from utils.connectDB import database_session
-from utils.Custom_Exceptions import TaskProcessingError, TaskValidationError
+from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
+from utils.output_files import output_destination, write_atomically
 from utils.reports import Outcome
 from utils.secrets import scrub
 
 # --- the shell ---------------------------------------------------------------------------
 
+# The dates --since and --until accept (UTC): far enough from datetime's limits that every computation on
+# them (the default period's 28 days before --until, offsets, timestamps) stays within the calendar.
+EARLIEST_TIME, LATEST_TIME = datetime(2000, 1, 1), datetime(9000, 1, 1)
+
+
 def parse_time(text: str) -> datetime:
-    """An ISO 8601 date or date-time; UTC unless it says otherwise."""
+    """An ISO 8601 date or date-time from EARLIEST_TIME to LATEST_TIME; UTC unless it says otherwise."""
     try:
         moment = datetime.fromisoformat(text)
-        return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-    except (ValueError, OverflowError):
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO date such as 2026-11-25 or 2026-11-25T08:00, got {text[:40]!r}") from None
+    out_of_range = argparse.ArgumentTypeError(
+        f"expected an ISO date from {EARLIEST_TIME:%Y-%m-%d} to {LATEST_TIME:%Y-%m-%d} (UTC), got {text[:40]!r}")
+    try:
+        moment = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    except OverflowError:  # an offset that takes it beyond year 1 or 9999
+        raise out_of_range from None
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise out_of_range
+    return moment
+
+
+def require_ordered_period(since: datetime | None, until: datetime | None) -> None:
+    """[since, until) must hold time: --since at or after --until is a mistake, not an empty answer."""
+    if since is not None and until is not None and since >= until:
+        raise TaskValidationError(f"--since ({since:%Y-%m-%d %H:%M}) must come before --until "
+                                  f"({until:%Y-%m-%d %H:%M})")
 
 
 _READ_ERROR = "configuration, database or command-line error"
+AUDIT_INCOMPLETE = ExitStatus.AUDIT_INCOMPLETE
 # The exit codes of each command (every command also ends as stopped_codes says when a signal stops it).
 EXIT_CODES: dict[str, dict[int, str]] = {
     "status": {OK: "done", ExitStatus.SETUP_ERROR: _READ_ERROR},
@@ -75,8 +108,10 @@ EXIT_CODES: dict[str, dict[int, str]] = {
                ExitStatus.SETUP_ERROR: f"{_READ_ERROR}, --since not before --until, or FILE not writable"},
     "check": {OK: "OK", ExitStatus.WARNING: "WARNING", CRITICAL: "CRITICAL",
               UNKNOWN: "UNKNOWN: the check could not be made (configuration, database or command-line error)"},
-    "audit": {OK: "every batch audited is consistent", ExitStatus.TASK_ERROR: "mismatches found",
-              ExitStatus.SETUP_ERROR: f"{_READ_ERROR}: nothing could be audited"},
+    "audit": {OK: "every batch was audited and is consistent", ExitStatus.TASK_ERROR: "mismatches found",
+              ExitStatus.SETUP_ERROR: f"{_READ_ERROR}: nothing could be audited",
+              AUDIT_INCOMPLETE: "no mismatch, but a batch could not be audited (its amend is under way or was "
+                                "left unfinished): audit it again later"},
 }
 STOP_CONSEQUENCE = "it reads only, nothing was changed"
 
@@ -134,37 +169,64 @@ def build_parser() -> OneLineArgumentParser:
     return parser
 
 
-def batches_to_audit(store: AmendStore, batch: str | None) -> list[BatchId]:
-    """Every batch, or the one named (as text, or as the integer the text spells)."""
-    batches = fetch_batch_ids(store)
+def batch_ids_to_audit(ids: dict[str, list[Any]], batch: str | None) -> tuple[list[BatchId], list[str]]:
+    """(the batches to audit: every one, or the one named, as text or as the integer the text spells;
+    findings about batch ids that are no batch's: neither a string nor an integer)."""
+    found = [f"{name}: a Case_Distribution_Batch_ID of {value!r} ({type(value).__name__}); a batch id is a "
+             f"string or an integer" for name, values in ids.items() for value in values
+             if isinstance(value, bool) or not isinstance(value, (str, int))]
+    batches = sorted({value for values in ids.values() for value in values
+                      if isinstance(value, (str, int)) and not isinstance(value, bool)}, key=str)
     if batch is None:
-        return batches
-    named = [batch_id for batch_id in batches if str(batch_id) == batch and isinstance(batch_id, (str, int))]
+        return batches, found
+    named = [batch_id for batch_id in batches if str(batch_id) == batch]
     if not named:
-        raise TaskValidationError(f"no batch {batch!r}: no transaction or summary row names it")
-    return named
+        raise TaskValidationError(f"no batch {batch!r}: no transaction, summary row or case names it")
+    return named, []
 
 
-def audit_batches(store: AmendStore, batch: str | None, aggregated: bool) -> tuple[str, ExitStatus]:
-    """The audit's report (one line per mismatch, or `consistent`, per batch) and exit code."""
-    batch_ids = batches_to_audit(store, batch)
-    being_amended = {journal["_id"] for journal in fetch_journals(store)}
-    lines, mismatches = [], 0
+def audit_batch(store: AmendStore, batch_id: BatchId) -> list[str]:
+    """The findings of one batch (none: consistent)."""
+    figures = fetch_batch_cases(store, batch_id, lambda cases: read_cases(cases, batch_id))
+    found = case_findings(batch_id, figures)
+    found += summary_findings(batch_id, figures, fetch_summary_rows(store, batch_id))
+    transaction_problems, closed = transaction_findings(batch_id, fetch_transactions(store, batch_id))
+    completed = fetch_completed_amend_tasks(store, batch_id)
+    found += transaction_problems + seq_findings(batch_id, closed, completed)
+    named_tasks = {task["_id"]: task for task in completed} | fetch_tasks(
+        store, [task_id for task_id in figures.amended_by if task_id not in {task["_id"] for task in completed}])
+    return found + amended_case_findings(batch_id, figures.amended_by, named_tasks)
+
+
+def not_audited(journal: Document, task: Document | None, now: datetime, job: JobSettings) -> str:
+    """Why a batch with an open journal is not audited: its amend is under way, or was left unfinished."""
+    holder = f"amend task {journal.get('Task_Id')} ({journal.get('task_object_id')}), phase {journal.get('phase')}"
+    if task is not None and task.get("task_status") == TaskStatus.PROCESSING and \
+            stale_claim_reason(task, now, job.lease, job.clock_skew) is None:
+        return f"being amended by {holder}; audit it again once that is done"
+    return f"an amend was left unfinished ({holder}); the next run of the job finishes it; audit it again then"
+
+
+def audit_batches(store: AmendStore, batch: str | None, now: datetime, job: JobSettings) -> tuple[str, ExitStatus]:
+    """The audit's report (per batch, one line per finding, `consistent`, or why it was not audited) and
+    its exit code: 1 when anything was found, else 3 when a batch was not audited, else 0."""
+    batch_ids, found = batch_ids_to_audit(fetch_batch_ids(store), batch)
+    journals = {journal["_id"]: journal for journal in fetch_journals(store)}
+    holders = fetch_tasks(store, [journal.get("task_object_id") for journal in journals.values()])
+    lines, mismatches, unaudited = list(found), len(found), 0
     for batch_id in batch_ids:
-        if batch_id in being_amended:
-            lines.append(f"batch {batch_id}: being amended (its journal is open), not audited")
+        if batch_id in journals:
+            journal = journals[batch_id]
+            lines.append(f"batch {batch_id}: not audited: "
+                         f"{not_audited(journal, holders.get(journal.get('task_object_id')), now, job)}")
+            unaudited += 1
             continue
-        try:
-            found = summary_mismatches(batch_id, fetch_cell_figures(store, batch_id, aggregated),
-                                       fetch_summary_rows(store, batch_id))
-        except TaskValidationError as exc:
-            found = [f"batch {batch_id}: its cases cannot be summed: {exc}"]
-        found += seq_mismatches(batch_id, fetch_transactions(store, batch_id),
-                                fetch_completed_amend_tasks(store, batch_id))
-        lines += found or [f"batch {batch_id}: consistent"]
-        mismatches += len(found)
-    lines.append(f"audit: {len(batch_ids)} batch(es), {mismatches} mismatch(es)")
-    return "\n".join(lines) + "\n", ExitStatus.TASK_ERROR if mismatches else OK
+        findings = audit_batch(store, batch_id)
+        lines += findings or [f"batch {batch_id}: consistent"]
+        mismatches += len(findings)
+    lines.append(f"audit: {len(batch_ids)} batch(es), {mismatches} mismatch(es), {unaudited} not audited")
+    code = ExitStatus.TASK_ERROR if mismatches else AUDIT_INCOMPLETE if unaudited else OK
+    return "\n".join(lines) + "\n", code
 
 
 def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
@@ -172,7 +234,7 @@ def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
     """The command's output and exit code."""
     thresholds, job = settings.thresholds, settings.job
     if args.command == "audit":
-        return audit_batches(store, args.batch, aggregated=not settings.database.is_embedded)
+        return audit_batches(store, args.batch, now, job)
     if args.command == "report":
         since, until = default_period(now, args.since, args.until)
         if since >= until:
@@ -211,6 +273,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
     now = clock()
     failure_code = UNKNOWN if args.command == "check" else ExitStatus.SETUP_ERROR
     try:
+        if args.command == "logs":
+            require_ordered_period(args.since, args.until)
         settings = load_config(args.config_dir)
         with database_session(settings.database, read_only=True) as database:
             store = AmendStore(database, settings.job.retry)
@@ -221,8 +285,14 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
         return failure_code
     destination = args.html if args.command == "report" else args.out if args.command == "logs" else None
     if destination is not None:
+        option = "--html" if args.command == "report" else "--out"
+        database_file = settings.database.embedded_path if settings.database.is_embedded else None
         try:
-            write_page(destination, output) if args.command == "report" else destination.write_text(output, "utf-8")
+            target = output_destination(option, destination, database_file)
+            write_page(target, output) if args.command == "report" else write_atomically(target, output)
+        except ConfigurationError as exc:
+            print(f"batch_monitor: {exc}", file=sys.stderr)
+            return ExitStatus.SETUP_ERROR
         except OSError as exc:
             print(f"batch_monitor: cannot write {destination}: {exc.strerror}", file=sys.stderr)
             return ExitStatus.SETUP_ERROR

@@ -11,14 +11,15 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from bson.decimal128 import Decimal128
 
-from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution, SummaryCell, summary_cells
+from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution
 from amend_store import (
     AMEND_FIELDS,
     AMEND_TASK_TYPE,
+    AMENDED_BY_FIELD,
     CASES_COLLECTION,
     JOURNAL_COLLECTION,
     RUN_HISTORY_COLLECTION,
@@ -31,10 +32,12 @@ from amend_store import (
     TaskStatus,
 )
 from balance_resources import Cell, distribution_error, is_transfer_count
+from utils.cli import INT64_MAX
 from utils.Custom_Exceptions import TaskValidationError
 
 Document = dict[str, Any]
 BatchId = str | int
+Result = TypeVar("Result")
 
 DISTRIBUTION_KEYS = ("rtom", "donor_drc_id", "receiver_drc_id", "transfer_count")
 CASE_FIELDS = {"_id": 1, "Case_Id": 1, "Case_Distribution_Batch_ID": 1, "DRC_Id": 1, "NEW_DRC_ID": 1, "RTOM": 1,
@@ -169,18 +172,34 @@ def fetch_and_validate_template_task(store: AmendStore, task: Document, template
 
 # --- the amend request ---------------------------------------------------------------
 
+def _shown(value: object) -> str:
+    """A value for a message, short; a huge integer is never turned into text (Python refuses beyond 4300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str) and len(value) > 40:
+        return f"{value[:20]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
 def parse_transfer_count(value: object, where: str) -> int:
-    """An integer >= 1; an integral numeric string ("5") or an integral float (5.0) is accepted."""
+    """An integer from 1 to INT64_MAX (what MongoDB's Int64 holds); an integral numeric string ("5") or an
+    integral float (5.0) is accepted."""
     count: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         count = value
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
         count = int(value)
     elif isinstance(value, str) and _INTEGRAL_TEXT.fullmatch(value):
-        count = int(value)
+        # Text of more digits than INT64_MAX is beyond it, and never given to int(), which refuses more than
+        # 4300 digits (ValueError) and slows down long before; leading zeros are no digits.
+        digits = value.lstrip("0") or "0"
+        count = int(digits) if len(digits) <= len(str(INT64_MAX)) else INT64_MAX + 1
+    if count is not None and count > INT64_MAX:
+        raise TaskValidationError(f"{where}.transfer_count must be at most {INT64_MAX} (2**63-1, the largest Int64), "
+                                  f"got {_shown(value)} ({_kind(value)})")
     if count is None or not is_transfer_count(count):
         raise TaskValidationError(
-            f"{where}.transfer_count must be an integer of at least 1, got {value!r} ({_kind(value)})")
+            f"{where}.transfer_count must be an integer of at least 1, got {_shown(value)} ({_kind(value)})")
     return count
 
 
@@ -505,12 +524,18 @@ def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
 
 # --- the audit -----------------------------------------------------------------------
 
-def fetch_batch_ids(store: AmendStore) -> list[BatchId]:
-    """Every batch that has a transaction or summary rows."""
-    def read() -> set[BatchId]:
-        return {batch for name in (TRANSACTIONS_COLLECTION, SUMMARY_COLLECTION)
-                for batch in store[name].distinct("Case_Distribution_Batch_ID")}
-    return sorted(store.read("listing the batches", read), key=str)
+BATCHED_COLLECTIONS = (TRANSACTIONS_COLLECTION, SUMMARY_COLLECTION, CASES_COLLECTION)
+
+
+def fetch_batch_ids(store: AmendStore) -> dict[str, list[Any]]:
+    """{collection: the distinct Case_Distribution_Batch_ID values} of the transactions, summary rows and
+    cases (a value in an array counts as itself, as a query on the batch would match it; a tombstone,
+    which has no batch id, does not count)."""
+    def read() -> dict[str, list[Any]]:
+        return {name: list(store[name].distinct("Case_Distribution_Batch_ID",
+                                                {"Case_Distribution_Batch_ID": {"$exists": True}}))
+                for name in BATCHED_COLLECTIONS}
+    return store.read("listing the batches", read)
 
 
 def fetch_transactions(store: AmendStore, batch_id: BatchId) -> list[Document]:
@@ -522,27 +547,19 @@ def fetch_completed_amend_tasks(store: AmendStore, batch_id: BatchId) -> list[Do
     return store.read(f"reading the completed amend tasks of batch {batch_id}", lambda: list(
         store[TASKS_COLLECTION].find(_amend_tasks({"task_status": TaskStatus.COMPLETED,
                                                    "parameters.Case_Distribution_Batch_ID": batch_id}),
-                                     {"Task_Id": 1, "amended_batch_seq": 1}).sort(OLDEST_FIRST)))
+                                     {"Task_Id": 1, "task_status": 1, "amended_batch_seq": 1, "amended_seq": 1,
+                                      "amended_cases": 1}).sort(OLDEST_FIRST)))
 
 
-# The current DRC of a case: NEW_DRC_ID once amended (a non-empty string), DRC_Id before.
-_CURRENT_DRC = {"$cond": [{"$gt": [{"$ifNull": ["$NEW_DRC_ID", ""]}, ""]}, "$NEW_DRC_ID", "$DRC_Id"]}
+def fetch_tasks(store: AmendStore, task_object_ids: Iterable[Any]) -> dict[Any, Document]:
+    """{_id: task} of the given tasks that exist (status, claim and amend record only)."""
+    wanted = list(task_object_ids)
+    return store.read("reading the amend tasks the cases name", lambda: {task["_id"]: task for task in store[
+        TASKS_COLLECTION].find({"_id": {"$in": wanted}}, {"Task_Id": 1, "task_status": 1, "amended_cases": 1,
+                                                           "claim_expires_dtm": 1, "status_changed_dtm": 1})})
 
 
-def fetch_cell_figures(store: AmendStore, batch_id: BatchId, aggregated: bool) -> list[SummaryCell]:
-    """Count and Tot_Arrease of each (current DRC, RTOM) cell of the batch's cases.
-
-    `aggregated`: one aggregation, summed by the server (a server's $sum of floats is not exact:
-    the audit allows half a cent). Otherwise the cases are streamed and summed as the job sums
-    them (the embedded default, whose engine would aggregate in Python anyway); a case the job
-    would refuse is a TaskValidationError naming it.
-    """
-    if not aggregated:
-        return list(summary_cells(fetch_cases_for_batch(store, batch_id), (), ()))
-    pipeline = [{"$match": {"Case_Distribution_Batch_ID": batch_id}},
-                {"$group": {"_id": {"drc": _CURRENT_DRC, "rtom": "$RTOM"}, "count": {"$sum": 1},
-                            "total": {"$sum": "$Arrease"}}}]
-    rows = store.read(f"summing the cases of batch {batch_id}",
-                      lambda: list(store[CASES_COLLECTION].aggregate(pipeline)))
-    return sorted((SummaryCell(row["_id"]["drc"], row["_id"]["rtom"], row["count"], row["total"]) for row in rows),
-                  key=lambda cell: (str(cell.drc), str(cell.rtom)))
+def fetch_batch_cases(store: AmendStore, batch_id: BatchId, read: Callable[[Iterable[Document]], Result]) -> Result:
+    """read(the batch's cases, streamed), with the fields the job reads and the task that amended each."""
+    return store.read(f"reading the cases of batch {batch_id}", lambda: read(store[CASES_COLLECTION].find(
+        {"Case_Distribution_Batch_ID": batch_id}, dict(CASE_FIELDS, **{AMENDED_BY_FIELD: 1}))))

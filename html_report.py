@@ -5,9 +5,7 @@ report_context() turns what was read into plain figures (pure: tested without a 
 browser); render() fills templates/dashboard.html.j2 with them (Jinja2, autoescaped).
 """
 
-import os
 import statistics
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +27,7 @@ from monitoring import (
 )
 from utils.cli import ExitStatus
 from utils.config import PROJECT_ROOT, Thresholds
+from utils.output_files import DASHBOARD_MARKER, write_atomically
 from utils.reports import Outcome
 
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -173,17 +172,9 @@ def render(context: Mapping[str, Any]) -> str:
 
 
 def write_page(path: Path, html: str) -> None:
-    """Write the page atomically (a web server serving it never sends half of it)."""
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(html)
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Write the page atomically (a web server serving it never sends half of it), marked in its head as this
+    tool's, so that a later report may replace it (utils/output_files.py refuses any other file)."""
+    write_atomically(path, html.replace("<head>", f"<head>\n{DASHBOARD_MARKER}", 1))
 
 
 def default_period(now: datetime, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:

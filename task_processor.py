@@ -35,6 +35,7 @@ from database_checks import (
 from update_databases import (
     CASE_CHUNK_SIZE,
     AmendWriteUnit,
+    amend_record,
     claim_task,
     close_journal,
     issue_fence,
@@ -156,7 +157,7 @@ def land_writes(store: AmendStore, task: Document, run: RunIdentity, writes: Pla
              len(writes.summary), writes.request.batch_seq, time.monotonic() - started)
     try:
         update_task_status(store, task["_id"], run, TaskStatus.COMPLETED, writes.description + note, clock(),
-                           writes.request.batch_seq)
+                           amended=amend_record(writes))
     except ClaimLostError as exc:
         return _left_to_the_run_that_took_over(task, exc)
     except DatabaseUpdateError as exc:
@@ -208,7 +209,7 @@ def read_and_plan(store: AmendStore, task: Document, batch_id: BatchId, settings
                     if Cell(cell.drc, cell.rtom) not in row_ids})
     return PlannedWrites(batch_id=batch_id, request=plan.request, changes=plan.changes, summary=plan.summary,
                          description=plan.description, case_priors=case_priors, summary_rows=tuple(summary_rows),
-                         summary_row_ids=row_ids, now=clock(), label=task_label(task))
+                         summary_row_ids=row_ids, now=clock(), label=task_label(task), task_object_id=task["_id"])
 
 
 def process_single_batch(store: AmendStore, task: Document, settings: JobSettings, run: RunIdentity,

@@ -35,6 +35,7 @@ from amend_plan import AmendRequest, CaseChange, PlannedWrites, SummaryCell
 from amend_store import (
     AMEND_FIELDS,
     AMEND_TASK_TYPE,
+    AMENDED_BY_FIELD,
     CASES_COLLECTION,
     COUNTERS_COLLECTION,
     FENCE_FIELD,
@@ -173,10 +174,21 @@ def release_task(store: AmendStore, task_object_id: object, run: RunIdentity, no
          "$unset": {"claimed_by": "", "claim_expires_dtm": ""}}))
 
 
+def amend_record(writes: PlannedWrites) -> Document:
+    """What a completed task records of its amend, for `batch_monitor.py audit`: the seq it closed
+    (`amended_seq`: its transaction, position, number and close time, which together name it even when
+    a number is reused or the seq renumbered later; `amended_batch_seq`: the number, for people) and
+    how many cases it moved (`amended_cases`)."""
+    request = writes.request
+    return {"amended_batch_seq": request.batch_seq, "amended_cases": len(writes.changes),
+            "amended_seq": {"transaction_id": request.transaction_id, "index": request.seq_index,
+                            "batch_seq": request.batch_seq, "closed_dtm": writes.now}}
+
+
 def update_task_status(store: AmendStore, task_object_id: object, run: RunIdentity, status: TaskStatus,
-                       description: str, now: datetime, amended_batch_seq: int | None = None) -> None:
-    """Move a task this run holds to `status`; a final status also sets end_dtm, a completed one the
-    `amended_batch_seq` it closed (what `batch_monitor.py audit` matches closed seqs with).
+                       description: str, now: datetime, amended: Document | None = None) -> None:
+    """Move a task this run holds to `status`; a final status also sets end_dtm, a completed one what it
+    amended (amend_record).
 
     When the reply is lost the task is read back: a status that landed counts as written,
     so a completed task is never undone because its acknowledgement went missing.
@@ -184,8 +196,7 @@ def update_task_status(store: AmendStore, task_object_id: object, run: RunIdenti
     fields: Document = {"task_status": status, "status_description": description, "status_changed_dtm": now}
     if status in FINAL_STATUSES:
         fields["end_dtm"] = now
-    if amended_batch_seq is not None:
-        fields["amended_batch_seq"] = amended_batch_seq
+    fields.update(amended or {})
     held = {"_id": task_object_id, "claimed_by.run_id": run.run_id}
     try:
         result = store.write(f"setting task {task_object_id} to {status}", lambda: store[TASKS_COLLECTION].update_one(
@@ -350,6 +361,7 @@ def planned_writes_from_journal(journal: Document) -> PlannedWrites:
         case_priors={case_id: dict(group["fields"])
                      for group in document["case_priors"] for case_id in group["case_ids"]},
         summary_rows=tuple(document["summary_rows"]),
+        task_object_id=journal.get("task_object_id"),
     )
 
 
@@ -360,9 +372,10 @@ def _case_chunk_filter(batch_id: object, case_ids: Sequence[int], fence: int) ->
 
 
 def update_case_distribution_collection(store: AmendStore, batch_id: object, changes: Sequence[CaseChange],
-                                        now: datetime, task_label: str, fence: int) -> None:
-    """NEW_DRC_ID and the amend fields of every changed case: one UpdateMany per (old, new) DRC and
-    chunk of CASE_CHUNK_SIZE ids (a few hundred KB, far under the 16 MB limit), all in one bulk_write."""
+                                        now: datetime, task_label: str, fence: int, task_object_id: object) -> None:
+    """NEW_DRC_ID and the amend fields of every changed case (the task's _id in AMENDED_BY_FIELD): one
+    UpdateMany per (old, new) DRC and chunk of CASE_CHUNK_SIZE ids (a few hundred KB, far under the 16 MB
+    limit), all in one bulk_write."""
     by_move: dict[tuple[str, str], list[int]] = defaultdict(list)
     for change in changes:
         by_move[(change.old_drc, change.new_drc)].append(change.case_id)
@@ -370,7 +383,7 @@ def update_case_distribution_collection(store: AmendStore, batch_id: object, cha
         UpdateMany(_case_chunk_filter(batch_id, chunk, fence),
                    {"$set": {"NEW_DRC_ID": new_drc, "Proceed_On": now, "Amend_Status": "Completed",
                              "Amend_Description": f"Amended from {old_drc} to {new_drc} by {task_label}",
-                             FENCE_FIELD: fence}})
+                             AMENDED_BY_FIELD: task_object_id, FENCE_FIELD: fence}})
         for (old_drc, new_drc), case_ids in sorted(by_move.items())
         for chunk in _chunks(case_ids, CASE_CHUNK_SIZE)
     ]
@@ -513,7 +526,7 @@ class AmendWriteUnit:
         self._steps = (
             ("cases",
              lambda: update_case_distribution_collection(store, writes.batch_id, writes.changes, writes.now,
-                                                         writes.label, fence),
+                                                         writes.label, fence, writes.task_object_id),
              lambda: rollback_case_distribution_collection(store, writes.batch_id, writes.case_priors, fence)),
             ("summary",
              lambda: update_summary_in_mongo(store, writes.batch_id, writes.summary, writes.summary_row_ids, fence),

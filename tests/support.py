@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from datetime import datetime
 from fractions import Fraction
@@ -255,6 +256,20 @@ class StallInjector(WriteHook):
         return call()
 
 
+class AtFirst(WriteHook):
+    """At the first write command `command` to `collection`: `act(call)` instead of the plain write."""
+
+    def __init__(self, collection, command, act):
+        super().__init__()
+        self.target, self.act, self.done = (collection, command), act, False
+
+    def on_write(self, number, collection, command, call):
+        if self.done or (collection, command) != self.target:
+            return call()
+        self.done = True
+        return self.act(call)
+
+
 def disturbed(database, hook, replacements=None):
     """`database` with every command going through `hook`."""
     return InstrumentedDatabase(database, hook, replacements)
@@ -340,3 +355,23 @@ class FakeStream:
 
     def flush(self):
         pass
+
+
+class After(threading.Thread):
+    """threading.Timer without its timed wait: under libfaketime (the suite's pass with the clock 400 days ahead)
+    a wait with a timeout on a lock or an Event never returns, while time.sleep does. Polls every 0.01 s."""
+
+    def __init__(self, seconds, action, *args):
+        super().__init__(daemon=True)
+        self.seconds, self.action, self.args = seconds, action, args
+        self.cancelled = False
+
+    def run(self):
+        deadline = time.monotonic() + self.seconds
+        while not self.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.cancelled:
+            self.action(*self.args)
+
+    def cancel(self):
+        self.cancelled = True

@@ -33,11 +33,11 @@ from tests.support import (
     SETTINGS,
     TASK_005,
     TASK_006,
+    AtFirst,
     Clock,
     FaultInjector,
     SimulatedCrash,
     StallInjector,
-    WriteHook,
     copy_of,
     crash,
     current_drc,
@@ -517,20 +517,6 @@ def test_a_leftover_journal_appearing_during_a_run_defers_its_task_to_the_next_r
 
 
 # --- a row a newer undo removed is never brought back (issue 15, item 1) ----------------------------
-
-class AtFirst(WriteHook):
-    """At the first write command `command` to `collection`: `act(call)` instead of the plain write."""
-
-    def __init__(self, collection, command, act):
-        super().__init__()
-        self.target, self.act, self.done = (collection, command), act, False
-
-    def on_write(self, number, collection, command, call):
-        if self.done or (collection, command) != self.target:
-            return call()
-        self.done = True
-        return self.act(call)
-
 
 def fails_for_good(call):
     raise permanent("injected: this write failed for good")

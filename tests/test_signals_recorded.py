@@ -15,6 +15,7 @@ import filelock
 import pytest
 
 import task_processor
+from tests.support import After
 from utils import embedded_db
 from utils.cli import Interrupted, run_script
 from utils.shutdown import Phase, SignalRecord, StopRequest, recording_signals
@@ -136,8 +137,8 @@ def test_ctrl_c_ends_a_script_blocked_before_it_holds_anything(capsys, monkeypat
     monkeypatch.setattr(sys, "stdin", stdin)
     # Ctrl-C goes to the main thread, blocked in its read; should nothing end the read, the answer
     # comes after 10 s and the test fails instead of hanging.
-    ctrl_c = threading.Timer(0.05, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
-    answer = threading.Timer(10, os.write, (write_end, b"yes\n"))
+    ctrl_c = After(0.05, signal.pthread_kill, threading.main_thread().ident, signal.SIGINT)
+    answer = After(10, os.write, write_end, b"yes\n")
 
     def prompt():
         ctrl_c.start()

@@ -81,8 +81,10 @@ def test_full_run_on_the_fixtures(db, settings):
             assert case["Amend_Status"] == "Completed"
             assert case["Amend_Description"] == f"Amended from {old} to {new} by amend task 101 ({TASK_005})"
             assert case["DRS_Amend_Fence"] == 1  # the first fencing token the database issued
+            assert case["DRS_Amend_Task"] == TASK_005  # the task whose amend moved it, for the audit
             assert {k: v for k, v in case.items() if k not in
-                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description", "DRS_Amend_Fence")} == \
+                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description", "DRS_Amend_Fence",
+                     "DRS_Amend_Task")} == \
                    {k: v for k, v in before.items() if k not in
                     ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")}
         else:
@@ -113,7 +115,11 @@ def test_full_run_on_the_fixtures(db, settings):
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
     assert task["task_status"] == "completed"
     assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
-    assert task["amended_batch_seq"] == 2  # the seq it closed, for the audit
+    assert task["amended_batch_seq"] == 2  # the seq it closed, for the audit: by number, and exactly
+    transaction_005 = transaction_of(db, "005")
+    assert task["amended_seq"] == {"transaction_id": transaction_005["_id"], "index": 1, "batch_seq": 2,
+                                   "closed_dtm": FIXED_NOW}
+    assert task["amended_cases"] == 4
     assert task["status_description"] == (
         "Amended batch 005 seq 2: requested 2 CW from D2 to D1; 4 case(s) reassigned (D1->D2 2, D2->D1 2)")
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_006})

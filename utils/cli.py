@@ -27,6 +27,7 @@ class ExitStatus(enum.IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
+    AUDIT_INCOMPLETE = 3  # batch_monitor.py audit: no mismatch, but a batch could not be audited
 
 
 OUTPUT_CLOSED = 128 + signal.SIGPIPE

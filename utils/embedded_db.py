@@ -6,7 +6,10 @@ holding the number of records before it and the SHA-256 of their bytes. BSON kee
 type (ObjectId, datetime, Int64, Decimal128) exactly; the trailer makes any truncation or
 flipped bit a refusal to load, never a smaller database. The file is loaded under a lock
 that is held until the script ends, and saved through a temporary file and a rename, so a
-reader never sees half a file and two processes never interleave their load and save. A signal
+reader never sees half a file and two processes never interleave their load and save: before its rename,
+a save checks that the lock path still names the lock file the run holds and that the data file is the one it
+loaded (identity, size, modification time), so a lock file removed during a run never lets a second run's
+work be overwritten. A data file with several hard links (one lock per name) is refused. A signal
 is acted on at the check points of the lock wait, the load and the save (utils/shutdown.py).
 """
 
@@ -49,6 +52,10 @@ log = logging.getLogger("drs_amend.embedded")
 patch_mongomock()
 # A write made at the very end of a session: (collection, write), see save_database.
 FinalWrite = tuple[str, Callable[[Any], None]]
+# A file's (st_dev, st_ino): which file a path names, whatever it is named.
+FileIdentity = tuple[int, int]
+# The data file as a lock holder loaded it: identity, size and modification time (None: there was none).
+FileState = tuple[int, int, int, int] | None
 
 
 def _trailer(records: int, digest: str) -> bytes:
@@ -56,6 +63,11 @@ def _trailer(records: int, digest: str) -> bytes:
 
 
 TRAILER_SIZE = len(_trailer(0, "0" * 64))
+
+
+class LockLostError(DatabaseConnectionError):
+    """The lock file or the data file changed while a run held the lock: another process may have taken the
+    lock and saved; the run's save is refused, and the other process's file left as it is."""
 
 
 class DamagedFileError(DatabaseConnectionError):
@@ -80,6 +92,17 @@ def data_file(path: Path | str) -> Path:
     """The file a configured path names: a symlink is followed, so that saving replaces its target
     and the link stays a link."""
     return Path(os.path.realpath(path))
+
+
+def _status(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _state(status: os.stat_result | None) -> FileState:
+    return None if status is None else (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def remove_stale_temporary_files(target: Path) -> None:
@@ -122,11 +145,13 @@ def _records_to_save(database: Any, final_write: FinalWrite | None) -> Iterator[
             yield {"d": document}
 
 
-def save_database(database: Any, path: Path | str, final_write: FinalWrite | None = None) -> None:
+def save_database(database: Any, path: Path | str, final_write: FinalWrite | None = None,
+                  before_replace: Callable[[], None] | None = None) -> None:
     """Write every collection of `database` to `path` atomically (temporary file, then rename), keeping
     the file's permissions and owner, and a symlink pointing to it. The documents are taken as
     mongomock holds them (no query). `final_write` (collection, write) is made after every other
-    collection is written, just before that collection is, so that it can report the whole save."""
+    collection is written, just before that collection is, so that it can report the whole save.
+    `before_replace` is called just before the rename: an exception it raises keeps the previous file."""
     started = time.monotonic()
     target = data_file(path)
     mode, owner = _mode_and_owner(target)
@@ -161,6 +186,8 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
                                 target)
             os.fsync(handle.fileno())
         check_point()  # the last one: once renamed, the file is saved, and a signal changes nothing of it
+        if before_replace is not None:
+            before_replace()
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -296,8 +323,40 @@ class EmbeddedDatabaseFile:
         self.read_only = read_only
         self.skip = skip
         self.final_write = final_write
-        self._lock = filelock.FileLock(f"{self.path}.lock", timeout=lock_timeout_seconds)
+        self._lock = filelock.FileLock(f"{self.path}.lock", timeout=lock_timeout_seconds,
+                                       on_acquired=self._note_held_lock)
+        self._held_lock: FileIdentity | None = None
+        self._loaded: FileState = None
         self._database: Any = None
+
+    def _note_held_lock(self, descriptor: int) -> None:
+        """filelock's on_acquired: which file this run locked (the lock path may name another one later)."""
+        status = os.fstat(descriptor)
+        self._held_lock = status.st_dev, status.st_ino
+
+    def _state_before_loading(self) -> FileState:
+        """The data file's state as this lock holder loads it. A file with other hard links is refused: each
+        name would take a lock of its own, so two runs could load it together and one overwrite the other."""
+        status = _status(self.path)
+        if status is not None and status.st_nlink > 1:
+            raise DatabaseConnectionError(
+                f"embedded database file {self.path} has {status.st_nlink} hard links, each of which would be locked "
+                f"apart; give the job one path to it (a symlink is followed) and remove the other links")
+        return _state(status)
+
+    def _confirm_still_held(self) -> None:
+        """Before the save's rename: the lock path still names the lock file this run holds, and the data file
+        is still the one it loaded; otherwise another process may have run meanwhile and its save must stay."""
+        lock_path = Path(self._lock.lock_file)
+        lock_status = _status(lock_path)
+        if lock_status is None or (lock_status.st_dev, lock_status.st_ino) != self._held_lock:
+            raise LockLostError(
+                f"the lock file {lock_path} was removed or replaced while this run held it: another process may "
+                f"have run; nothing of this run was saved (never remove the lock of a running job; run it again)")
+        if _state(_status(self.path)) != self._loaded:
+            raise LockLostError(
+                f"embedded database file {self.path} was replaced or changed while this run held its lock: another "
+                f"process wrote it; nothing of this run was saved (run the job again)")
 
     def __enter__(self) -> Any:
         database: Any = mongomock.MongoClient()[self.db_name]
@@ -321,6 +380,7 @@ class EmbeddedDatabaseFile:
         except OSError as exc:
             raise DatabaseConnectionError(f"cannot lock embedded database file {self.path}: {exc.strerror}") from exc
         try:
+            self._loaded = self._state_before_loading()
             remove_stale_temporary_files(self.path)
             load_database(database, self.path, self.skip)
         except BaseException:
@@ -336,7 +396,7 @@ class EmbeddedDatabaseFile:
         try:
             if exc_type is None:
                 try:
-                    save_database(self._database, self.path, self.final_write)
+                    save_database(self._database, self.path, self.final_write, self._confirm_still_held)
                 except OSError as err:
                     raise DatabaseConnectionError(
                         f"embedded database file {self.path} cannot be written: {err.strerror}") from err
