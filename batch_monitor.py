@@ -35,15 +35,16 @@ from database_checks import (
     fetch_batch_ids,
     fetch_completed_amend_tasks,
     fetch_expired_claims,
+    fetch_history,
     fetch_journals,
     fetch_last_successful_run,
-    fetch_runs,
     fetch_summary_rows,
     fetch_task_status_counts,
     fetch_tasks,
     fetch_transactions,
     stale_claim_reason,
 )
+from history.records import History
 from html_report import DEFAULT_DAYS, default_period, render, report_context, write_page
 from monitoring import (
     CRITICAL,
@@ -62,6 +63,7 @@ from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_
 from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Settings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
+from utils.one_line import one_line
 from utils.output_files import output_destination, write_atomically
 from utils.reports import Outcome
 from utils.secrets import scrub
@@ -226,13 +228,17 @@ def audit_batches(store: AmendStore, batch: str | None, now: datetime, job: JobS
         mismatches += len(findings)
     lines.append(f"audit: {len(batch_ids)} batch(es), {mismatches} mismatch(es), {unaudited} not audited")
     code = ExitStatus.TASK_ERROR if mismatches else AUDIT_INCOMPLETE if unaudited else OK
-    return "\n".join(lines) + "\n", code
+    return "\n".join(map(one_line, lines)) + "\n", code
 
 
 def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
                 settings: Settings) -> tuple[str, ExitStatus]:
     """The command's output and exit code."""
     thresholds, job = settings.thresholds, settings.job
+
+    def window() -> History:
+        """The runs of check's window: its last WINDOW_HOURS."""
+        return fetch_history(store, now, job.clock_skew, since=now - timedelta(hours=thresholds.window_hours))
     if args.command == "audit":
         return audit_batches(store, args.batch, now, job)
     if args.command == "report":
@@ -240,23 +246,25 @@ def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
         if since >= until:
             raise TaskValidationError(f"--since ({since:%Y-%m-%d %H:%M}) must come before --until "
                                       f"({until:%Y-%m-%d %H:%M})")
-        window = fetch_runs(store, since=now - timedelta(hours=thresholds.window_hours))
-        page = render(report_context(fetch_runs(store, since, until), window, fetch_last_successful_run(store),
+        page = render(report_context(fetch_history(store, now, job.clock_skew, since, until), window(),
+                                     fetch_last_successful_run(store, now, job.clock_skew),
                                      fetch_expired_claims(store, now, job.lease, job.clock_skew), now, since, until,
                                      thresholds))
         return page, OK
     if args.command == "logs":
-        rows = log_rows(fetch_runs(store, args.since, args.until), args.status, args.batch, args.task_id)
+        history = fetch_history(store, now, job.clock_skew, args.since, args.until)
+        if history.set_apart:
+            print(one_line(f"batch_monitor: WARNING: {history.anomalies()}"), file=sys.stderr)
+        rows = log_rows(history.runs, args.status, args.batch, args.task_id)
         if args.group_by == "reason":
             return export_groups(reason_groups(failure_rows(rows, args.status)), args.export), OK
         return export(rows, args.export), OK
-    window_runs = fetch_runs(store, since=now - timedelta(hours=thresholds.window_hours))
-    success = fetch_last_successful_run(store)
+    success = fetch_last_successful_run(store, now, job.clock_skew)
     stuck = fetch_expired_claims(store, now, job.lease, job.clock_skew)
     if args.command == "status":
-        return dashboard(fetch_runs(store, limit=args.runs), window_runs, success, fetch_task_status_counts(store),
-                         stuck, now, thresholds) + "\n", OK
-    state, line = evaluate_health(window_runs, success, len(stuck), now, thresholds)
+        return dashboard(fetch_history(store, now, job.clock_skew, limit=args.runs), window(), success,
+                         fetch_task_status_counts(store), stuck, now, thresholds) + "\n", OK
+    state, line = evaluate_health(window(), success, len(stuck), now, thresholds)
     return line + "\n", state
 
 
@@ -281,7 +289,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
             output, code = run_command(args, store, now, settings)
     except (TaskProcessingError, PyMongoError) as exc:
         prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
-        print(scrub(f"{prefix}{exc}"), file=sys.stderr if args.command != "check" else sys.stdout)
+        print(one_line(scrub(f"{prefix}{exc}")), file=sys.stderr if args.command != "check" else sys.stdout)
         return failure_code
     destination = args.html if args.command == "report" else args.out if args.command == "logs" else None
     if destination is not None:
@@ -291,10 +299,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
             target = output_destination(option, destination, database_file)
             write_page(target, output) if args.command == "report" else write_atomically(target, output)
         except ConfigurationError as exc:
-            print(f"batch_monitor: {exc}", file=sys.stderr)
+            print(one_line(f"batch_monitor: {exc}"), file=sys.stderr)
             return ExitStatus.SETUP_ERROR
         except OSError as exc:
-            print(f"batch_monitor: cannot write {destination}: {exc.strerror}", file=sys.stderr)
+            print(one_line(f"batch_monitor: cannot write {destination}: {exc.strerror}"), file=sys.stderr)
             return ExitStatus.SETUP_ERROR
         if args.command == "report":
             print(f"batch_monitor: wrote {destination}")
@@ -304,7 +312,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
         try:
             send_alert(settings.alerts, output.split(" | ")[0].strip(), output)
         except (OSError, smtplib.SMTPException) as exc:
-            print(scrub(f"batch_monitor: the alert e-mail could not be sent: {exc}"), file=sys.stderr)
+            print(one_line(scrub(f"batch_monitor: the alert e-mail could not be sent: {exc}")), file=sys.stderr)
     return code
 
 

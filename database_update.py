@@ -31,6 +31,7 @@ from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, loa
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, log_to_console, progress_bar
+from utils.one_line import one_line
 from utils.secrets import scrub
 
 Document = dict[str, Any]
@@ -210,8 +211,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
         fixtures = generated_fixtures(parser, args, settings.job.template_task_id) or dict(read_fixtures(args.data_dir))
         database = settings.database
         if not confirmed(database, args.yes):
-            print(f"database_update: refused to reset {database.db_name} on {database.redacted_uri} "
-                  f"without confirmation; run it with --yes", file=sys.stderr)
+            print(one_line(f"database_update: refused to reset {database.db_name} on {database.redacted_uri} "
+                           f"without confirmation; run it with --yes"), file=sys.stderr)
             return ExitStatus.REFUSED
         # The collections about to be replaced are not even loaded from the embedded file.
         with database_session(database, skip=(*fixtures, JOURNAL_COLLECTION)) as opened:
@@ -225,10 +226,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
                 counts[RUN_HISTORY_COLLECTION] = args.generate_history
                 log.info("added %d generated run(s) to %s", args.generate_history, RUN_HISTORY_COLLECTION)
     except (TaskProcessingError, PyMongoError) as exc:
-        print(scrub(f"database_update: {exc}"), file=sys.stderr)
+        print(one_line(scrub(f"database_update: {exc}")), file=sys.stderr)
         return ExitStatus.SETUP_ERROR
     imported = ", ".join(f"{name} {count}" for name, count in counts.items())
-    print(f"database_update: {database.db_name} on {database.redacted_uri} reset; imported {imported}")
+    print(one_line(f"database_update: {database.db_name} on {database.redacted_uri} reset; imported {imported}"))
     return ExitStatus.OK
 
 

@@ -19,6 +19,7 @@ from database_checks import (
 from task_processor import plan_batch, task_label
 from utils.config import JobSettings
 from utils.Custom_Exceptions import BatchBusyError, TaskProcessingError
+from utils.one_line import one_line
 from utils.reports import text_table
 
 
@@ -74,9 +75,9 @@ def dry_run_text(results: Sequence[DryRunResult]) -> str:
         return "dry run: no open amend task"
     blocks = []
     for result in results:
-        title = f"amend task {result.task_id} ({result.object_id}) batch {result.batch_id}"
+        title = one_line(f"amend task {result.task_id} ({result.object_id}) batch {result.batch_id}")
         if result.refusal:
-            blocks.append(f"{title}: would be REFUSED: {result.refusal}")
+            blocks.append(f"{title}: would be REFUSED: {one_line(result.refusal)}")
             continue
         rows = [(cell["DRC_Id"], cell["RTOM"], cell["before"], cell["after"],
                  f"{cell['after'] - cell['before']:+d}" if cell["after"] != cell["before"] else "")

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from database_checks import Document, batch_of
+from history.records import History, RunRecord
 from monitoring import (
     STATE_NAMES,
     claim_host,
@@ -74,25 +75,19 @@ class Chart:
     bars: list[Bar] = field(default_factory=list)
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def chart_points(runs: Sequence[Document]) -> list[Point]:
+def chart_points(runs: Sequence[RunRecord]) -> list[Point]:
     """The runs, oldest first, as chart points: one per run, or one per day beyond MAX_POINTS runs."""
-    def point(label: str, group: Sequence[Document]) -> Point:
-        return Point(label, len(group), statistics.median(_number(run.get("duration_seconds")) for run in group),
-                     int(sum(_number(run.get("cases_moved")) for run in group)),
-                     int(sum(_number(run.get("completed")) for run in group)),
-                     int(sum(_number(run.get("errored")) for run in group)),
-                     int(sum(_number(run.get("deferred")) for run in group)))
+    def point(label: str, group: Sequence[RunRecord]) -> Point:
+        return Point(label, len(group), statistics.median(run.duration_seconds for run in group),
+                     sum(run.cases_moved for run in group), sum(run.completed for run in group),
+                     sum(run.errored for run in group), sum(run.deferred for run in group))
 
-    ordered = sorted(runs, key=lambda run: run["started_dtm"])
+    ordered = sorted(runs, key=lambda run: run.started)
     if len(ordered) <= MAX_POINTS:
-        return [point(f"{run['started_dtm']:%Y-%m-%d %H:%M}", [run]) for run in ordered]
-    days: dict[str, list[Document]] = {}
+        return [point(f"{run.started:%Y-%m-%d %H:%M}", [run]) for run in ordered]
+    days: dict[str, list[RunRecord]] = {}
     for run in ordered:
-        days.setdefault(f"{run['started_dtm']:%Y-%m-%d}", []).append(run)
+        days.setdefault(f"{run.started:%Y-%m-%d}", []).append(run)
     return [point(day, group) for day, group in days.items()]
 
 
@@ -122,26 +117,27 @@ def _state(code: ExitStatus) -> str:
     return STATE_NAMES[code].lower()
 
 
-def report_context(runs: Sequence[Document], window_runs: Sequence[Document], success: Document | None,
+def report_context(period: History, window: History, success: RunRecord | None,
                    stuck: Sequence[Document], now: datetime, since: datetime, until: datetime,
                    thresholds: Thresholds) -> dict[str, Any]:
-    """Every figure of the page: `runs` are those of [since, until), `window_runs` those of check's
-    window before `now` (newest first), `success` the last successful run, `stuck` the stuck tasks."""
-    figures, _ = health_figures(window_runs, success, len(stuck), now, thresholds)
+    """Every figure of the page: `period` is the history of [since, until), `window` that of check's
+    window before `now`, `success` the last successful run, `stuck` the stuck tasks."""
+    runs = period.runs
+    figures, _ = health_figures(window, success, len(stuck), now, thresholds)
     state, check_line = overall(figures)
     points = chart_points(runs)
     period_errors, period_ended = failure_rate(runs)
-    newest = sorted(runs, key=lambda run: run["started_dtm"], reverse=True)
+    newest = sorted(runs, key=lambda run: run.started, reverse=True)
     return {
         "now": f"{now:%Y-%m-%d %H:%M} UTC", "since": f"{since:%Y-%m-%d %H:%M}", "until": f"{until:%Y-%m-%d %H:%M} UTC",
         "state": _state(state), "verdict": STATE_NAMES[state],
         "check_line": check_line,
         "health": [{"name": figure.name, "state": _state(figure.state), "value": figure.text,
                     "limits": figure.limits} for figure in figures],
-        "totals": {"runs": len(runs), "completed": sum(int(_number(run.get("completed"))) for run in runs),
-                   "errored": sum(int(_number(run.get("errored"))) for run in runs),
-                   "deferred": sum(int(_number(run.get("deferred"))) for run in runs),
-                   "moved": sum(int(_number(run.get("cases_moved"))) for run in runs),
+        "set_apart": period.anomalies(),
+        "totals": {"runs": len(runs), "completed": sum(run.completed for run in runs),
+                   "errored": sum(run.errored for run in runs), "deferred": sum(run.deferred for run in runs),
+                   "moved": sum(run.cases_moved for run in runs),
                    "failure_rate": f"{period_errors / period_ended:.0%}" if period_ended else "no task ended"},
         "per_day": len(points) < len(runs),
         "charts": [
@@ -157,11 +153,10 @@ def report_context(runs: Sequence[Document], window_runs: Sequence[Document], su
         "stuck": [{"task_id": task.get("Task_Id"), "object_id": str(task.get("_id")), "batch": batch_of(task),
                    "since": _minute(task.get("status_changed_dtm")), "claimed_by": claim_host(task)}
                   for task in stuck],
-        "latest": [{"started": f"{run['started_dtm']:%Y-%m-%d %H:%M:%S}", "run_id": str(run.get("run_id", ""))[:12],
-                    "host": run.get("host"), "duration": _number(run.get("duration_seconds")),
-                    "exit_code": run.get("exit_code"), "moved": int(_number(run.get("cases_moved"))),
-                    "per_thousand": seconds_per_thousand_cases(run), "stop_reason": run.get("stop_reason"),
-                    "tasks": run.get("tasks") or []} for run in newest[:LATEST_RUNS]],
+        "latest": [{"started": f"{run.started:%Y-%m-%d %H:%M:%S}", "run_id": run.run_id[:12], "host": run.host,
+                    "duration": run.duration_seconds, "exit_code": run.exit_code, "moved": run.cases_moved,
+                    "per_thousand": seconds_per_thousand_cases(run), "stop_reason": run.stop_reason,
+                    "tasks": run.tasks} for run in newest[:LATEST_RUNS]],
     }
 
 

@@ -5,7 +5,8 @@ import logging
 import signal
 import smtplib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.metrics import run_metrics, write_metrics
+from utils.one_line import one_line
 from utils.reports import Outcome, RunReport, to_json
 from utils.secrets import scrub
 from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest, recording_signals
@@ -130,7 +132,7 @@ def alert_on_errors(alerts: AlertSettings | None, report: RunReport, log: loggin
     if alerts is None or not errored:
         return
     body = "\n".join([report.summary_line(), ""] + [
-        f"amend task {o.task_id} ({o.object_id}) batch {o.batch_id}: {o.message}" for o in errored])
+        one_line(f"amend task {o.task_id} ({o.object_id}) batch {o.batch_id}: {o.message}") for o in errored])
     try:
         send_alert(alerts, f"{len(errored)} amend task(s) ended in error (run {report.run.run_id[:12]})", body)
     except (OSError, smtplib.SMTPException) as exc:
@@ -169,12 +171,23 @@ def health_for_metrics(store: AmendStore, settings: Settings, now: datetime,
     if settings.job.metrics_textfile is None:
         return None
     try:
-        success = fetch_last_successful_run(store)
+        success = fetch_last_successful_run(store, now, settings.job.clock_skew)
         stuck = fetch_expired_claims(store, now, settings.job.lease, settings.job.clock_skew)
     except PyMongoError as exc:
         log.error("the figures of %s could not be read: %s", settings.job.metrics_textfile, scrub(exc))
         return None
-    return (None if success is None else success["ended_dtm"]), len(stuck)
+    return (None if success is None else success.ended), len(stuck)
+
+
+@contextmanager
+def after_the_tasks(what: str, log: logging.Logger) -> Iterator[None]:
+    """The bookkeeping a run does once its tasks are done (retention, the metrics' figures): whatever fails
+    there (an unforeseen document, a bug) is logged as an error, never allowed to end the session, which
+    would discard the tasks' work on the embedded default. A signal (Interrupted) is not caught."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s failed after the tasks were done; their work is kept", what)
 
 
 def write_metrics_quietly(path: Path, run: dict[str, Any], previous_success: datetime | None, stuck: int,
@@ -245,11 +258,13 @@ def run_the_job(args: argparse.Namespace, clock: Clock, signals: SignalRecord) -
                          settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
                 report = amend_task_processing(store, settings.job, clock, task_id=args.task_id, started=started,
                                                stop=stop)
-                keep_history_bounded(store, settings, clock(), log)
-                health = health_for_metrics(store, settings, clock(), log)
+                with after_the_tasks("the retention of the run history", log):
+                    keep_history_bounded(store, settings, clock(), log)
+                with after_the_tasks("reading the figures of the metrics file", log):
+                    health = health_for_metrics(store, settings, clock(), log)
     except (TaskProcessingError, PyMongoError) as exc:
         if log is None:
-            print(scrub(f"{PROGRAM}: {exc}"), file=sys.stderr)
+            print(one_line(scrub(f"{PROGRAM}: {exc}")), file=sys.stderr)
         else:
             log.error(scrub(exc))
         return ExitStatus.SETUP_ERROR

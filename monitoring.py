@@ -3,7 +3,6 @@ their states, failure patterns, the history as rows. Plain data in, plain data o
 
 import csv
 import io
-import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from database_checks import Document, batch_of
+from history.records import History, RunRecord
 from utils.cli import ExitStatus
 from utils.config import Thresholds
+from utils.one_line import one_line
 from utils.reports import Outcome, text_table, to_json
 
 OK, WARNING, CRITICAL, UNKNOWN = ExitStatus.OK, ExitStatus.WARNING, ExitStatus.CRITICAL, ExitStatus.UNKNOWN
@@ -26,30 +27,23 @@ def level(value: float, warning: float, critical: float) -> ExitStatus:
     return CRITICAL if value >= critical else WARNING if value >= warning else OK
 
 
-def failure_rate(runs: Iterable[Document]) -> tuple[int, int]:
+def failure_rate(runs: Iterable[RunRecord]) -> tuple[int, int]:
     """(tasks ended in error, tasks ended) over the given runs."""
-    ended = [task for run in runs for task in run.get("tasks", [])
-             if task.get("outcome") in (Outcome.COMPLETED, Outcome.ERROR)]
-    return sum(1 for task in ended if task["outcome"] == Outcome.ERROR), len(ended)
+    ended = [task for run in runs for task in run.tasks if task.outcome in (Outcome.COMPLETED, Outcome.ERROR)]
+    return sum(1 for task in ended if task.outcome == Outcome.ERROR), len(ended)
 
 
-def seconds_per_thousand_cases(run: Document) -> float | None:
+def seconds_per_thousand_cases(run: RunRecord) -> float | None:
     """A run's duration per 1,000 cases of the batches it processed; None for a run without cases."""
-    cases, duration = run.get("batch_cases"), run.get("duration_seconds")
-    if not isinstance(cases, int) or isinstance(cases, bool) or cases <= 0:
-        return None
-    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not 0 <= duration < math.inf:
-        return None
-    return duration * 1000 / cases
+    return run.duration_seconds * 1000 / run.batch_cases if run.batch_cases > 0 else None
 
 
-def slowdown(window_runs: Sequence[Document], thresholds: Thresholds) -> tuple[ExitStatus, str, float | None,
-                                                                            float | None]:
+def slowdown(window_runs: Sequence[RunRecord], thresholds: Thresholds) -> tuple[ExitStatus, str, float | None,
+                                                                             float | None]:
     """(state, text, seconds per 1,000 cases of the last comparable run, its ratio to the median of the
     earlier ones) over the runs of the window, newest first. A run is comparable when its batches held
     at least COMPARABLE_CASES cases; OK and None while fewer than COMPARABLE_RUNS earlier ones are."""
-    comparable = [run for run in window_runs if isinstance(run.get("batch_cases"), int)
-                  and run["batch_cases"] >= thresholds.comparable_cases]
+    comparable = [run for run in window_runs if run.batch_cases >= thresholds.comparable_cases]
     figures = [figure for figure in map(seconds_per_thousand_cases, comparable) if figure is not None]
     if len(figures) <= thresholds.comparable_runs:
         return OK, f"speed not judged ({max(len(figures) - 1, 0)} of {thresholds.comparable_runs} earlier runs)", \
@@ -69,17 +63,18 @@ class HealthFigure:
     limits: str
 
 
-def health_figures(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
+def health_figures(window: History, success: RunRecord | None, stuck_tasks: int, now: datetime,
                    thresholds: Thresholds) -> tuple[list[HealthFigure], str]:
-    """The four figures of `check` (last success, failure rate, speed, stuck tasks) from the runs of the
-    window (newest first), the last successful run (or None) and the number of stuck tasks; and their
-    performance data."""
+    """The five figures of `check` (last success, failure rate, speed, stuck tasks, run records set apart)
+    from the history of the window (its runs newest first, and what was set apart), the last successful
+    run (or None) and the number of stuck tasks; and their performance data."""
+    window_runs = window.runs
     errors, ended = failure_rate(window_runs)
     rate = errors / ended if ended else 0.0
     if success is None:
         age_hours, age_state, age_text = None, CRITICAL, "no successful run recorded"
     else:
-        age_hours = (now - success["ended_dtm"]).total_seconds() / 3600
+        age_hours = (now - success.ended).total_seconds() / 3600
         age_state = level(age_hours, thresholds.last_success_warning_hours, thresholds.last_success_critical_hours)
         age_text = f"last successful run {age_hours:.1f} h ago"
     speed_state, speed_text, per_thousand, ratio = slowdown(window_runs, thresholds)
@@ -97,18 +92,22 @@ def health_figures(window_runs: Sequence[Document], success: Document | None, st
         HealthFigure("Stuck tasks", level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical),
                      f"{stuck_tasks} stuck task(s)",
                      f"warning {thresholds.stuck_tasks_warning}, critical {thresholds.stuck_tasks_critical}"),
+        HealthFigure("Run records set apart", WARNING if window.set_apart else OK,
+                     window.anomalies() or "0 run record(s) set apart",
+                     "warning 1: a record that cannot be read, or dated in the future, is never evidence of health"),
     ]
     perfdata = (f"last_success_hours={_perfdata(age_hours, 2)} failure_rate={rate:.3f} stuck_tasks={stuck_tasks}"
-                f" seconds_per_1000_cases={_perfdata(per_thousand, 3)} slowdown={_perfdata(ratio, 2)}")
+                f" seconds_per_1000_cases={_perfdata(per_thousand, 3)} slowdown={_perfdata(ratio, 2)}"
+                f" records_set_apart={window.set_apart}")
     return figures, perfdata
 
 
-def evaluate_health(window_runs: Sequence[Document], success: Document | None, stuck_tasks: int, now: datetime,
+def evaluate_health(window: History, success: RunRecord | None, stuck_tasks: int, now: datetime,
                     thresholds: Thresholds) -> tuple[ExitStatus, str]:
     """(state, one status line with performance data): the worst of the health figures decides."""
-    figures, perfdata = health_figures(window_runs, success, stuck_tasks, now, thresholds)
+    figures, perfdata = health_figures(window, success, stuck_tasks, now, thresholds)
     state, verdict = overall(figures)
-    return state, f"{verdict} | {perfdata}"
+    return state, one_line(f"{verdict} | {perfdata}")
 
 
 def overall(figures: Sequence[HealthFigure]) -> tuple[ExitStatus, str]:
@@ -122,26 +121,23 @@ def _perfdata(value: float | None, decimals: int) -> str:
     return "U" if value is None else f"{value:.{decimals}f}"
 
 
-def log_rows(runs: Iterable[Document], status: str | None = None, batch: str | None = None,
+def log_rows(runs: Iterable[RunRecord], status: str | None = None, batch: str | None = None,
              task_id: int | None = None) -> list[dict[str, Any]]:
     """One row per task outcome of the runs (a run without tasks gives one row when no task filter is set)."""
     rows = []
     task_filtered = status is not None or batch is not None or task_id is not None
-    for run in sorted(runs, key=lambda r: r["started_dtm"]):
-        base = {"run_id": run["run_id"], "run_started": run["started_dtm"], "host": run.get("host"),
-                "run_exit_code": run.get("exit_code")}
-        tasks = run.get("tasks", [])
-        if not tasks and not task_filtered:
+    for run in sorted(runs, key=lambda r: r.started):
+        base = {"run_id": run.run_id, "run_started": run.started, "host": run.host, "run_exit_code": run.exit_code}
+        if not run.tasks and not task_filtered:
             rows.append(dict(base, outcome="(no task)"))
-        for task in tasks:
-            if (status is not None and task.get("outcome") != status) or \
-                    (batch is not None and str(task.get("batch")) != batch) or \
-                    (task_id is not None and task.get("Task_Id") != task_id):
+        for task in run.tasks:
+            if (status is not None and task.outcome != status) or \
+                    (batch is not None and str(task.batch) != batch) or \
+                    (task_id is not None and task.task_id != task_id):
                 continue
-            rows.append(dict(base, Task_Id=task.get("Task_Id"), task_object_id=task.get("_id"),
-                             batch=task.get("batch"), outcome=task.get("outcome"),
-                             cases_moved=task.get("cases_moved"), duration_seconds=task.get("duration_seconds"),
-                             message=task.get("message")))
+            rows.append(dict(base, Task_Id=task.task_id, task_object_id=task.object_id, batch=task.batch,
+                             outcome=task.outcome, cases_moved=task.cases_moved,
+                             duration_seconds=task.duration_seconds, message=task.message))
     return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
 
 
@@ -162,23 +158,27 @@ def export(rows: Sequence[Mapping[str, Any]], form: str, columns: Sequence[str] 
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(columns)
-        writer.writerows([_cell(row[column]) for column in columns] for row in rows)
+        writer.writerows([one_line(_cell(row[column])) for column in columns] for row in rows)
         return buffer.getvalue()
     return text_table(columns, [[_cell(row[column]) for column in columns] for row in rows]) + "\n"
 
 
-def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success: Document | None,
+def dashboard(recent: History, window: History, success: RunRecord | None,
               status_counts: Mapping[str, int], stuck: Sequence[Document], now: datetime,
               thresholds: Thresholds) -> str:
     """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
+    runs, window_runs = recent.runs, window.runs
     errors, ended = failure_rate(window_runs)
     lines = [f"DRS Amend at {now:%Y-%m-%d %H:%M:%S} UTC", "", "Last runs:"]
     lines.append(text_table(
         ("started", "duration s", "exit", "completed", "errored", "deferred", "moved", "host", "run id"),
-        [(f"{run['started_dtm']:%Y-%m-%d %H:%M:%S}", run.get("duration_seconds"), run.get("exit_code"),
-          run.get("completed"), run.get("errored"), run.get("deferred"), run.get("cases_moved"), run.get("host"),
-          run["run_id"][:12]) for run in runs]) if runs else "  none recorded")
-    lines += ["", "Amend tasks by status: " + (", ".join(f"{status} {count}" for status, count in
+        [(f"{run.started:%Y-%m-%d %H:%M:%S}", run.duration_seconds, run.exit_code, run.completed, run.errored,
+          run.deferred, run.cases_moved, run.host, run.run_id[:12]) for run in runs]) if runs else "  none recorded")
+    for history in (recent, window):
+        if history.set_apart:
+            lines.append(f"  WARNING: {one_line(history.anomalies())}")
+            break
+    lines += ["", "Amend tasks by status: " + (", ".join(f"{one_line(status)} {count}" for status, count in
                                                        sorted(status_counts.items())) or "none")]
     lines += ["Stuck in processing (lease expired): " + (str(len(stuck)) if stuck else "none")]
     if stuck:
@@ -188,12 +188,12 @@ def dashboard(runs: Sequence[Document], window_runs: Sequence[Document], success
     lines.append(f"Failure rate over {thresholds.window_hours} h: "
                  + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
     lines.append("Last successful run: " + (
-        f"{(now - success['ended_dtm']).total_seconds() / 3600:.1f} h ago (run {success['run_id'][:12]})"
+        f"{(now - success.ended).total_seconds() / 3600:.1f} h ago (run {one_line(success.run_id[:12])})"
         if success else "none recorded"))
     groups = reason_groups(log_rows(window_runs, status=Outcome.ERROR))
     lines.append(f"Failure patterns over {thresholds.window_hours} h:" + ("" if groups else " none"))
-    lines += [f"  {group.count} x {group.pattern}\n      latest ({group.last_seen:%Y-%m-%d %H:%M}): "
-              f"{group.latest_example}" for group in groups[:TOP_PATTERNS]]
+    lines += [f"  {group.count} x {one_line(group.pattern)}\n      latest ({group.last_seen:%Y-%m-%d %H:%M}): "
+              f"{one_line(group.latest_example)}" for group in groups[:TOP_PATTERNS]]
     return "\n".join(lines)
 
 

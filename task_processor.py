@@ -257,14 +257,17 @@ def recover_task(store: AmendStore, task: Document, settings: JobSettings, run: 
     claim went stale, or one an operator set back to open while its journal was unfinished (`requeued`).
 
     The task's journal is taken over first, with a new fencing token, so the run that wrote
-    it can write nothing more. Phase `writing`: roll forward, the writes are idempotent; the
-    task ends completed. Phase `undoing`: the restore is finished; the task ends in error, or,
-    re-queued, is processed afresh. Nothing journaled or only planned: nothing was written;
-    the task ends in error, or, re-queued, is processed afresh.
+    it can write nothing more; the claim is then renewed, which proves that no run took the task
+    over before this run had its journal (a run that stalled after claiming a re-queued task must
+    not undo what the run that recovered the task meanwhile completed). Phase `writing`: roll
+    forward, the writes are idempotent; the task ends completed. Phase `undoing`: the restore is
+    finished; the task ends in error, or, re-queued, is processed afresh. Nothing journaled or
+    only planned: nothing was written; the task ends in error, or, re-queued, is processed afresh.
     """
     prefix = f"recovered by {run.label} after the run that claimed it stopped"
     fence = issue_fence(store)
     journal = take_over_journal(store, {"task_object_id": task["_id"]}, run, fence)
+    renew_claim(store, task["_id"], run, clock(), settings.lease)
     if journal is not None and "writes" in journal and journal.get("phase") == JournalPhase.WRITING:
         note = (f" (an earlier attempt left its writes unfinished when the task was re-queued; {run.label} "
                 f"finished them)" if requeued else f" ({prefix}; its writes were finished)")

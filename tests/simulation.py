@@ -1,7 +1,8 @@
 """A deterministic simulation of the job under an adversarial world, in the style of FoundationDB's:
 several runs of the real job (amend_task_processing) in one process over one database, interleaved
 one database command at a time by a seeded scheduler, with a clock it controls, stalls, transient
-and permanent faults, crashes at any command, operator re-queues and new amend requests; after
+and permanent faults, crashes at any command, SIGTERMs (a first one: the run finishes its task and
+claims no other; a second: it stops at its next command), operator re-queues and new amend requests; after
 every step, invariants checked by code of this module only (never the job's):
 
 - a batch no journal holds has a summary equal to its cases (one row per cell holding cases,
@@ -17,6 +18,7 @@ Run it with tests/test_simulation.py (a fixed seed, in CI) or tools/simulate.py 
 """
 
 import random
+import signal
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -46,6 +48,7 @@ from utils.config import JobSettings
 from utils.Custom_Exceptions import TaskProcessingError
 from utils.mongomock_compat import stored_documents
 from utils.retry import RetryPolicy
+from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest
 
 TEMPLATE_TASK_ID = 3
 START = datetime(2030, 1, 1, 8, 0)
@@ -264,18 +267,24 @@ class Run:
     """One run of the job in a thread that pauses before each database command until the scheduler
     lets it go on: only one run ever executes at a time, so the interleaving is the scheduler's."""
 
-    def __init__(self, name: str, db: Any, clock: Callable[[], datetime]):
+    def __init__(self, name: str, db: Any, clock: Callable[[], datetime], settings: JobSettings = SETTINGS):
         self.name = name
+        self.settings = settings
         self.pending: tuple[str, str] | None = None
         self.finished = False
         self.crashed = False
         self.failure: BaseException | None = None
         self.gave_up: Exception | None = None
+        self.interrupted = False
+        # The run's signals, as main.py's handler records them while the run works (see Simulation.signal).
+        self.signals = SignalRecord()
+        self.signals.enter(Phase.WORKING)
+        self.stop = StopRequest(signals=self.signals, sleep=no_sleep)
         self._fault: str | None = None
         self.stalled_until: datetime | None = None  # a run stalled (a GC pause, a suspended VM) is not scheduled
         self._go = threading.Semaphore(0)
         self._paused = threading.Semaphore(0)
-        store = AmendStore(InstrumentedDatabase(db, self._command), SETTINGS.retry, no_sleep)
+        store = StoppingStore(InstrumentedDatabase(db, self._command), settings.retry, self.stop)
         self._thread = threading.Thread(target=self._main, args=(store, clock), name=name, daemon=True)
         self._thread.start()
         self.step()
@@ -283,9 +292,11 @@ class Run:
     def _main(self, store: AmendStore, clock: Callable[[], datetime]) -> None:
         self._go.acquire()
         try:
-            amend_task_processing(store, SETTINGS, clock)
+            amend_task_processing(store, self.settings, clock, stop=self.stop)
         except SimulatedCrash:
             self.crashed = True
+        except Interrupted:  # a second signal: stopped at once, before a command, as a crash would
+            self.interrupted = True
         except (TaskProcessingError, PyMongoError) as exc:
             self.gave_up = exc  # as main.py: the run ends with exit code 2 (a claim that failed for good)
         except BaseException as exc:  # noqa: BLE001 - the scheduler reports it as the run's failure
@@ -324,6 +335,17 @@ class Run:
         self._fault = fault
         self._go.release()
         self._paused.acquire()
+
+    def step_until(self, collection: str, command: str) -> None:
+        """Step until the run's next command is `command` on `collection` (a scripted interleaving)."""
+        while self.pending != (collection, command):
+            if self.finished:
+                raise AssertionError(f"{self.name} ended before {collection}.{command}")
+            self.step()
+
+    def finish(self) -> None:
+        while not self.finished:
+            self.step()
 
 
 # --- the scheduler -------------------------------------------------------------------------------
@@ -448,6 +470,12 @@ class Simulation:
             self.db[TASKS_COLLECTION].update_one({"_id": task["_id"]}, {"$set": {"task_status": "open"}})
             self.log.append(f"operator re-queues task {task['Task_Id']} ({task['task_status']})")
 
+    def signal(self) -> None:
+        """SIGTERM to a run (systemctl stop, a container runtime): the handler only records it."""
+        run = self.rng.choice(self.awake_runs())
+        run.signals.record(signal.SIGTERM, None)
+        self.log.append(f"SIGTERM to {run.name} ({run.signals.count} so far)")
+
     def new_amend(self) -> None:
         """An operator asks for one more amend of a batch: a new open amend seq and its task."""
         batch_id = self.rng.choice(self.batch_ids)
@@ -468,7 +496,7 @@ class Simulation:
         if len(self.awake_runs()) < MAX_RUNS:
             moves.append((1.0, self.start_run))
         if self.awake_runs():
-            moves.append((8.0, self.advance_run))
+            moves += [(8.0, self.advance_run), (0.4, self.signal)]
         weights, actions = zip(*moves, strict=True)
         self.rng.choices(actions, weights)[0]()
         self.reap()
@@ -479,7 +507,8 @@ class Simulation:
             if run.failure is not None:
                 raise InvariantViolation(f"{run.name} failed: {type(run.failure).__name__}: {run.failure}") \
                     from run.failure
-            self.log.append(f"{run.name} " + ("crashed" if run.crashed else f"gave up: {run.gave_up}"
+            self.log.append(f"{run.name} " + ("crashed" if run.crashed else "stopped by its second SIGTERM"
+                                                if run.interrupted else f"gave up: {run.gave_up}"
                                                 if run.gave_up else "ended"))
 
     # the invariants

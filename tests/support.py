@@ -29,6 +29,7 @@ from amend_store import (
 )
 from benchmarks.instruments import InstrumentedDatabase
 from database_update import read_fixtures
+from history.records import History, parse_run
 from task_processor import amend_task_processing
 from update_databases import reset_collections
 from utils.config import JobSettings
@@ -375,3 +376,8 @@ class After(threading.Thread):
 
     def cancel(self):
         self.cancelled = True
+
+
+def history_of(documents):
+    """The History of run-history documents that are all well formed (a test's own), newest first."""
+    return History(runs=sorted(map(parse_run, documents), key=lambda run: run.started, reverse=True))

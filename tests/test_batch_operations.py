@@ -13,8 +13,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
+from history.records import parse_run
 from monitoring import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
-from tests.support import PROJECT_ROOT, load, one_line
+from tests.support import PROJECT_ROOT, history_of, load, one_line
 from utils.config import Thresholds, load_alert_settings, load_thresholds
 
 NOW = datetime(2026, 11, 25, 12, 0)
@@ -64,8 +65,8 @@ def task(outcome, task_id=1, batch="005"):
     ([run_record(1)], 1, 3, CRITICAL, "3 stuck task(s)"),
 ])
 def test_evaluate_health(window_runs, success_hours, stuck, state, text):
-    success = None if success_hours is None else run_record(success_hours)
-    got_state, line = evaluate_health(window_runs, success, stuck, NOW, Thresholds())
+    success = None if success_hours is None else parse_run(run_record(success_hours))
+    got_state, line = evaluate_health(history_of(window_runs), success, stuck, NOW, Thresholds())
     assert got_state == state
     assert line.startswith(text) or text in line
     assert "| last_success_hours=" in line and f"stuck_tasks={stuck}" in line
@@ -73,9 +74,9 @@ def test_evaluate_health(window_runs, success_hours, stuck, state, text):
         assert "last_success_hours=U " in line  # unknown, in the monitoring-plugin convention
 
 
-RUNS = [run_record(30, 1, [task("error", 1, "005"), task("completed", 2, "006")], "old"),
-        run_record(2, 0, [task("completed", 3, "005")], "recent"),
-        run_record(1, 0, [], "idle")]
+RUNS = history_of([run_record(30, 1, [task("error", 1, "005"), task("completed", 2, "006")], "old"),
+                   run_record(2, 0, [task("completed", 3, "005")], "recent"),
+                   run_record(1, 0, [], "idle")]).runs
 
 
 @pytest.mark.parametrize("filters, expected", [

@@ -14,8 +14,9 @@ import pytest
 
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from fixture_generator import generate_history
+from history.records import parse_run
 from html_report import MAX_POINTS, render, report_context
-from tests.support import PROJECT_ROOT, TASK_006, Clock, load, one_line
+from tests.support import PROJECT_ROOT, TASK_006, Clock, history_of, load, one_line
 from utils.config import Thresholds
 from utils.embedded_db import save_database
 
@@ -55,8 +56,8 @@ def page_of(history, stuck=()):
     newest_first = sorted(history, key=lambda r: r["started_dtm"], reverse=True)
     window = [r for r in newest_first if r["started_dtm"] >= NOW - timedelta(hours=thresholds.window_hours)]
     success = next((r for r in newest_first if r["exit_code"] == 0), None)
-    return render(report_context(history, window, success, list(stuck), NOW, NOW - timedelta(days=28), NOW,
-                                 thresholds))
+    return render(report_context(history_of(history), history_of(window), success and parse_run(success), list(stuck),
+                                 NOW, NOW - timedelta(days=28), NOW, thresholds))
 
 
 def test_the_page_is_valid_html_holding_the_figures_of_a_known_history():

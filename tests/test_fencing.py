@@ -27,6 +27,7 @@ from amend_store import (
 )
 from batch_monitor import main as monitor_main
 from dry_run import dry_run
+from tests.simulation import Run
 from tests.support import (
     FIXED_NOW,
     PROJECT_ROOT,
@@ -334,6 +335,36 @@ def test_the_issue_scenario_a_requeued_task_is_rolled_forward_not_planned_again(
     assert db[JOURNAL_COLLECTION].count_documents({}) == 0
 
 
+def test_a_run_that_stalled_after_claiming_a_requeued_task_never_undoes_what_its_recoverer_completed():
+    """Found by the simulation (seed 7020): A claims a re-queued task whose journal is unfinished, and stalls;
+    past A's lease, B takes the task and its journal over and rolls it forward; A wakes up, takes the journal
+    back with a newer token, fails to close the seq and undoes, while B completes the task: a completed task
+    whose cases were moved back. A run that takes a journal over must prove it still holds the task."""
+    db = scenario_db()
+    crash_after_the_case_writes(db)
+    requeue(db)
+    clock_a, clock_b = Clock(FIXED_NOW + timedelta(minutes=1)), Clock(LATER + timedelta(minutes=1))
+    a = Run("A", db, clock_a, SETTINGS)
+    a.step_until(TASKS_COLLECTION, "find_one_and_update")  # its claim of the re-queued task
+    a.step()
+    a.step_until(COUNTERS_COLLECTION, "find_one_and_update")  # stalls before taking a fencing token
+    b = Run("B", db, clock_b, SETTINGS)
+    b.step_until(TRANSACTIONS_COLLECTION, "update_one")  # B holds task and journal, about to close the seq
+    clock_a.now = clock_b.now
+    a.step_until(JOURNAL_COLLECTION, "find_one_and_update")
+    a.step()  # A takes the journal over, with a newer token than B's
+    b.step()  # B closes the seq
+    b.step_until(TASKS_COLLECTION, "update_one")
+    b.step()  # and completes the task
+    while not a.finished:
+        a.step("permanent" if a.pending == (TRANSACTIONS_COLLECTION, "update_one") else None)
+    b.finish()
+    assert not (a.failure or b.failure)
+    run(db, Clock(MUCH_LATER))
+    assert_consistent(db)
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_101})["task_status"] == "completed"
+
+
 def test_a_requeued_task_whose_attempt_wrote_nothing_is_processed_afresh():
     db = scenario_db()
     journal_write = 3
@@ -439,7 +470,7 @@ def test_check_and_status_count_such_a_claim_as_stuck(name, tmp_path, capsys):
         f"[DATABASE]\nMONGO_URI = embedded://{path}\nDB_NAME = drs_case_distribution_db\n")
     now = FIXED_NOW + timedelta(minutes=1)
     assert monitor_main(["--config-dir", str(config), "check"], clock=lambda: now) != 0
-    assert "; 1 stuck task(s) | " in capsys.readouterr().out
+    assert "; 1 stuck task(s); " in capsys.readouterr().out
     assert monitor_main(["--config-dir", str(config), "status"], clock=lambda: now) == 0
     assert "Stuck in processing (lease expired): 1" in capsys.readouterr().out
 

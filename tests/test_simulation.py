@@ -16,6 +16,14 @@ def test_no_interleaving_of_runs_faults_and_operators_breaks_a_promise(seed):
     assert simulation.started_runs > 10  # the world did move
 
 
+def test_the_world_does_every_move():
+    """Over the CI seeds, every kind of move happens: signals, stalls, faults, crashes, operator edits."""
+    log = "\n".join(line for seed in SEEDS for line in simulate(seed, STEPS).log)
+    for move in ("SIGTERM to run", "stopped by its second SIGTERM", "stalls before", "transient", "permanent",
+                 "crashed", "operator re-queues", "operator renumbers", "operator asks for amend seq", "arrives with"):
+        assert move in log, move
+
+
 def test_the_checks_see_a_broken_batch():
     """The invariants are not vacuous: a summary row off by one, a case moved by hand, a seq closed
     without its task are each a violation."""

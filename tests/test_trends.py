@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from amend_store import RUN_HISTORY_COLLECTION
+from history.records import History, MalformedRecord, parse_run
 from monitoring import (
     CRITICAL,
     OK,
@@ -19,7 +20,7 @@ from monitoring import (
     seconds_per_thousand_cases,
     slowdown,
 )
-from tests.support import Clock
+from tests.support import Clock, history_of
 from utils.config import Thresholds
 
 NOW = datetime(2026, 11, 26, 12, 0)
@@ -37,7 +38,7 @@ def error(message, task_id=1):
 
 
 def newest_first(runs):
-    return sorted(runs, key=lambda r: r["started_dtm"], reverse=True)
+    return history_of(runs).runs
 
 
 @pytest.mark.parametrize("last_seconds, state", [(2.9, OK), (3.1, WARNING), (9.9, WARNING), (10.0, CRITICAL)])
@@ -48,7 +49,7 @@ def test_a_run_slower_per_thousand_cases_than_the_windows_median_is_flagged(last
     judged, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (judged, per_thousand, ratio) == (state, pytest.approx(last_seconds), pytest.approx(last_seconds))
     assert text == f"last comparable run {last_seconds:.1f}x the median time per 1,000 cases"
-    check_state, line = evaluate_health(runs, runs[0], 0, NOW, Thresholds())
+    check_state, line = evaluate_health(History(runs=runs), runs[0], 0, NOW, Thresholds())
     assert check_state == state
     assert f"seconds_per_1000_cases={last_seconds:.3f} slowdown={last_seconds:.2f}" in line
 
@@ -56,14 +57,20 @@ def test_a_run_slower_per_thousand_cases_than_the_windows_median_is_flagged(last
 def test_speed_is_not_judged_without_enough_comparable_runs():
     runs = newest_first([run(10 * n, batch_cases=10_000) for n in range(1, 5)]
                         + [run(0, duration=1000, batch_cases=10_000)]
-                        + [run(1, batch_cases=0), run(2, batch_cases=None), dict(run(3), duration_seconds="x"),
-                           run(4, duration=0.5, batch_cases=9_999)])  # too few cases to compare
+                        + [run(1, batch_cases=0), run(4, duration=0.5, batch_cases=9_999)])  # too few cases to compare
     state, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (state, text, per_thousand, ratio) == (OK, "speed not judged (4 of 5 earlier runs)", 100.0, None)
     assert slowdown(runs, Thresholds(comparable_runs=4))[0] == CRITICAL
-    assert "seconds_per_1000_cases=U slowdown=U" in evaluate_health([], None, 0, NOW, Thresholds())[1]
-    assert [seconds_per_thousand_cases(r) for r in (run(0, batch_cases=True), dict(run(0), duration_seconds=-1.0),
-                                                   dict(run(0), duration_seconds=float("nan")))] == [None] * 3
+    assert "seconds_per_1000_cases=U slowdown=U" in evaluate_health(history_of([]), None, 0, NOW, Thresholds())[1]
+    assert seconds_per_thousand_cases(parse_run(run(1, batch_cases=0))) is None
+
+
+@pytest.mark.parametrize("malformed", [dict(run(0), batch_cases=True), dict(run(0), batch_cases=None),
+                                       dict(run(0), duration_seconds=-1.0), dict(run(0), duration_seconds="x"),
+                                       dict(run(0), duration_seconds=float("nan"))])
+def test_a_run_record_whose_figures_are_no_figures_is_no_run(malformed):
+    with pytest.raises(MalformedRecord):
+        parse_run(malformed)
 
 
 def test_a_warning_above_its_critical_slowdown_is_refused(tmp_path):
@@ -92,7 +99,7 @@ def test_failure_patterns_are_counted_newest_example_last_seen():
     runs = [run(30, tasks=[error("donor DRC 'D4' holds 3"), error("template 3 missing")]),
             run(20, tasks=[error("donor DRC 'D7' holds 5")]),
             run(10, tasks=[error("template 4 missing"), {"outcome": "completed", "message": "Amended batch 1"}])]
-    groups = reason_groups(log_rows(runs, status="error"))
+    groups = reason_groups(log_rows(history_of(runs).runs, status="error"))
     assert [(g.pattern, g.count, g.latest_example) for g in groups] == [
         ("template <n> missing", 2, "template 4 missing"),
         ("donor DRC '…' holds <n>", 2, "donor DRC 'D7' holds 5")]

@@ -6,14 +6,16 @@ import ssl
 from email.message import EmailMessage
 
 from utils.config import AlertSettings
+from utils.one_line import one_line
 
 SMTP_TIMEOUT_SECONDS = 15
 
 
 def send_alert(settings: AlertSettings, subject: str, body: str) -> None:
-    """Send one plain-text e-mail; OSError or smtplib.SMTPException when the server refuses or is away."""
+    """Send one plain-text e-mail; OSError or smtplib.SMTPException when the server refuses or is away. The
+    subject is put on one line (a line break in a header is refused, or would start another header)."""
     message = EmailMessage()
-    message["Subject"] = f"[DRS Amend] {subject}"
+    message["Subject"] = one_line(f"[DRS Amend] {subject}")
     message["From"] = settings.sender
     message["To"] = ", ".join(settings.recipients)
     message["X-DRS-Amend-Host"] = socket.gethostname()

@@ -11,6 +11,8 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
+from utils.one_line import one_line
+
 # Interrupted is caught here, and by the tests, as utils.cli.Interrupted.
 from utils.shutdown import STOP_SIGNALS, Interrupted, Phase, SignalRecord, recording_signals
 
@@ -54,7 +56,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """An argument error is one line on stderr (not the usage block), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitStatus.SETUP_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitStatus.SETUP_ERROR, one_line(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
 
 
 def bounded_int(minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> Callable[[str], int]:
@@ -135,7 +137,7 @@ def _stdout_to_devnull() -> None:
 
 
 def _stopped(name: str, signal_number: int, consequence: str) -> int:
-    print(f"{name}: stopped by {signal.Signals(signal_number).name}; {consequence}", file=sys.stderr)
+    print(one_line(f"{name}: stopped by {signal.Signals(signal_number).name}; {consequence}"), file=sys.stderr)
     return 128 + signal_number
 
 
@@ -144,6 +146,6 @@ def stopped_after_work(name: str, signal_number: int, exit_code: int, work: str 
     """The line of a script a second signal stopped after `work`: its exit code was decided then, and stands.
     What it had still to print is given up (a write blocked on a full pipe is what the signal was for)."""
     _stdout_to_devnull()
-    print(f"{name}: stopped by {signal.Signals(signal_number).name} after {work}; exit code {exit_code}, as "
-          f"decided then; {unfinished} may be missing", file=sys.stderr)
+    print(one_line(f"{name}: stopped by {signal.Signals(signal_number).name} after {work}; exit code {exit_code}, "
+                   f"as decided then; {unfinished} may be missing"), file=sys.stderr)
     return exit_code

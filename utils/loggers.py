@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from utils.config import DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, LOGGING_CONFIG_FILE
 from utils.Custom_Exceptions import ConfigurationError
-from utils.secrets import SecretFilter
+from utils.one_line import OneLineFilter
+from utils.secrets import SecretFilter, scrub
 
 LOGGER_NAME = "drs_amend"
 Item = TypeVar("Item")
@@ -35,10 +36,15 @@ def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT
     except Exception as exc:  # fileConfig evaluates the file: any error it raises means the file is unusable
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc
-    secret_filter = SecretFilter()
+    # Set here, whatever the file says: no secret written, and every message on one line (utils/one_line.py).
+    secret_filter, one_line_filter = SecretFilter(), OneLineFilter(scrub)
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    for handler in {handler: None for logger in loggers for handler in logger.handlers}:
+        handler.addFilter(secret_filter)
+        handler.addFilter(one_line_filter)
     for logger in (logging.getLogger(), get_logger()):
         for handler in logger.handlers:
-            handler.addFilter(secret_filter)
             if quiet and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(max(handler.level, logging.WARNING))
 
@@ -85,6 +91,7 @@ def log_to_console(stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     handler.addFilter(SecretFilter())
+    handler.addFilter(OneLineFilter(scrub))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
