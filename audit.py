@@ -23,6 +23,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,7 @@ from database_checks import (
     read_case,
     require_code,
     select_amend_request,
+    validate_distributions,
 )
 from utils.Custom_Exceptions import TaskValidationError
 
@@ -221,6 +223,14 @@ def transaction_findings(batch_id: BatchId, transactions: Sequence[Document]) ->
                 found.append(f"{where}: amend seq {seq.get('batch_seq')!r} has CRD_Distribution_Status "
                              f"{seq.get('CRD_Distribution_Status')!r}, neither open nor close")
                 continue
+            label = f"{where}: closed amend seq {seq.get('batch_seq')!r}"
+            if not isinstance(seq.get("CRD_Distribution_Status_on"), datetime):
+                found.append(f"{label} has no close time (CRD_Distribution_Status_on "
+                             f"{seq.get('CRD_Distribution_Status_on')!r}); the job always writes one")
+            try:
+                validate_distributions(seq.get("array_of_distributions"), label)
+            except TaskValidationError as exc:
+                found.append(f"{exc}: the job would never have applied it")
             closed.append(ClosedSeq(transaction.get("_id"), index, seq.get("batch_seq"),
                                     seq.get("CRD_Distribution_Status_on")))
         if open_seqs and transaction.get("summery_status") == "open":
@@ -235,10 +245,22 @@ def transaction_findings(batch_id: BatchId, transactions: Sequence[Document]) ->
     return found, closed
 
 
+def _stored_batch(task: Document) -> Any:
+    parameters = task.get("parameters")
+    return parameters.get("Case_Distribution_Batch_ID") if isinstance(parameters, Mapping) else parameters
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _names_exactly(task: Document, seq: ClosedSeq) -> bool:
     amended = task.get("amended_seq")
+    # The close time identifies the close; the number or the position confirms it (a seq inserted before it
+    # by hand shifts the position, a renumbering changes the number, rarely both).
     return isinstance(amended, dict) and amended.get("transaction_id") == seq.transaction_id \
-        and amended.get("closed_dtm") == seq.closed_on and amended.get("index") == seq.index
+        and seq.closed_on is not None and amended.get("closed_dtm") == seq.closed_on \
+        and (amended.get("index") == seq.index or amended.get("batch_seq") == seq.batch_seq)
 
 
 def seq_findings(batch_id: BatchId, closed: Sequence[ClosedSeq], completed_tasks: Sequence[Document]) -> list[str]:
@@ -252,6 +274,12 @@ def seq_findings(batch_id: BatchId, closed: Sequence[ClosedSeq], completed_tasks
     closers: dict[ClosedSeq, list[Document]] = defaultdict(list)
     by_number, unrecorded = [], []
     for task in completed_tasks:
+        if "parameters" in task and not is_batch_id(_stored_batch(task), batch_id):
+            found.append(f"batch {batch_id}: {_task_name(task)} has Case_Distribution_Batch_ID "
+                         f"{_stored_batch(task)!r}, not exactly {batch_id!r}: the job refuses such a task")
+        if isinstance(task.get("amended_seq"), dict) and not _is_count(task.get("amended_cases")):
+            found.append(f"batch {batch_id}: {_task_name(task)} records amended_cases "
+                         f"{task.get('amended_cases')!r}, not a count of cases")
         if isinstance(task.get("amended_seq"), dict):
             seq = next((seq for seq in closed if _names_exactly(task, seq)), None)
             if seq is None:
@@ -299,11 +327,14 @@ def amended_case_findings(batch_id: BatchId, amended_by: Mapping[Any, int],
         if task is None:
             found.append(f"batch {batch_id}: {count} case(s) carry the amend of task {task_id}, which does not "
                          f"exist: writes of an amend no task accounts for")
-        elif task.get("task_status") != TaskStatus.COMPLETED:
+        elif "parameters" in task and not is_batch_id(_stored_batch(task), batch_id):
+            found.append(f"batch {batch_id}: {count} case(s) carry the amend of {_task_name(task)}, a task of "
+                         f"batch {_stored_batch(task)!r}: writes of an amend no task of this batch accounts for")
+        elif task.get("task_status") != TaskStatus.COMPLETED and not isinstance(task.get("amended_seq"), dict):
             found.append(f"batch {batch_id}: {count} case(s) carry the amend of {_task_name(task)}, which is "
                          f"{str(task.get('task_status'))!r}, not completed: half of an amend's writes were left, its "
                          f"journal lost; a new attempt would move cases again")
-        elif isinstance(task.get("amended_cases"), int) and count > task["amended_cases"]:
+        elif _is_count(task.get("amended_cases")) and count > task["amended_cases"]:
             found.append(f"batch {batch_id}: {count} case(s) carry the amend of {_task_name(task)}, which moved "
                          f"{task['amended_cases']}: the amend was applied more than once")
     return found

@@ -554,11 +554,14 @@ def fetch_transactions(store: AmendStore, batch_id: BatchId) -> list[Document]:
 
 
 def fetch_completed_amend_tasks(store: AmendStore, batch_id: BatchId) -> list[Document]:
+    """The amend tasks of the batch that completed, or that record the amend they applied (an operator may
+    have set a completed task back to open since), with their batch id as stored."""
     return store.read(f"reading the completed amend tasks of batch {batch_id}", lambda: list(
-        store[TASKS_COLLECTION].find(_amend_tasks({"task_status": TaskStatus.COMPLETED,
+        store[TASKS_COLLECTION].find(_amend_tasks({"$or": [{"task_status": TaskStatus.COMPLETED},
+                                                           {"amended_seq": {"$exists": True}}],
                                                    "parameters.Case_Distribution_Batch_ID": batch_id}),
                                      {"Task_Id": 1, "task_status": 1, "amended_batch_seq": 1, "amended_seq": 1,
-                                      "amended_cases": 1}).sort(OLDEST_FIRST)))
+                                      "amended_cases": 1, "parameters": 1}).sort(OLDEST_FIRST)))
 
 
 def fetch_tasks(store: AmendStore, task_object_ids: Iterable[Any]) -> dict[Any, Document]:
@@ -566,6 +569,7 @@ def fetch_tasks(store: AmendStore, task_object_ids: Iterable[Any]) -> dict[Any, 
     wanted = list(task_object_ids)
     return store.read("reading the amend tasks the cases name", lambda: {task["_id"]: task for task in store[
         TASKS_COLLECTION].find({"_id": {"$in": wanted}}, {"Task_Id": 1, "task_status": 1, "amended_cases": 1,
+                                                           "amended_seq": 1, "parameters": 1,
                                                            "claim_expires_dtm": 1, "status_changed_dtm": 1})})
 
 

@@ -28,6 +28,7 @@ from monitoring import (
 )
 from utils.cli import ExitStatus
 from utils.config import PROJECT_ROOT, Thresholds
+from utils.one_line import one_line
 from utils.output_files import DASHBOARD_MARKER, write_atomically
 from utils.reports import Outcome
 
@@ -161,8 +162,11 @@ def report_context(period: History, window: History, success: RunRecord | None,
 
 
 def render(context: Mapping[str, Any]) -> str:
+    # finalize: every value the page shows (hosts, run ids, batches, messages from the database) on one line,
+    # control characters escaped as everywhere else (utils/one_line.py); autoescape then makes it HTML.
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                     finalize=lambda value: one_line(value) if isinstance(value, str) else value)
     return environment.get_template("dashboard.html.j2").render(context)
 
 

@@ -3,6 +3,7 @@ their states, failure patterns, the history as rows. Plain data in, plain data o
 
 import csv
 import io
+import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,7 +75,8 @@ def health_figures(window: History, success: RunRecord | None, stuck_tasks: int,
     if success is None:
         age_hours, age_state, age_text = None, CRITICAL, "no successful run recorded"
     else:
-        age_hours = (now - success.ended).total_seconds() / 3600
+        # A success within the allowed clock skew ahead of now is a success of now, never a negative age.
+        age_hours = max((now - success.ended).total_seconds() / 3600, 0.0)
         age_state = level(age_hours, thresholds.last_success_warning_hours, thresholds.last_success_critical_hours)
         age_text = f"last successful run {age_hours:.1f} h ago"
     speed_state, speed_text, per_thousand, ratio = slowdown(window_runs, thresholds)
@@ -118,7 +120,7 @@ def overall(figures: Sequence[HealthFigure]) -> tuple[ExitStatus, str]:
 
 def _perfdata(value: float | None, decimals: int) -> str:
     """A performance-data value; U (unknown) when there is none, as the plugin convention asks."""
-    return "U" if value is None else f"{value:.{decimals}f}"
+    return "U" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
 
 
 def log_rows(runs: Iterable[RunRecord], status: str | None = None, batch: str | None = None,
@@ -188,7 +190,7 @@ def dashboard(recent: History, window: History, success: RunRecord | None,
     lines.append(f"Failure rate over {thresholds.window_hours} h: "
                  + (f"{errors / ended:.0%} ({errors} of {ended} task(s))" if ended else "no task ended"))
     lines.append("Last successful run: " + (
-        f"{(now - success.ended).total_seconds() / 3600:.1f} h ago (run {one_line(success.run_id[:12])})"
+        f"{max((now - success.ended).total_seconds() / 3600, 0.0):.1f} h ago (run {one_line(success.run_id[:12])})"
         if success else "none recorded"))
     groups = reason_groups(log_rows(window_runs, status=Outcome.ERROR))
     lines.append(f"Failure patterns over {thresholds.window_hours} h:" + ("" if groups else " none"))

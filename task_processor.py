@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from amend_plan import AmendPlan, BatchCases, PlannedWrites, plan_amend
-from amend_store import AmendStore, Clock, JournalPhase, TaskStatus, utc_now
+from amend_store import COUNTERS_COLLECTION, AmendStore, Clock, JournalPhase, TaskStatus, utc_now
 from balance_resources import Cell
 from database_checks import (
     BatchId,
@@ -295,6 +295,12 @@ def finish_orphaned_journal(store: AmendStore, journal: Document, task_status: s
     taken = take_over_journal(store, {"_id": journal["_id"], "task_object_id": journal.get("task_object_id")},
                               run, fence)
     if taken is None:
+        held = journal.get("fence")
+        if isinstance(held, int) and not isinstance(held, bool) and held > fence:
+            # No run can ever take it: its batch would wait for ever, every run saying only "deferred".
+            log.critical("the journal of batch %s carries fencing token %s, higher than any this database issues "
+                         "now (%s): %s was lowered or reset; set its value above %s (README, Fencing), then the "
+                         "next run finishes the journal", journal["_id"], held, fence, COUNTERS_COLLECTION, held)
         return
     if "writes" in taken and taken.get("phase") in (JournalPhase.WRITING, JournalPhase.UNDOING):
         unit = AmendWriteUnit(store, planned_writes_from_journal(taken), fence)

@@ -117,12 +117,34 @@ def parse_run(document: Document) -> RunRecord:
     if not isinstance(tasks, list):
         raise MalformedRecord(f"{where}: its tasks are {tasks!r}, not a list")
     stop_reason = document.get("stop_reason")
-    return RunRecord(
+    run = RunRecord(
         run_id=run_id, host=_text(document.get("host")), started=started, ended=ended,
         duration_seconds=_seconds(document, "duration_seconds", where, (ended - started).total_seconds()),
         exit_code=exit_code, **{name: _count(document, name, where) for name in COUNTS},
         stop_reason=None if stop_reason is None else str(stop_reason),
         tasks=tuple(parse_task(task, where) for task in tasks))
+    if disagreement := _disagreement(run):
+        raise MalformedRecord(f"{where}: {disagreement}, which main.py never records")
+    return run
+
+
+def _disagreement(run: RunRecord) -> str | None:
+    """How the figures of a run contradict one another or its exit code (None: they agree), as main.py
+    records them: the counts are those of its tasks, the exit code 1 exactly when a task ended in error,
+    unless a signal stopped the run (128 + its number)."""
+    outcomes = [task.outcome for task in run.tasks]
+    for name, outcome in (("completed", Outcome.COMPLETED), ("errored", Outcome.ERROR),
+                          ("deferred", Outcome.DEFERRED)):
+        if getattr(run, name) != outcomes.count(outcome):
+            return f"its {name} is {getattr(run, name)} while {outcomes.count(outcome)} of its tasks say so"
+    for name in ("cases_moved", "batch_cases"):
+        total = sum(getattr(task, name) for task in run.tasks)
+        if getattr(run, name) != total:
+            return f"its {name} is {getattr(run, name)} while its tasks' sum to {total}"
+    expected = 1 if run.errored else 0
+    if run.exit_code != expected and not (run.exit_code > 128 and run.stop_reason):
+        return f"its exit_code is {run.exit_code} with {run.errored} task(s) in error"
+    return None
 
 
 @dataclass

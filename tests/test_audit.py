@@ -171,6 +171,24 @@ INCONSISTENCIES = [
      ["amend seq 2 has CRD_Distribution_Status 'done', neither open nor close",
       "batch 006: amend task 100 (6740a0000000000000000100) completed amend seq 2, which the transaction does not "
       "hold closed"]),
+    ("amended_cases that is no count",
+     lambda db: db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": {"amended_cases": 4.0}}),
+     ["batch 005: amend task 101 (6740a0000000000000000101) records amended_cases 4.0, not a count of cases"]),
+    ("a case naming another batch's task", set_case(2001, DRS_Amend_Task=TASK_005),
+     ["batch 006: 1 case(s) carry the amend of amend task 101 (6740a0000000000000000101), a task of batch '005'"]),
+    ("a completed task whose batch id is an array",
+     lambda db: db[TASKS_COLLECTION].update_one({"_id": TASK_005},
+                                                {"$set": {"parameters.Case_Distribution_Batch_ID": ["005"]}}),
+     ["batch 005: amend task 101 (6740a0000000000000000101) has Case_Distribution_Batch_ID ['005'], not exactly "
+      "'005'"]),
+    ("a closed seq the job would never have applied",
+     lambda db: set_seq(db, "006", 2, array_of_distributions=[
+         {"rtom": "AG", "donor_drc_id": "D2", "receiver_drc_id": "D2", "transfer_count": "abc"}]),
+     ["closed amend seq 2.array_of_distributions[0]", "the job would never have applied it"]),
+    ("a closed seq without a close time",
+     lambda db: db[TRANSACTIONS_COLLECTION].update_one({"Case_Distribution_Batch_ID": "006"}, {
+         "$unset": {f"batch_seq_details.{first_seq_of(db, '006', 2)}.CRD_Distribution_Status_on": ""}}),
+     ["closed amend seq 2 has no close time (CRD_Distribution_Status_on None); the job always writes one"]),
     # the open amend request
     ("an open request the job would refuse",
      new_open_seq([{"rtom": "CW", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 0}]),
@@ -325,3 +343,26 @@ def test_an_integer_batch_id_is_named_by_its_digits():
         db[name].update_many({"Case_Distribution_Batch_ID": "005"}, {"$set": {"Case_Distribution_Batch_ID": 5}})
     db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": {"parameters.Case_Distribution_Batch_ID": 5}})
     assert audit(db, batch="5") == ("batch 5: consistent\naudit: 1 batch(es), 0 mismatch(es), 0 not audited\n", 0)
+
+
+def test_a_completed_task_an_operator_requeued_is_no_finding():
+    """The job ends it in error (its seq is closed: nothing to do); the seq it recorded still proves the amend
+    was applied once."""
+    db = amended()
+    db[TASKS_COLLECTION].update_one({"_id": TASK_005}, {"$set": {"task_status": "open"}})
+    run_job(db)
+    assert db[TASKS_COLLECTION].find_one({"_id": TASK_005})["task_status"] == "error"
+    report, code = audit(db)
+    assert code == 0, report
+
+
+def test_a_seq_inserted_before_a_closed_one_is_no_finding():
+    db = amended()
+    db[TRANSACTIONS_COLLECTION].update_one({"Case_Distribution_Batch_ID": "005"}, {
+        "$set": {"summery_status": "open"},
+        "$push": {"batch_seq_details": {"$each": [
+            {"batch_seq": 3, "action_type": "amend", "CRD_Distribution_Status": "open",
+             "array_of_distributions": [{"rtom": "AD", "donor_drc_id": "D1", "receiver_drc_id": "D2",
+                                         "transfer_count": 1}]}], "$position": 1}}})
+    report, code = audit(db)
+    assert code == 0, report

@@ -41,7 +41,9 @@ def run_record(hours_ago, exit_code=0, tasks=(), run_id=None):
     return {"run_id": run_id or f"run{hours_ago:06.2f}", "host": "h", "started_dtm": started,
             "ended_dtm": started + timedelta(seconds=5), "exit_code": exit_code, "duration_seconds": 5,
             "completed": sum(t["outcome"] == "completed" for t in tasks),
-            "errored": sum(t["outcome"] == "error" for t in tasks), "deferred": 0, "cases_moved": 0,
+            "errored": sum(t["outcome"] == "error" for t in tasks),
+            "deferred": sum(t["outcome"] == "deferred" for t in tasks),
+            "cases_moved": sum(t["cases_moved"] for t in tasks),
             "tasks": list(tasks)}
 
 

@@ -32,7 +32,10 @@ def run(hours_ago, duration, moved, tasks, run_id):
             "ended_dtm": started + timedelta(seconds=duration), "duration_seconds": duration,
             "exit_code": 1 if "error" in outcomes else 0, "completed": outcomes.count("completed"),
             "errored": outcomes.count("error"), "deferred": outcomes.count("deferred"), "cases_moved": moved,
-            "batch_cases": 20_000 * outcomes.count("completed"), "tasks": tasks}
+            "batch_cases": 20_000 * outcomes.count("completed"),
+            "tasks": [dict(task, cases_moved=moved if index == 0 else 0,
+                           batch_cases=20_000 if task["outcome"] == "completed" else 0)
+                      for index, task in enumerate(tasks)]}
 
 
 def task(task_id, outcome, message, batch="005"):
@@ -202,3 +205,11 @@ def test_the_dashboard_renders_in_a_real_browser_without_script_errors(history_f
     bars = int(re.search(r'data-bars="(\d+)"', dom)[1])
     assert bars == page.read_text().count("data-tip=") > 300
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+
+
+def test_values_from_the_database_show_on_one_line_in_the_page_too():
+    hostile = "cron-1\n\x1b[31mforged\u2028\x85\x07"
+    history = [dict(run(2, 1.0, 0, [task(9, "error", f"failed: {hostile}", batch=hostile)], "d" * 32), host=hostile)]
+    page = page_of(history)
+    assert not any(character in page for character in "\x1b\u2028\x85\x07")
+    assert "cron-1\\n\\x1b[31mforged\\u2028\\x85\\x07" in page

@@ -592,3 +592,16 @@ def test_a_summary_row_a_newer_undo_removed_is_never_brought_back(stall_at, undo
     assert [stone["DRS_Amend_Removed"] for stone in tombstones] == [
         {"Case_Distribution_Batch_ID": "005", "DRC_Id": "D1", "RTOM": "AD"}]
     assert set(tombstones[0]) == {"_id", "DRS_Amend_Removed", FENCE_FIELD}
+
+
+def test_a_journal_no_run_can_take_over_is_reported_loudly(caplog):
+    """A journal carrying a token above the counter (a counter lowered or restored from a backup) blocks its
+    batch for ever: every run would only say "deferred". Each run says what is wrong and what to do."""
+    db = scenario_db()
+    db[JOURNAL_COLLECTION].insert_one({"_id": "005", "task_object_id": ObjectId("6740a0000000000000000100"),
+                                       "Task_Id": 100, "fence": 99, "phase": "writing", "run": {}})
+    run(db, Clock(FIXED_NOW))
+    critical = [record.getMessage() for record in caplog.records if record.levelname == "CRITICAL"]
+    assert any("the journal of batch 005 carries fencing token 99, higher than any this database issues now"
+               in message and f"{COUNTERS_COLLECTION} was lowered or reset; set its value above 99" in message
+               for message in critical), critical

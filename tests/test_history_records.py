@@ -20,7 +20,8 @@ def record(now, **changes):
     document = {"_id": "r", "run_id": "r1", "host": "cron-1", "started_dtm": started,
                 "ended_dtm": started + timedelta(seconds=5), "duration_seconds": 5.0, "exit_code": 0,
                 "completed": 1, "cases_moved": 2, "batch_cases": 40,
-                "tasks": [{"_id": "t", "Task_Id": 101, "batch": "005", "outcome": "completed", "cases_moved": 2}]}
+                "tasks": [{"_id": "t", "Task_Id": 101, "batch": "005", "outcome": "completed", "cases_moved": 2,
+                           "batch_cases": 40}]}
     for name, value in changes.items():
         if value is ...:
             del document[name]
@@ -47,11 +48,32 @@ NOW = utc_now().replace(microsecond=0)
     ({"tasks": ["x"]}, "a task is 'x', not a document"),
     ({"tasks": [{"outcome": "won"}]}, "a task's outcome is 'won'"),
     ({"ended_dtm": NOW - timedelta(hours=1)}, "before it starts"),
+    ({"completed": 0, "errored": 5, "tasks": []}, "its errored is 5 while 0 of its tasks say so"),
+    ({"cases_moved": 10}, "its cases_moved is 10 while its tasks' sum to 2"),
+    ({"exit_code": 1}, "its exit_code is 1 with 0 task(s) in error"),
+    ({"exit_code": 143}, "its exit_code is 143 with 0 task(s) in error"),
 ])
 def test_a_record_that_is_no_run_is_refused_saying_why(changes, why):
     with pytest.raises(MalformedRecord, match="^run record r: ") as refused:
         parse_run(record(NOW, **changes))
     assert why in str(refused.value)
+
+
+def test_a_run_a_signal_stopped_is_recorded_with_its_exit_code():
+    assert parse_run(record(NOW, exit_code=143, stop_reason="stopped by SIGTERM")).exit_code == 143
+
+
+def test_a_success_within_the_allowed_skew_ahead_is_a_success_of_now_and_no_figure_is_infinite():
+    from monitoring import evaluate_health
+    from utils.config import Thresholds
+
+    ahead = record(NOW, started_dtm=NOW + timedelta(minutes=4), ended_dtm=NOW + timedelta(minutes=4, seconds=50),
+                   duration_seconds=1e308, batch_cases=2**63 - 1,
+                   tasks=[{"outcome": "completed", "cases_moved": 2, "batch_cases": 2**63 - 1}])
+    history = read_history([ahead], NOW, timedelta(minutes=5))
+    state, line = evaluate_health(history, history.runs[0], 0, NOW, Thresholds())
+    assert "last successful run 0.0 h ago" in line and "last_success_hours=0.00 " in line
+    assert "inf" not in line and "seconds_per_1000_cases=U" in line
 
 
 def test_reading_the_history_sets_apart_the_malformed_and_the_future_and_counts_them():

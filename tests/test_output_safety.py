@@ -11,7 +11,7 @@ from monitoring import GROUP_COLUMNS, LOG_COLUMNS, export, export_groups
 from tests.support import one_line
 from utils.Custom_Exceptions import ConfigurationError
 from utils.embedded_db import save_database
-from utils.output_files import DASHBOARD_MARKER, output_destination, starts_as_own_output
+from utils.output_files import DASHBOARD_MARKER, is_own_output, output_destination
 
 COMMANDS = {"report": ["report", "--html"], "logs": ["logs", "--export", "csv", "--out"]}
 
@@ -130,7 +130,7 @@ def test_a_new_file_and_the_tools_own_earlier_output_are_written(data, tmp_path,
     for _ in range(2):  # the second time over the first one's output
         result = script("batch_monitor.py", *COMMANDS[command], str(target), env=env)
         assert result.returncode == 0, result
-    assert starts_as_own_output(target.read_text())
+    assert is_own_output(target.read_text())
     assert target.stat().st_mode & 0o777 == 0o644
     assert [entry.name for entry in target.parent.iterdir()] == ["result"]  # no temporary file left
 
@@ -180,15 +180,32 @@ ROWS = [{column: "x" for column in LOG_COLUMNS}]
 @pytest.mark.parametrize("form", ["csv", "json", "txt"])
 def test_every_export_is_recognised_as_own_output(form):
     for text in (export(ROWS, form), export([], form), export_groups([], form)):
-        assert starts_as_own_output(text), text
+        assert is_own_output(text), text
     grouped = export([{column: "y" for column in GROUP_COLUMNS}], form, GROUP_COLUMNS)
-    assert starts_as_own_output(grouped)
+    assert is_own_output(grouped)
 
 
 @pytest.mark.parametrize("text", ["hello", "run_id,host\n", "[1, 2]", '{"run_id": 1}', "<html><head></head></html>",
                                   "[MONITOR]\nX = 1\n"])
 def test_other_content_is_not_own_output(text):
-    assert not starts_as_own_output(text)
+    assert not is_own_output(text)
+
+
+@pytest.mark.parametrize("form", ["csv", "json", "txt"])
+def test_an_export_someone_wrote_notes_into_is_no_longer_own_output(form):
+    text = export(ROWS, form)
+    edited = {"csv": text + "precious notes, kept here\n", "txt": text + "precious notes, kept here, by hand\n",
+              "json": text.replace('"x"', '"x", "note": "precious"', 1)}[form]
+    assert not is_own_output(edited)
+
+
+def test_a_replaced_output_keeps_its_permissions(data, tmp_path, script):
+    path, env = data
+    target = tmp_path / "private.csv"
+    assert script("batch_monitor.py", "logs", "--export", "csv", "--out", str(target), env=env).returncode == 0
+    target.chmod(0o600)
+    assert script("batch_monitor.py", "logs", "--export", "csv", "--out", str(target), env=env).returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o600
 
 
 def test_on_a_server_configuration_only_the_destinations_own_checks_apply(tmp_path):

@@ -26,11 +26,17 @@ from utils.config import Thresholds
 NOW = datetime(2026, 11, 26, 12, 0)
 
 
-def run(minutes_ago, duration=1.0, batch_cases=1000, tasks=(), exit_code=0):
+def run(minutes_ago, duration=1.0, batch_cases=1000, tasks=()):
+    """A run record as main.py writes it: its counts those of its tasks (by default one completed task of a batch
+    of `batch_cases` cases), exit code 1 when one ended in error."""
     started = NOW - timedelta(minutes=minutes_ago)
+    tasks = [dict(task) for task in tasks] or [{"outcome": "completed"}]
+    tasks[0]["batch_cases"] = batch_cases
+    outcomes = [task["outcome"] for task in tasks]
     return {"run_id": f"run{minutes_ago:06d}", "host": "h", "started_dtm": started,
             "ended_dtm": started + timedelta(seconds=duration), "duration_seconds": duration,
-            "batch_cases": batch_cases, "exit_code": exit_code, "tasks": list(tasks)}
+            "batch_cases": batch_cases, "exit_code": int("error" in outcomes), "completed": outcomes.count("completed"),
+            "errored": outcomes.count("error"), "tasks": tasks}
 
 
 def error(message, task_id=1):
@@ -115,10 +121,11 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
     db = load(tmp_path / "db.bson")
     now = NOW
     db[RUN_HISTORY_COLLECTION].insert_many([
-        dict(run(0), started_dtm=now - timedelta(hours=1), exit_code=1,
-             tasks=[error("donor DRC 'D4' holds 3", 1), error("donor DRC 'D9' holds 8", 2)]),
-        dict(run(1), run_id="old", started_dtm=now - timedelta(days=3), exit_code=1,
-             tasks=[error("template 3 missing", 3), dict(error("Amended batch 005 seq 2", 4), outcome="completed")])])
+        dict(run(0, tasks=[error("donor DRC 'D4' holds 3", 1), error("donor DRC 'D9' holds 8", 2)]),
+             started_dtm=now - timedelta(hours=1)),
+        dict(run(1, tasks=[error("template 3 missing", 3), dict(error("Amended batch 005 seq 2", 4),
+                                                                outcome="completed")]),
+             run_id="old", started_dtm=now - timedelta(days=3))])
     save_database(db, tmp_path / "db.bson")
 
     status = script("batch_monitor.py", "status", env=env, clock=Clock(NOW))

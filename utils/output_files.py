@@ -7,7 +7,11 @@ and when it exists, is not empty and does not start as this tool's own output do
 name never replaces the database, its lock, a configuration or anyone's document.
 """
 
+import csv
+import io
+import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -17,24 +21,34 @@ from utils.Custom_Exceptions import ConfigurationError
 
 # In the dashboard's head (html_report.write_page puts it there): a later report may replace a page carrying it.
 DASHBOARD_MARKER = '<meta name="generator" content="DRS Amend batch_monitor">'
-# How much of an existing file is read to recognise this tool's output: an export's header line fits.
+# Where the dashboard's marker is looked for: its head.
 HEAD_BYTES = 64 * 1024
 # Readable by a web server or a mail job, as the page always was.
 OUTPUT_MODE = 0o644
 
 
-def starts_as_own_output(head: str) -> bool:
-    """Whether `head` (the start of a file) is how this tool's output starts: the dashboard (its marker), or an
-    export of `logs`, rows or failure patterns (csv or txt: the header line; json: the first key, or no row)."""
-    if DASHBOARD_MARKER in head:
+def is_own_output(text: str) -> bool:
+    """Whether `text` (a whole file) is this tool's output: the dashboard (its marker in the head), or an
+    export of `logs`, rows or failure patterns as a whole (csv: every row of its columns; txt: its header
+    line, then lines of the table; json: a list of objects with exactly its keys). An empty json export
+    (`[]`) cannot be told from another file holding `[]`; it is taken as the tool's."""
+    if DASHBOARD_MARKER in text[:HEAD_BYTES]:
         return True
-    header_line = head.partition("\n")[0].rstrip("\r")
+    header_line = text.partition("\n")[0].rstrip("\r")
     for columns in (LOG_COLUMNS, GROUP_COLUMNS):
-        if header_line == ",".join(columns) or header_line.split() == list(columns):
-            return True
-        if head.startswith(f'[\n  {{\n    "{columns[0]}": '):
-            return True
-    return head.strip() == "[]"
+        if header_line == ",".join(columns):
+            return all(len(row) == len(columns) for row in csv.reader(io.StringIO(text)))
+        if header_line.split() == list(columns):
+            # text_table pads each column: every row has a space just before each column's start
+            starts = [match.start() for match in re.finditer(r"\S+", header_line)][1:]
+            return all(len(line) <= start or line[start - 1] == " "
+                       for line in text.splitlines()[1:] for start in starts)
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(rows, list) and all(
+        isinstance(row, dict) and set(row) in (set(LOG_COLUMNS), set(GROUP_COLUMNS)) for row in rows)
 
 
 def _identity(status: os.stat_result) -> tuple[int, int]:
@@ -76,9 +90,8 @@ def _refuse_a_file_of_the_database(shown: str, target: Path, status: os.stat_res
                                      f"lock, or a temporary file of a save); give another name")
 
 
-def _head(path: Path) -> str:
-    with path.open("rb") as handle:
-        return handle.read(HEAD_BYTES).decode("utf-8", errors="replace")
+def _text(path: Path) -> str:
+    return path.read_bytes().decode("utf-8", errors="replace")
 
 
 def output_destination(option: str, destination: Path, database_file: Path | None) -> Path:
@@ -98,7 +111,7 @@ def output_destination(option: str, destination: Path, database_file: Path | Non
     if not stat.S_ISREG(status.st_mode):
         raise ConfigurationError(f"{shown} is not a regular file (a device, FIFO or socket); give the name of a "
                                  f"file to write")
-    if status.st_size and not starts_as_own_output(_head(target)):
+    if status.st_size and not is_own_output(_text(target)):
         raise ConfigurationError(f"{shown} exists and is not an earlier output of batch_monitor (a dashboard or a "
                                  f"logs export); remove it or give another name")
     return target
@@ -107,12 +120,15 @@ def output_destination(option: str, destination: Path, database_file: Path | Non
 def write_atomically(target: Path, text: str) -> None:
     """Replace `target` with `text` through a temporary file in its folder and a rename: a reader (a web
     server, a mail job) never sees half of it, and a failure leaves the previous file."""
+    existing = _status(target)
+    # A file replaced keeps its permissions (a report kept private stays private); a new one is readable.
+    mode = stat.S_IMODE(existing.st_mode) if existing is not None else OUTPUT_MODE
     handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
                                          suffix=".tmp", delete=False)
     try:
         with handle:
             handle.write(text)
-        os.chmod(handle.name, OUTPUT_MODE)
+        os.chmod(handle.name, mode)
         os.replace(handle.name, target)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
