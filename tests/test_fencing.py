@@ -172,6 +172,7 @@ def stall_then(variant, db, clock_a):
     return during_stall
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
 @pytest.mark.parametrize("variant", ["lease-expired", "clock-ahead", "re-queued", "re-queued-unclaimed"])
 @pytest.mark.parametrize("k", WRITE_POINTS)
@@ -244,6 +245,7 @@ LATER = FIXED_NOW + SETTINGS.lease + timedelta(minutes=1)
 FIRST_TASK_WRITES = range(1, 11)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", FIRST_TASK_WRITES)
 def test_a_recovering_run_that_stalls_is_fenced_out_too(k):
     """A dies after its k-th write; B, recovering it, stalls at each of its own writes in turn while C
@@ -299,6 +301,7 @@ def test_every_written_document_carries_the_writers_fence():
 
 # --- item 2: a journal left by an earlier attempt is finished first, whatever the task says --------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep_claim", [True, False], ids=["claim-kept", "claim-removed"])
 @pytest.mark.parametrize("after_write", [False, True], ids=["before-landing", "after-landing"])
 @pytest.mark.parametrize("k", WRITE_POINTS)

@@ -36,6 +36,8 @@ from tests.support import (
 )
 from utils.Custom_Exceptions import DatabaseUpdateError
 
+pytestmark = pytest.mark.slow  # every write point: see pyproject.toml
+
 LATER = FIXED_NOW + SETTINGS.lease + timedelta(minutes=1)
 DATA_COLLECTIONS = (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
 

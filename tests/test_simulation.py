@@ -10,12 +10,14 @@ SEEDS = range(4)
 STEPS = 700
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_no_interleaving_of_runs_faults_and_operators_breaks_a_promise(seed):
     simulation = simulate(seed, STEPS)
     assert simulation.started_runs > 10  # the world did move
 
 
+@pytest.mark.slow
 def test_the_world_does_every_move():
     """Over the CI seeds, every kind of move happens: signals, stalls, faults, crashes, operator edits."""
     log = "\n".join(line for seed in SEEDS for line in simulate(seed, STEPS).log)
