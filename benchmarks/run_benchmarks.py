@@ -81,11 +81,11 @@ def measure_commands(size: int) -> dict[str, Any]:
 
     from amend_store import CASES_COLLECTION, AmendStore
     from benchmarks.instruments import CommandLog, InstrumentedDatabase, LightCasesCollection
+    from embedded.mongomock_compat import patch_mongomock
     from fixture_generator import BatchShape, generate_batch
     from task_processor import amend_task_processing
     from update_databases import reset_collections
     from utils.config import JobSettings
-    from utils.mongomock_compat import patch_mongomock
 
     patch_mongomock()
     documents = generate_batch(BatchShape(size))
@@ -154,11 +154,11 @@ def measure_embedded(size: int) -> dict[str, float]:
     from amend_plan import plan_amend
     from amend_store import CASES_COLLECTION, AmendStore
     from database_checks import build_case_maps, fetch_transaction_details
+    from embedded.data_file import TRAILER_SIZE, load_database, save_database
+    from embedded.mongomock_compat import patch_mongomock
     from task_processor import amend_task_processing
     from utils.collector import collector_paused
     from utils.config import JobSettings
-    from utils.embedded_db import TRAILER_SIZE, load_database, save_database
-    from utils.mongomock_compat import patch_mongomock
 
     patch_mongomock()  # as utils.connectDB does before it opens the embedded default
     with tempfile.TemporaryDirectory() as name:

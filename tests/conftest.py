@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils.mongomock_compat import patch_mongomock  # noqa: E402
+from embedded.mongomock_compat import patch_mongomock  # noqa: E402
 
 patch_mongomock()
 

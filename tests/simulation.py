@@ -42,11 +42,11 @@ from amend_store import (
     AmendStore,
 )
 from benchmarks.instruments import InstrumentedDatabase
+from embedded.mongomock_compat import stored_documents
 from task_processor import amend_task_processing
 from update_databases import reset_collections
 from utils.config import JobSettings
 from utils.Custom_Exceptions import TaskProcessingError
-from utils.mongomock_compat import stored_documents
 from utils.retry import RetryPolicy
 from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest
 
@@ -197,7 +197,7 @@ class BatchView:
 
 def read_world(db: Any) -> dict[Any, BatchView]:
     """Every batch's view. The checks run after every step, so the documents are read as the engine holds
-    them (utils/mongomock_compat.stored_documents: no query, no copy; they are only read)."""
+    them (embedded/mongomock_compat.stored_documents: no query, no copy; they are only read)."""
     views: dict[Any, BatchView] = defaultdict(BatchView)
     for case in stored_documents(db[CASES_COLLECTION]):
         views[case["Case_Distribution_Batch_ID"]].cases.append(case)

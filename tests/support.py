@@ -334,7 +334,7 @@ def one_line(output):
 
 def load(path):
     """The content of an embedded data file, in a new mongomock database."""
-    from utils.embedded_db import load_database
+    from embedded.data_file import load_database
 
     database = new_database()
     load_database(database, path)

@@ -205,7 +205,7 @@ def test_check_is_critical_without_any_run_and_unknown_on_a_broken_configuration
 
 def test_check_reports_stuck_tasks(embedded, script):
     path = embedded["path"] / "db.bson"
-    from utils.embedded_db import save_database
+    from embedded.data_file import save_database
 
     db = load(path)
     db[TASKS_COLLECTION].update_one({"Task_Id": 101, "task_type": "Case Amend Planning among DRC"},

@@ -9,6 +9,7 @@ import pytest
 from bson import ObjectId
 
 from amend_store import AMEND_TASK_TYPE, JOURNAL_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION
+from embedded.data_file import save_database
 from tests.support import (
     FIXED_NOW,
     PROJECT_ROOT,
@@ -21,7 +22,6 @@ from tests.support import (
     one_command_at_a_time,
     run_job,
 )
-from utils.embedded_db import save_database
 
 BATCHES = [f"B{number:02d}" for number in range(30)]
 # Every fifth batch carries a second open amend seq, requested by a second task.

@@ -13,12 +13,12 @@ import html5lib
 import pytest
 
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
+from embedded.data_file import save_database
 from fixture_generator import generate_history
 from history.records import parse_run
 from html_report import MAX_POINTS, render, report_context
 from tests.support import PROJECT_ROOT, TASK_006, Clock, history_of, load, one_line
 from utils.config import Thresholds
-from utils.embedded_db import save_database
 
 NOW = datetime(2026, 11, 26, 12, 0)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,11 +7,11 @@ import mongomock
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
+from embedded.data_file import EmbeddedDatabaseFile, load_database, save_database
 from tests.support import PROJECT_ROOT, FakeStream, fresh_db
 from utils.config import DatabaseSettings
 from utils.connectDB import database_session, get_collection, get_db_connection
 from utils.Custom_Exceptions import DatabaseConnectionError
-from utils.embedded_db import EmbeddedDatabaseFile, load_database, save_database
 
 
 def settings_for(path, lock_timeout=5):
@@ -60,7 +60,7 @@ def test_a_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
     def fail_replace(*_):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("utils.embedded_db.os.replace", fail_replace)
+    monkeypatch.setattr("embedded.data_file.os.replace", fail_replace)
     with pytest.raises(DatabaseConnectionError, match="cannot be written: No space left on device"):
         with database_session(settings_for(path)) as db:
             db["t"].insert_one({"x": 2})
@@ -164,7 +164,7 @@ def test_every_single_bit_flip_is_refused(tmp_path):
 
     path = saved_fixture_file(tmp_path)
     data = path.read_bytes()
-    from utils.embedded_db import TRAILER_SIZE
+    from embedded.data_file import TRAILER_SIZE
 
     edges = list(range(0, 64 * 8)) + list(range((len(data) - TRAILER_SIZE) * 8, len(data) * 8))
     bits = edges + random.Random(8).sample(range(64 * 8, (len(data) - TRAILER_SIZE) * 8), 600)
@@ -226,7 +226,7 @@ def test_the_permissions_of_the_data_file_are_kept(tmp_path):
 def test_a_file_of_the_first_release_is_loaded_and_saved_with_a_trailer(tmp_path):
     import bson
 
-    from utils.embedded_db import FILE_FORMAT
+    from embedded.data_file import FILE_FORMAT
 
     path = tmp_path / "db.bson"
     path.write_bytes(b"".join(bson.encode(record) for record in (
@@ -304,9 +304,9 @@ def test_the_run_record_is_written_last_while_the_file_is_saved(tmp_path):
 
 @pytest.mark.parametrize("terminal", [False, True])
 def test_loading_and_saving_show_a_progress_bar_with_a_total_on_a_terminal(tmp_path, monkeypatch, terminal):
-    import utils.embedded_db
+    import embedded.data_file
 
-    monkeypatch.setattr(utils.embedded_db, "LOAD_CHUNK", 3)  # several pieces, and a last one shorter
+    monkeypatch.setattr(embedded.data_file, "LOAD_CHUNK", 3)  # several pieces, and a last one shorter
     stream = FakeStream(terminal)
     monkeypatch.setattr("sys.stderr", stream)
     source = mongomock.MongoClient()["drs"]

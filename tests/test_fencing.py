@@ -459,7 +459,7 @@ def test_a_live_lease_slightly_ahead_is_respected():
 
 @pytest.mark.parametrize("name", STRANGE_LEASES)
 def test_check_and_status_count_such_a_claim_as_stuck(name, tmp_path, capsys):
-    from utils.embedded_db import save_database
+    from embedded.data_file import save_database
 
     db = scenario_db()
     leave_a_claim(db, STRANGE_LEASES[name](db))

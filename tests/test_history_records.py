@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import main
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION, utc_now
+from embedded.data_file import save_database
 from history.records import MalformedRecord, parse_run, read_history
 from tests.support import TASK_006, load
-from utils.embedded_db import save_database
 
 
 def record(now, **changes):

@@ -8,10 +8,10 @@ import pytest
 from bson import Decimal128, Int64
 
 from database_checks import parse_transfer_count
+from embedded.data_file import save_database
 from tests.mutations import assert_task_101_fails_cleanly, set_distribution
 from tests.support import one_line
 from utils.Custom_Exceptions import TaskValidationError
-from utils.embedded_db import save_database
 
 INT64_MAX = 2**63 - 1
 TOO_LARGE = r"d\.transfer_count must be at most 9223372036854775807 \(2\*\*63-1, the largest Int64\), got "

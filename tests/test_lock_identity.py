@@ -9,11 +9,11 @@ import pytest
 
 import main as main_script
 from amend_store import TASKS_COLLECTION
+from embedded.data_file import EmbeddedDatabaseFile, LockLostError, save_database
 from tests.support import TASK_006, load, one_line
 from utils.config import DatabaseSettings
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseConnectionError
-from utils.embedded_db import EmbeddedDatabaseFile, LockLostError, save_database
 
 DB_NAME = "drs_case_distribution_db"
 LOST_LOCK = "was removed or replaced while this run held it: another process may have run; nothing of this run " \

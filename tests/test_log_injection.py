@@ -13,8 +13,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from amend_store import RUN_HISTORY_COLLECTION, utc_now
+from embedded.data_file import save_database
 from tests.support import PROJECT_ROOT, add_batch, add_template, new_database
-from utils.embedded_db import save_database
 from utils.loggers import get_logger, setup_logging
 from utils.one_line import one_line
 from utils.reports import text_table, to_json

@@ -1,4 +1,4 @@
-"""The mongomock adaptation of utils/mongomock_compat.py (upstream issue mongomock#912) and its speedups,
+"""The mongomock adaptation of embedded/mongomock_compat.py (upstream issue mongomock#912) and its speedups,
 which must give plain mongomock's answers."""
 
 import copy
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo import ReplaceOne, UpdateOne
 
-from utils.mongomock_compat import SPEEDUPS_VARIABLE, patch_mongomock, speedups_enabled
+from embedded.mongomock_compat import SPEEDUPS_VARIABLE, patch_mongomock, speedups_enabled
 
 
 def test_bulk_write_takes_update_one_and_replace_one_under_current_pymongo():
@@ -124,7 +124,7 @@ def test_a_top_level_projection_is_applied_as_mongomock_applies_it():
 def test_stored_documents_are_mongomocks_own_in_its_order_after_any_change():
     from bson import ObjectId
 
-    from utils.mongomock_compat import stored_documents
+    from embedded.mongomock_compat import stored_documents
 
     collection = mongomock.MongoClient()["db"]["c"]
     ids = [ObjectId() for _ in range(8)]
@@ -162,7 +162,7 @@ def test_an_in_list_changed_between_queries_is_read_anew(enabled):
 def test_documents_past_a_ttl_index_are_expired_with_or_without_the_speedups(enabled):
     from datetime import datetime, timedelta
 
-    from utils.mongomock_compat import store_documents, stored_documents
+    from embedded.mongomock_compat import store_documents, stored_documents
 
     with speedups(enabled):
         now = datetime.utcnow()

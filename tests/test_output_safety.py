@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
+from embedded.data_file import save_database
 from monitoring import GROUP_COLUMNS, LOG_COLUMNS, export, export_groups
 from tests.support import one_line
 from utils.Custom_Exceptions import ConfigurationError
-from utils.embedded_db import save_database
 from utils.output_files import DASHBOARD_MARKER, is_own_output, output_destination
 
 COMMANDS = {"report": ["report", "--html"], "logs": ["logs", "--export", "csv", "--out"]}

@@ -18,8 +18,9 @@ import database_update
 import main as main_script
 import task_processor
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
+from embedded import data_file
 from tests.support import PROJECT_ROOT, TASK_005, TASK_006, load
-from utils import embedded_db, secrets
+from utils import secrets
 from utils.cli import run_script
 
 NOT_SAVED = "nothing of this run was saved"
@@ -131,13 +132,13 @@ STOPPED = None  # stopped at once: nothing of the run saved
 POINTS = {
     "reading the configuration": (at(main_script, "load_config"), STOPPED, STOPPED),
     "taking the lock": (taking_the_lock, STOPPED, STOPPED),
-    "loading": (at(embedded_db, "store_documents"), STOPPED, STOPPED),
+    "loading": (at(data_file, "store_documents"), STOPPED, STOPPED),
     "starting the first task": (at(task_processor, "process_single_batch"), (143, 1, 1), STOPPED),
     "planning the first task": (at(task_processor, "read_and_plan"), (143, 1, 1), STOPPED),
     "applying the retention": (at(main_script, "keep_history_bounded"), (143, 2, 0), STOPPED),
-    "saving, before the run is recorded": (at(embedded_db, "stored_documents"), (143, 2, 0), STOPPED),
+    "saving, before the run is recorded": (at(data_file, "stored_documents"), (143, 2, 0), STOPPED),
     "saving, once the run is recorded": (at(main_script, "record_run_quietly", after=True), (0, 2, 0), STOPPED),
-    "once the file is saved": (at(embedded_db, "save_database", after=True), (0, 2, 0), (0, 2, 0)),
+    "once the file is saved": (at(data_file, "save_database", after=True), (0, 2, 0), (0, 2, 0)),
     "sending the alert": (at(main_script, "alert_on_errors"), (0, 2, 0), (0, 2, 0)),
     "printing --json": (at(main_script, "to_json"), (0, 2, 0), (0, 2, 0)),
     "flushing stdout": (flushing_stdout, (0, 2, 0), (0, 2, 0)),
@@ -188,7 +189,7 @@ def test_a_signal_after_the_reset_is_saved_does_not_say_nothing_was_changed(tmp_
     env = embedded(tmp_path, script)
     assert script("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
     assert amend_task_statuses(tmp_path / "db.bson") == {"completed"}
-    at(embedded_db, "save_database", after=True)(monkeypatch, sender(1, False))
+    at(data_file, "save_database", after=True)(monkeypatch, sender(1, False))
     code, stdout, stderr = program(database_update, "database_update", env=env)
     assert code == 0, stderr
     assert "reset; imported" in stdout and "nothing was changed" not in stderr
@@ -200,7 +201,7 @@ def test_a_second_signal_after_the_reset_is_saved_stops_its_output_with_exit_cod
     env = embedded(tmp_path, script)
     assert script("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
     assert amend_task_statuses(tmp_path / "db.bson") == {"completed"}
-    at(embedded_db, "save_database", after=True)(monkeypatch, sender(2, False))
+    at(data_file, "save_database", after=True)(monkeypatch, sender(2, False))
     code, _, stderr = program(database_update, "database_update", env=env)
     assert code == 0
     assert stderr.splitlines()[-1] == ("database_update: stopped by SIGTERM after its work was done; exit code 0, "
@@ -212,7 +213,7 @@ def test_a_signal_while_the_reset_loads_the_file_changes_nothing(tmp_path, scrip
     env = embedded(tmp_path, script)
     assert script("main.py", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
     before = (tmp_path / "db.bson").read_bytes()
-    at(embedded_db, "store_documents")(monkeypatch, sender(1, True))
+    at(data_file, "store_documents")(monkeypatch, sender(1, True))
     code, _, stderr = program(database_update, "database_update", env=env)
     assert code == 143
     assert stderr.splitlines()[-1] == f"database_update: stopped by SIGTERM; {database_update.STOP_CONSEQUENCE}"

@@ -15,8 +15,8 @@ import filelock
 import pytest
 
 import task_processor
+from embedded import data_file
 from tests.support import After
-from utils import embedded_db
 from utils.cli import Interrupted, run_script
 from utils.shutdown import Phase, SignalRecord, StopRequest, recording_signals
 
@@ -67,7 +67,7 @@ def test_a_signal_a_destructor_swallows_at_the_end_of_loading_still_stops_the_ru
                                                                                  unraisable, signal_number):
     env = embedded(tmp_path, script)
     before = (tmp_path / "db.bson").read_bytes()
-    counter = embedded_db.progress_counter
+    counter = data_file.progress_counter
 
     @contextmanager
     def loading_counter(description, *args, **kwargs):
@@ -75,7 +75,7 @@ def test_a_signal_a_destructor_swallows_at_the_end_of_loading_still_stops_the_ru
             yield bar
         if description.startswith("loading"):
             SignalsWhenDeleted(signal_number)  # deleted at once: its __del__ runs here
-    monkeypatch.setattr(embedded_db, "progress_counter", loading_counter)
+    monkeypatch.setattr(data_file, "progress_counter", loading_counter)
     with pytest.raises(Interrupted) as stopped:  # run_script turns it into one line and 128 + the signal
         script("main.py", *logs(tmp_path), env=env)
     assert stopped.value.signal_number == signal_number
@@ -86,12 +86,12 @@ def test_a_signal_a_destructor_swallows_at_the_end_of_loading_still_stops_the_ru
 def test_a_signal_a_library_swallows_while_loading_still_stops_the_run(tmp_path, script, monkeypatch):
     env = embedded(tmp_path, script)
     before = (tmp_path / "db.bson").read_bytes()
-    store_documents = embedded_db.store_documents
+    store_documents = data_file.store_documents
 
     def storing(collection, documents):
         send_swallowed(signal.SIGTERM)
         return store_documents(collection, documents)
-    monkeypatch.setattr(embedded_db, "store_documents", storing)
+    monkeypatch.setattr(data_file, "store_documents", storing)
     with pytest.raises(Interrupted):
         script("main.py", *logs(tmp_path), env=env)
     assert (tmp_path / "db.bson").read_bytes() == before

@@ -113,8 +113,8 @@ def test_failure_patterns_are_counted_newest_example_last_seen():
 
 
 def test_status_and_logs_group_by_reason(tmp_path, script):
+    from embedded.data_file import save_database
     from tests.support import load
-    from utils.embedded_db import save_database
 
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
     assert script("database_update.py", env=env).returncode == 0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from embedded.mongomock_compat import patch_mongomock  # noqa: E402
 from tests.simulation import InvariantViolation, simulate  # noqa: E402
-from utils.mongomock_compat import patch_mongomock  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """The database connection: pymongo against a server, or the embedded default file.
 
-The embedded engine (mongomock, and the patches of utils/mongomock_compat.py) is imported only
+The embedded engine (mongomock, and the patches of embedded/mongomock_compat.py) is imported only
 when the configured URI is embedded://: a run against a server never loads it.
 """
 
@@ -17,7 +17,7 @@ from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
 from utils.secrets import scrub
 
 if TYPE_CHECKING:
-    from utils.embedded_db import FinalWrite
+    from embedded.data_file import FinalWrite
 
 _session_database: Any = None
 
@@ -65,7 +65,7 @@ def database_session(settings: DatabaseSettings, read_only: bool = False, skip: 
     global _session_database
     opened: AbstractContextManager[Any]
     if settings.is_embedded:
-        from utils.embedded_db import EmbeddedDatabaseFile
+        from embedded.data_file import EmbeddedDatabaseFile
 
         opened = EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds,
                                       read_only, skip, final_write)

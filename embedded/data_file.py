@@ -32,10 +32,10 @@ from bson.int64 import Int64
 from pymongo.errors import PyMongoError
 from tqdm import tqdm
 
+from embedded.mongomock_compat import patch_mongomock, store_documents, stored_count, stored_documents
 from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
 from utils.loggers import progress_counter
-from utils.mongomock_compat import patch_mongomock, store_documents, stored_count, stored_documents
 from utils.shutdown import check_point, stop_requested, work_in_hand
 
 FILE_FORMAT = "drs-amend-embedded"
