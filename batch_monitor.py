@@ -20,14 +20,6 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from amend_store import AmendStore, Clock, TaskStatus, utc_now
-from audit import (
-    amended_case_findings,
-    case_findings,
-    read_cases,
-    seq_findings,
-    summary_findings,
-    transaction_findings,
-)
 from database_checks import (
     BatchId,
     Document,
@@ -45,8 +37,17 @@ from database_checks import (
     stale_claim_reason,
 )
 from history.records import History
-from html_report import DEFAULT_DAYS, default_period, render, report_context, write_page
-from monitoring import (
+from ops.alerts import send_alert
+from ops.audit import (
+    amended_case_findings,
+    case_findings,
+    read_cases,
+    seq_findings,
+    summary_findings,
+    transaction_findings,
+)
+from ops.dashboard import DEFAULT_DAYS, default_period, render, report_context, write_page
+from ops.monitoring import (
     CRITICAL,
     OK,
     UNKNOWN,
@@ -58,13 +59,12 @@ from monitoring import (
     log_rows,
     reason_groups,
 )
-from utils.alerts import send_alert
+from ops.output_files import output_destination, write_atomically
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Settings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
 from utils.one_line import one_line
-from utils.output_files import output_destination, write_atomically
 from utils.reports import Outcome
 from utils.secrets import scrub
 

@@ -16,10 +16,11 @@ from pymongo.errors import PyMongoError
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, utc_now
 from database_checks import fetch_expired_claims, fetch_last_successful_run
 from dry_run import dry_run, dry_run_text
+from ops.alerts import send_alert
+from ops.metrics import run_metrics, write_metrics
 from task_processor import amend_task_processing
 from update_databases import keep_history_within, record_run
 from utils import __version__
-from utils.alerts import send_alert
 from utils.cli import (
     ExitStatus,
     OneLineArgumentParser,
@@ -46,7 +47,6 @@ from utils.config import (
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
-from utils.metrics import run_metrics, write_metrics
 from utils.one_line import one_line
 from utils.reports import Outcome, RunReport, to_json
 from utils.secrets import scrub

@@ -15,8 +15,8 @@ from amend_store import (
     TASKS_COLLECTION,
     TRANSACTIONS_COLLECTION,
 )
-from audit import row_problem, same_amount
 from batch_monitor import audit_batches
+from ops.audit import row_problem, same_amount
 from tests.support import (
     FIXED_NOW,
     SETTINGS,

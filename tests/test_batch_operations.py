@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from history.records import parse_run
-from monitoring import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
+from ops.monitoring import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
 from tests.support import PROJECT_ROOT, history_of, load, one_line
 from utils.config import Thresholds, load_alert_settings, load_thresholds
 
@@ -346,7 +346,7 @@ class AcceptOperator:
 def test_starttls_with_login_verified_against_the_configured_ca(tmp_path):
     import trustme
 
-    from utils.alerts import send_alert
+    from ops.alerts import send_alert
 
     authority = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

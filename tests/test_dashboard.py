@@ -16,7 +16,7 @@ from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from embedded.data_file import save_database
 from fixture_generator import generate_history
 from history.records import parse_run
-from html_report import MAX_POINTS, render, report_context
+from ops.dashboard import MAX_POINTS, render, report_context
 from tests.support import PROJECT_ROOT, TASK_006, Clock, history_of, load, one_line
 from utils.config import Thresholds
 

@@ -64,7 +64,7 @@ def test_a_run_a_signal_stopped_is_recorded_with_its_exit_code():
 
 
 def test_a_success_within_the_allowed_skew_ahead_is_a_success_of_now_and_no_figure_is_infinite():
-    from monitoring import evaluate_health
+    from ops.monitoring import evaluate_health
     from utils.config import Thresholds
 
     ahead = record(NOW, started_dtm=NOW + timedelta(minutes=4), ended_dtm=NOW + timedelta(minutes=4, seconds=50),

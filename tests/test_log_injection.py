@@ -230,7 +230,7 @@ def test_json_keeps_no_line_separator_raw():
 
 
 def test_an_alert_subject_is_one_line(monkeypatch):
-    from utils import alerts
+    from ops import alerts
     from utils.config import AlertSettings
 
     sent = []

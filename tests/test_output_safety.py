@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from embedded.data_file import save_database
-from monitoring import GROUP_COLUMNS, LOG_COLUMNS, export, export_groups
+from ops.monitoring import GROUP_COLUMNS, LOG_COLUMNS, export, export_groups
+from ops.output_files import DASHBOARD_MARKER, is_own_output, output_destination
 from tests.support import one_line
 from utils.Custom_Exceptions import ConfigurationError
-from utils.output_files import DASHBOARD_MARKER, is_own_output, output_destination
 
 COMMANDS = {"report": ["report", "--html"], "logs": ["logs", "--export", "csv", "--out"]}
 
@@ -167,7 +167,7 @@ def test_a_failed_write_of_an_export_leaves_the_previous_one(data, tmp_path, scr
     def disk_full(*_):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("utils.output_files.os.replace", disk_full)
+    monkeypatch.setattr("ops.output_files.os.replace", disk_full)
     result = script("batch_monitor.py", "logs", "--export", "json", "--out", str(target), env=env)
     assert result.returncode == 2 and "cannot write" in one_line(result.stderr)
     assert target.read_bytes() == before

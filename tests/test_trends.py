@@ -9,7 +9,7 @@ import pytest
 
 from amend_store import RUN_HISTORY_COLLECTION
 from history.records import History, MalformedRecord, parse_run
-from monitoring import (
+from ops.monitoring import (
     CRITICAL,
     OK,
     WARNING,

@@ -16,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from monitoring import GROUP_COLUMNS, LOG_COLUMNS
+from ops.monitoring import GROUP_COLUMNS, LOG_COLUMNS
 from utils.Custom_Exceptions import ConfigurationError
 
 # In the dashboard's head (html_report.write_page puts it there): a later report may replace a page carrying it.

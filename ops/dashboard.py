@@ -16,7 +16,7 @@ import jinja2
 
 from database_checks import Document, batch_of
 from history.records import History, RunRecord
-from monitoring import (
+from ops.monitoring import (
     STATE_NAMES,
     claim_host,
     failure_rate,
@@ -26,13 +26,13 @@ from monitoring import (
     reason_groups,
     seconds_per_thousand_cases,
 )
+from ops.output_files import DASHBOARD_MARKER, write_atomically
 from utils.cli import ExitStatus
-from utils.config import PROJECT_ROOT, Thresholds
+from utils.config import Thresholds
 from utils.one_line import one_line
-from utils.output_files import DASHBOARD_MARKER, write_atomically
 from utils.reports import Outcome
 
-TEMPLATES = PROJECT_ROOT / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_DAYS = 28
 MAX_POINTS = 400  # more runs than this in the window are shown one point per day
 LATEST_RUNS = 20
@@ -172,7 +172,7 @@ def render(context: Mapping[str, Any]) -> str:
 
 def write_page(path: Path, html: str) -> None:
     """Write the page atomically (a web server serving it never sends half of it), marked in its head as this
-    tool's, so that a later report may replace it (utils/output_files.py refuses any other file)."""
+    tool's, so that a later report may replace it (ops/output_files.py refuses any other file)."""
     write_atomically(path, html.replace("<head>", f"<head>\n{DASHBOARD_MARKER}", 1))
 
 
