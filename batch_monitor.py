@@ -37,6 +37,7 @@ from database_checks import (
     stale_claim_reason,
 )
 from history.records import History
+from history.run_report import Outcome
 from ops.alerts import send_alert
 from ops.audit import (
     amended_case_findings,
@@ -65,7 +66,6 @@ from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, S
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
 from utils.one_line import one_line
-from utils.reports import Outcome
 from utils.secrets import scrub
 
 # --- the shell ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, utc_now
 from database_checks import fetch_expired_claims, fetch_last_successful_run
 from dry_run import dry_run, dry_run_text
+from history.run_report import Outcome, RunReport
 from ops.alerts import send_alert
 from ops.metrics import run_metrics, write_metrics
 from task_processor import amend_task_processing
@@ -48,7 +49,7 @@ from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.one_line import one_line
-from utils.reports import Outcome, RunReport, to_json
+from utils.reports import to_json
 from utils.secrets import scrub
 from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest, recording_signals
 

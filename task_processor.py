@@ -32,6 +32,7 @@ from database_checks import (
     summary_cell_keys,
     task_batch_id,
 )
+from history.run_report import Outcome, RunIdentity, RunReport, TaskOutcome
 from update_databases import (
     CASE_CHUNK_SIZE,
     AmendWriteUnit,
@@ -53,7 +54,6 @@ from utils.collector import collector_paused
 from utils.config import JobSettings
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, progress_bar, progress_shown
-from utils.reports import Outcome, RunIdentity, RunReport, TaskOutcome
 from utils.secrets import scrub
 from utils.shutdown import NO_STOP, StopRequest
 

@@ -52,9 +52,9 @@ from amend_store import (
     TaskStatus,
 )
 from balance_resources import Cell
+from history.run_report import RunIdentity
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
 from utils.loggers import get_logger
-from utils.reports import RunIdentity
 
 Document = dict[str, Any]
 Item = TypeVar("Item")

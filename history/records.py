@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from utils.reports import Outcome
+from history.run_report import Outcome
 
 Document = Mapping[str, Any]
 OUTCOMES = frozenset(Outcome)

@@ -16,6 +16,7 @@ import jinja2
 
 from database_checks import Document, batch_of
 from history.records import History, RunRecord
+from history.run_report import Outcome
 from ops.monitoring import (
     STATE_NAMES,
     claim_host,
@@ -30,7 +31,6 @@ from ops.output_files import DASHBOARD_MARKER, write_atomically
 from utils.cli import ExitStatus
 from utils.config import Thresholds
 from utils.one_line import one_line
-from utils.reports import Outcome
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_DAYS = 28

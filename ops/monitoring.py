@@ -13,10 +13,11 @@ from typing import Any
 
 from database_checks import Document, batch_of
 from history.records import History, RunRecord
+from history.run_report import Outcome
 from utils.cli import ExitStatus
 from utils.config import Thresholds
 from utils.one_line import one_line
-from utils.reports import Outcome, text_table, to_json
+from utils.reports import text_table, to_json
 
 OK, WARNING, CRITICAL, UNKNOWN = ExitStatus.OK, ExitStatus.WARNING, ExitStatus.CRITICAL, ExitStatus.UNKNOWN
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

@@ -100,7 +100,7 @@ def test_a_generated_history_is_deterministic_and_shaped_as_main_records_runs(tm
 
     from amend_store import RUN_HISTORY_COLLECTION
     from fixture_generator import generate_history
-    from utils.reports import RunIdentity, RunReport
+    from history.run_report import RunIdentity, RunReport
 
     end = datetime(2026, 11, 26, 12)
     history = generate_history(300, end)
