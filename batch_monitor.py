@@ -27,9 +27,7 @@ from database_checks import (
     fetch_batch_ids,
     fetch_completed_amend_tasks,
     fetch_expired_claims,
-    fetch_history,
     fetch_journals,
-    fetch_last_successful_run,
     fetch_summary_rows,
     fetch_task_status_counts,
     fetch_tasks,
@@ -38,6 +36,7 @@ from database_checks import (
 )
 from history.records import History
 from history.run_report import Outcome
+from history.store import fetch_history, fetch_last_successful_run
 from ops.alerts import send_alert
 from ops.audit import (
     amended_case_findings,

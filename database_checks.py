@@ -22,7 +22,6 @@ from amend_store import (
     AMENDED_BY_FIELD,
     CASES_COLLECTION,
     JOURNAL_COLLECTION,
-    RUN_HISTORY_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
@@ -32,7 +31,6 @@ from amend_store import (
     TaskStatus,
 )
 from balance_resources import Cell, distribution_error, is_transfer_count
-from history.records import History, RunRecord, read_history
 from utils.cli import INT64_MAX
 from utils.Custom_Exceptions import TaskValidationError
 
@@ -493,37 +491,6 @@ def fetch_journals(store: AmendStore) -> list[Document]:
 
 
 # --- run history and monitoring --------------------------------------------------------
-
-def fetch_history(store: AmendStore, now: datetime, allowance: timedelta, since: datetime | None = None,
-                  until: datetime | None = None, limit: int | None = None) -> History:
-    """Recorded runs, newest first, started within [since, until) when given (at most `limit` documents),
-    read defensively: a malformed document (no started_dtm that is a date included) or one dated after
-    now + `allowance` is set apart and counted, never returned as a run."""
-    started: dict[str, datetime] = {}
-    if since is not None:
-        started["$gte"] = since
-    if until is not None:
-        started["$lt"] = until
-    # A document without a date to start is no run, but must still be seen (and counted) in any period.
-    query = {"$or": [{"started_dtm": started}, {"started_dtm": {"$not": {"$type": "date"}}}]} if started else {}
-
-    def read() -> list[Document]:
-        cursor = store[RUN_HISTORY_COLLECTION].find(query).sort("started_dtm", -1)
-        return list(cursor.limit(limit) if limit else cursor)
-    return read_history(store.read("reading the run history", read), now, allowance)
-
-
-def fetch_last_successful_run(store: AmendStore, now: datetime, allowance: timedelta) -> RunRecord | None:
-    """The newest well-formed run that ended with exit code 0 by now + `allowance`, or None. A malformed or
-    future-dated record is passed over: it is never evidence that the job is healthy."""
-    def read() -> RunRecord | None:
-        for document in store[RUN_HISTORY_COLLECTION].find({"exit_code": 0}).sort("started_dtm", -1):
-            history = read_history([document], now, allowance)
-            if history.runs:
-                return history.runs[0]
-        return None
-    return store.read("reading the last successful run", read)
-
 
 def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
     """{task_status: number} of the amend tasks."""

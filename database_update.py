@@ -25,7 +25,8 @@ from amend_store import (
 )
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
-from update_databases import add_runs, reset_collections
+from history.store import add_runs
+from update_databases import reset_collections
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
 from utils.connectDB import database_session

@@ -14,13 +14,13 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, utc_now
-from database_checks import fetch_expired_claims, fetch_last_successful_run
+from database_checks import fetch_expired_claims
 from dry_run import dry_run, dry_run_text
 from history.run_report import Outcome, RunReport
+from history.store import fetch_last_successful_run, keep_history_within, record_run
 from ops.alerts import send_alert
 from ops.metrics import run_metrics, write_metrics
 from task_processor import amend_task_processing
-from update_databases import keep_history_within, record_run
 from utils import __version__
 from utils.cli import (
     ExitStatus,

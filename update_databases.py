@@ -41,7 +41,6 @@ from amend_store import (
     FENCE_FIELD,
     FINAL_STATUSES,
     JOURNAL_COLLECTION,
-    RUN_HISTORY_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TOMBSTONE_FIELD,
@@ -563,45 +562,6 @@ class AmendWriteUnit:
         if failures:
             raise DatabaseUpdateError("undo incomplete, the database may hold part of this task's writes: "
                                       + "; ".join(failures))
-
-
-# --- DRS_Amend.Run_History -------------------------------------------------------------
-
-def record_run(store: AmendStore, document: Document) -> None:
-    """One execution record per run of main.py."""
-    store.write("recording the run", lambda: store[RUN_HISTORY_COLLECTION].insert_one(document))
-
-
-def add_runs(store: AmendStore, runs: Sequence[Document]) -> None:
-    """Generated runs into the run history (database_update.py --generate-history)."""
-    store.write(f"adding {len(runs)} run(s) to the run history", lambda: store[RUN_HISTORY_COLLECTION].insert_many(
-        runs))
-
-
-RETENTION_INDEX = "run_retention"
-
-
-def keep_history_within(store: AmendStore, days: int | None, now: datetime, ttl_index: bool) -> int:
-    """Keep DRS_Amend.Run_History to the runs that ended in the last `days` (all of them when None).
-
-    With `ttl_index` (a server), a TTL index on ended_dtm does it: created, replaced when its
-    period changed, dropped when no period is set. Otherwise (the embedded default, whose
-    engine expires nothing on its own between runs) the older runs are deleted now. The number
-    of runs deleted."""
-    history = store[RUN_HISTORY_COLLECTION]
-    if not ttl_index:
-        if days is None:
-            return 0
-        return int(store.write("pruning the run history", lambda: history.delete_many(
-            {"ended_dtm": {"$lt": now - timedelta(days=days)}})).deleted_count)
-    index = store.read("reading the run history's indexes", history.index_information).get(RETENTION_INDEX)
-    seconds = None if days is None else days * 86_400
-    if index is not None and index.get("expireAfterSeconds") != seconds:
-        store.write("dropping the run history's retention index", lambda: history.drop_index(RETENTION_INDEX))
-    if seconds is not None and (index is None or index.get("expireAfterSeconds") != seconds):
-        store.write("creating the run history's retention index", lambda: history.create_index(
-            [("ended_dtm", 1)], name=RETENTION_INDEX, expireAfterSeconds=seconds))
-    return 0
 
 
 # --- a reset from fixtures (database_update.py) ---------------------------------------------

@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION, utc_now
 from embedded.data_file import save_database
+from history.store import RETENTION_INDEX, keep_history_within
 from tests.support import FIXED_NOW, PROJECT_ROOT, TASK_006, fixed_clock, fresh_db, load, one_line, store_of
-from update_databases import RETENTION_INDEX, keep_history_within
 
 
 @pytest.fixture
