@@ -12,7 +12,7 @@ import argparse
 import smtplib
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ from utils.one_line import one_line
 from utils.secrets import scrub
 
 # --- the shell ---------------------------------------------------------------------------
+
+# A command's output and exit code.
+Answer = tuple[str, ExitStatus]
 
 # The dates --since and --until accept (UTC): far enough from datetime's limits that every computation on
 # them (the default period's 28 days before --until, offsets, timestamps) stays within the calendar.
@@ -230,88 +233,136 @@ def audit_batches(store: AmendStore, batch: str | None, now: datetime, job: JobS
     return "\n".join(map(one_line, lines)) + "\n", code
 
 
-def run_command(args: argparse.Namespace, store: AmendStore, now: datetime,
-                settings: Settings) -> tuple[str, ExitStatus]:
-    """The command's output and exit code."""
-    thresholds, job = settings.thresholds, settings.job
+def _window(store: AmendStore, now: datetime, settings: Settings) -> History:
+    """The runs of check's window: its last WINDOW_HOURS."""
+    return fetch_history(store, now, settings.job.clock_skew,
+                         since=now - timedelta(hours=settings.thresholds.window_hours))
 
-    def window() -> History:
-        """The runs of check's window: its last WINDOW_HOURS."""
-        return fetch_history(store, now, job.clock_skew, since=now - timedelta(hours=thresholds.window_hours))
-    if args.command == "audit":
-        return audit_batches(store, args.batch, now, job)
-    if args.command == "report":
-        since, until = default_period(now, args.since, args.until)
-        if since >= until:
-            raise TaskValidationError(f"--since ({since:%Y-%m-%d %H:%M}) must come before --until "
-                                      f"({until:%Y-%m-%d %H:%M})")
-        page = render(report_context(fetch_history(store, now, job.clock_skew, since, until), window(),
-                                     fetch_last_successful_run(store, now, job.clock_skew),
-                                     fetch_expired_claims(store, now, job.lease, job.clock_skew), now, since, until,
-                                     thresholds))
-        return page, OK
-    if args.command == "logs":
-        history = fetch_history(store, now, job.clock_skew, args.since, args.until)
-        if history.set_apart:
-            print(one_line(f"batch_monitor: WARNING: {history.anomalies()}"), file=sys.stderr)
-        rows = log_rows(history.runs, args.status, args.batch, args.task_id)
-        if args.group_by == "reason":
-            return export_groups(reason_groups(failure_rows(rows, args.status)), args.export), OK
-        return export(rows, args.export), OK
-    success = fetch_last_successful_run(store, now, job.clock_skew)
+
+def audit_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    return audit_batches(store, args.batch, now, settings.job)
+
+
+def report_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    job = settings.job
+    since, until = default_period(now, args.since, args.until)
+    require_ordered_period(since, until)
+    page = render(report_context(fetch_history(store, now, job.clock_skew, since, until), _window(store, now, settings),
+                                 fetch_last_successful_run(store, now, job.clock_skew),
+                                 fetch_expired_claims(store, now, job.lease, job.clock_skew), now, since, until,
+                                 settings.thresholds))
+    return page, OK
+
+
+def logs_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    history = fetch_history(store, now, settings.job.clock_skew, args.since, args.until)
+    if history.set_apart:
+        print(one_line(f"batch_monitor: WARNING: {history.anomalies()}"), file=sys.stderr)
+    rows = log_rows(history.runs, args.status, args.batch, args.task_id)
+    if args.group_by == "reason":
+        return export_groups(reason_groups(failure_rows(rows, args.status)), args.export), OK
+    return export(rows, args.export), OK
+
+
+def status_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    job = settings.job
+    text = dashboard(fetch_history(store, now, job.clock_skew, limit=args.runs), _window(store, now, settings),
+                     fetch_last_successful_run(store, now, job.clock_skew), fetch_task_status_counts(store),
+                     fetch_expired_claims(store, now, job.lease, job.clock_skew), now, settings.thresholds)
+    return text + "\n", OK
+
+
+def check_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    job = settings.job
     stuck = fetch_expired_claims(store, now, job.lease, job.clock_skew)
-    if args.command == "status":
-        return dashboard(fetch_history(store, now, job.clock_skew, limit=args.runs), window(), success,
-                         fetch_task_status_counts(store), stuck, now, thresholds) + "\n", OK
-    state, line = evaluate_health(window(), success, len(stuck), now, thresholds)
+    state, line = evaluate_health(_window(store, now, settings), fetch_last_successful_run(store, now, job.clock_skew),
+                                  len(stuck), now, settings.thresholds)
     return line + "\n", state
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, AmendStore, datetime, Settings], Answer]] = {
+    "audit": audit_command, "report": report_command, "logs": logs_command, "status": status_command,
+    "check": check_command}
+
+
+def run_command(args: argparse.Namespace, now: datetime) -> tuple[Settings, str, ExitStatus]:
+    """The settings, and the command's output and exit code, read from the configured database."""
+    if args.command == "logs":
+        require_ordered_period(args.since, args.until)
+    settings = load_config(args.config_dir)
+    with database_session(settings.database, read_only=True) as database:
+        output, code = COMMANDS[args.command](args, AmendStore(database, settings.job.retry), now, settings)
+    return settings, output, code
+
+
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code of a usage error of check: UNKNOWN (3) for a monitoring
+    system, not CRITICAL (2). Any other usage error ends as argparse ends it."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code == ExitStatus.SETUP_ERROR and "check" in argv:
+            return UNKNOWN
+        raise
+
+
+def deliver(args: argparse.Namespace, settings: Settings, output: str) -> int:
+    """Write the output to --html or --out (where a read-only command may write, ops/output_files.py), or
+    print it; OK, or SETUP_ERROR saying why it could not be written."""
+    destination = args.html if args.command == "report" else args.out if args.command == "logs" else None
+    if destination is None:
+        sys.stdout.write(output)
+        return OK
+    option = "--html" if args.command == "report" else "--out"
+    database_file = settings.database.embedded_path if settings.database.is_embedded else None
+    try:
+        target = output_destination(option, destination, database_file)
+        write_page(target, output) if args.command == "report" else write_atomically(target, output)
+    except ConfigurationError as exc:
+        print(one_line(f"batch_monitor: {exc}"), file=sys.stderr)
+        return ExitStatus.SETUP_ERROR
+    except OSError as exc:
+        print(one_line(f"batch_monitor: cannot write {destination}: {exc.strerror}"), file=sys.stderr)
+        return ExitStatus.SETUP_ERROR
+    if args.command == "report":
+        print(f"batch_monitor: wrote {destination}")
+    return OK
+
+
+def alert_when_critical(settings: Settings, output: str) -> None:
+    """check's CRITICAL line by mail, when [ALERTS] is configured; a mail that fails is said on stderr."""
+    if settings.alerts is None:
+        return
+    try:
+        send_alert(settings.alerts, output.split(" | ")[0].strip(), output)
+    except (OSError, smtplib.SMTPException) as exc:
+        print(one_line(scrub(f"batch_monitor: the alert e-mail could not be sent: {exc}")), file=sys.stderr)
+
+
+def report_failure(command: str, error: Exception) -> int:
+    """A configuration, database or command-line error in one line: for check, an UNKNOWN status line on
+    stdout (exit 3, as a monitoring system expects); otherwise on stderr, exit 2."""
+    if command == "check":
+        print(one_line(scrub(f"DRS-AMEND UNKNOWN - {error}")))
+        return UNKNOWN
+    print(one_line(scrub(f"batch_monitor: {error}")), file=sys.stderr)
+    return ExitStatus.SETUP_ERROR
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
     """The command; `clock` gives the now every window, age and stale claim is judged against."""
-    argv = sys.argv[1:] if argv is None else argv
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        # A plugin's usage error is UNKNOWN (3) for a monitoring system, not CRITICAL (2).
-        if exit_.code == ExitStatus.SETUP_ERROR and "check" in argv:
-            return UNKNOWN
-        raise
-    now = clock()
-    failure_code = UNKNOWN if args.command == "check" else ExitStatus.SETUP_ERROR
-    try:
-        if args.command == "logs":
-            require_ordered_period(args.since, args.until)
-        settings = load_config(args.config_dir)
-        with database_session(settings.database, read_only=True) as database:
-            store = AmendStore(database, settings.job.retry)
-            output, code = run_command(args, store, now, settings)
+        settings, output, code = run_command(args, clock())
     except (TaskProcessingError, PyMongoError) as exc:
-        prefix = "DRS-AMEND UNKNOWN - " if args.command == "check" else "batch_monitor: "
-        print(one_line(scrub(f"{prefix}{exc}")), file=sys.stderr if args.command != "check" else sys.stdout)
-        return failure_code
-    destination = args.html if args.command == "report" else args.out if args.command == "logs" else None
-    if destination is not None:
-        option = "--html" if args.command == "report" else "--out"
-        database_file = settings.database.embedded_path if settings.database.is_embedded else None
-        try:
-            target = output_destination(option, destination, database_file)
-            write_page(target, output) if args.command == "report" else write_atomically(target, output)
-        except ConfigurationError as exc:
-            print(one_line(f"batch_monitor: {exc}"), file=sys.stderr)
-            return ExitStatus.SETUP_ERROR
-        except OSError as exc:
-            print(one_line(f"batch_monitor: cannot write {destination}: {exc.strerror}"), file=sys.stderr)
-            return ExitStatus.SETUP_ERROR
-        if args.command == "report":
-            print(f"batch_monitor: wrote {destination}")
-    else:
-        sys.stdout.write(output)
-    if code == CRITICAL and args.command == "check" and settings.alerts is not None:
-        try:
-            send_alert(settings.alerts, output.split(" | ")[0].strip(), output)
-        except (OSError, smtplib.SMTPException) as exc:
-            print(one_line(scrub(f"batch_monitor: the alert e-mail could not be sent: {exc}")), file=sys.stderr)
+        return report_failure(args.command, exc)
+    delivered = deliver(args, settings, output)
+    if delivered != OK:
+        return delivered
+    if code == CRITICAL and args.command == "check":
+        alert_when_critical(settings, output)
     return code
 
 
