@@ -5,7 +5,7 @@ import logging
 import signal
 import smtplib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -217,84 +217,131 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
 
 def run_the_job(args: argparse.Namespace, clock: Clock, signals: SignalRecord) -> int:
     """main's run, with the record of the signals it received."""
-    started = clock()
-    log = None
-    report: RunReport | None = None
-    recorded: list[dict[str, Any]] = []
-    health: tuple[datetime | None, int] | None = None
+    run = JobRun(args, clock, signals, started=clock())
+    try:
+        run.prepare()
+        with database_session(run.settings.database, read_only=args.dry_run,
+                              final_write=run.final_write()) as database:
+            run.work(database)
+    except (TaskProcessingError, PyMongoError) as exc:
+        return run.setup_failed(exc)
+    if args.dry_run:
+        return run.print_dry_run()
+    return run.after_the_save()
 
-    def record_the_run(database: Any) -> None:
+
+class JobRun:
+    """One run of main.py: its settings, and what it has done so far, for the steps that follow one another
+    (prepare, work in the database session, record the run while the file is saved, then report)."""
+
+    def __init__(self, args: argparse.Namespace, clock: Clock, signals: SignalRecord, started: datetime):
+        self.args, self.clock, self.signals, self.started = args, clock, signals, started
+        self.log: logging.Logger | None = None
+        self.stop = StopRequest()
+        self.report: RunReport | None = None
+        self.recorded: dict[str, Any] | None = None
+        self.health: tuple[datetime | None, int] | None = None
+        self.results: list[Any] = []
+
+    def prepare(self) -> None:
+        """Settings, logging and the stop request; from here a signal waits for a check point (not in a dry
+        run, which writes nothing: a signal stops it at once, wherever it is)."""
+        self.settings = load_config(self.args.config_dir)
+        setup_logging(self.args.config_dir, self.args.log_dir, quiet=self.args.quiet)
+        self.log = get_logger()
+        self.stop = StopRequest(self.args.max_minutes or self.settings.job.max_minutes, signals=self.signals)
+        if not self.args.dry_run:
+            self.signals.enter(Phase.HOLDING)
+
+    def final_write(self) -> tuple[str, Callable[[Any], None]] | None:
+        """The run's record, written last (embedded/data_file.py FinalWrite); none for a dry run."""
+        return None if self.args.dry_run else (RUN_HISTORY_COLLECTION, self.record_the_run)
+
+    def work(self, database: Any) -> None:
+        """The tasks (or the dry run's plans), then the bookkeeping after them."""
+        settings, log = self.settings, self.logger
+        if not self.args.dry_run:
+            self.stop.start_working()
+        if settings.database.is_embedded and not database.list_collection_names():
+            log.warning("the embedded database %s holds no data: did you run database_update.py?",
+                        settings.database.embedded_path)
+        store = StoppingStore(database, settings.job.retry, self.stop)
+        if self.args.dry_run:
+            self.results = dry_run(store, settings.job, self.args.task_id)
+            return
+        log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
+                 settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
+        self.report = amend_task_processing(store, settings.job, self.clock, task_id=self.args.task_id,
+                                            started=self.started, stop=self.stop)
+        with after_the_tasks("the retention of the run history", log):
+            keep_history_bounded(store, settings, self.clock(), log)
+        with after_the_tasks("reading the figures of the metrics file", log):
+            self.health = health_for_metrics(store, settings, self.clock(), log)
+
+    def record_the_run(self, database: Any) -> None:
         """The run's last write (on the embedded default, made while the file is saved): its duration
         covers loading, the job and saving; a signal that came by then marks it as stopped, one that
         comes later changes neither the record nor the exit code."""
-        assert report is not None
-        stop.check()
-        if stop.signal_number is not None:
-            report.stop_signal = stop.signal_number
-            report.stop_reason = report.stop_reason or stop.reason()
-        report.ended = clock()
-        recorded.append(run_document(report, settings, args.task_id))
-        record_run_quietly(AmendStore(database, settings.job.retry), recorded[-1], get_logger())
+        report = self.finished_report
+        self.stop.check()
+        if self.stop.signal_number is not None:
+            report.stop_signal = self.stop.signal_number
+            report.stop_reason = report.stop_reason or self.stop.reason()
+        report.ended = self.clock()
+        self.recorded = run_document(report, self.settings, self.args.task_id)
+        record_run_quietly(AmendStore(database, self.settings.job.retry), self.recorded, get_logger())
 
-    stop = StopRequest()
-    try:
-        settings = load_config(args.config_dir)
-        setup_logging(args.config_dir, args.log_dir, quiet=args.quiet)
-        log = get_logger()
-        stop = StopRequest(args.max_minutes or settings.job.max_minutes, signals=signals)
-        final_write = None if args.dry_run else (RUN_HISTORY_COLLECTION, record_the_run)
-        if not args.dry_run:  # a dry run writes nothing: a signal stops it at once, wherever it is
-            signals.enter(Phase.HOLDING)
-        with database_session(settings.database, read_only=args.dry_run, final_write=final_write) as database:
-            if not args.dry_run:
-                stop.start_working()
-            if settings.database.is_embedded and not database.list_collection_names():
-                log.warning("the embedded database %s holds no data: did you run database_update.py?",
-                            settings.database.embedded_path)
-            store = StoppingStore(database, settings.job.retry, stop)
-            if args.dry_run:
-                results = dry_run(store, settings.job, args.task_id)
-            else:
-                log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",
-                         settings.database.redacted_uri, settings.database.db_name, settings.job.template_task_id)
-                report = amend_task_processing(store, settings.job, clock, task_id=args.task_id, started=started,
-                                               stop=stop)
-                with after_the_tasks("the retention of the run history", log):
-                    keep_history_bounded(store, settings, clock(), log)
-                with after_the_tasks("reading the figures of the metrics file", log):
-                    health = health_for_metrics(store, settings, clock(), log)
-    except (TaskProcessingError, PyMongoError) as exc:
-        if log is None:
-            print(one_line(scrub(f"{PROGRAM}: {exc}")), file=sys.stderr)
+    @property
+    def logger(self) -> logging.Logger:
+        if self.log is None:
+            raise RuntimeError("the run's logging is not set up yet")
+        return self.log
+
+    @property
+    def finished_report(self) -> RunReport:
+        if self.report is None:
+            raise RuntimeError("the run has no report: its tasks were not processed")
+        return self.report
+
+    def setup_failed(self, error: Exception) -> int:
+        """A configuration, connection or database error: one line (logged once logging is set up)."""
+        if self.log is None:
+            print(one_line(scrub(f"{PROGRAM}: {error}")), file=sys.stderr)
         else:
-            log.error(scrub(exc))
+            self.log.error(scrub(error))
         return ExitStatus.SETUP_ERROR
-    if args.dry_run:
-        print(to_json([result.document() for result in results]) if args.json else dry_run_text(results))
+
+    def print_dry_run(self) -> int:
+        results = self.results
+        print(to_json([result.document() for result in results]) if self.args.json else dry_run_text(results))
         return ExitStatus.TASK_ERROR if any(result.refusal for result in results) else ExitStatus.OK
-    assert report is not None
-    code = report.exit_code  # the one recorded
-    signals.commit(code)
-    try:
-        # Check points between the steps: a second signal, even one whose raise a __del__ swallowed, ends them.
-        signals.check()
-        if health is not None and settings.job.metrics_textfile is not None and recorded:
-            write_metrics_quietly(settings.job.metrics_textfile, recorded[-1], *health, log)
-        signals.check()
-        log.info(report.summary_line())
-        alert_on_errors(settings.alerts, report, log)
-        signals.check()
-        if args.json:
-            print(to_json(recorded[-1]))
-    except Interrupted as interruption:
-        signals.stopped()
-        return stopped_after_work(PROGRAM, interruption.signal_number, code, "the run was recorded",
-                                  "what it had still to write (metrics, alert e-mail, report)")
-    signals_in_the_record = 0 if report.stop_signal is None else 1
-    if signals.last is not None and signals.count > signals_in_the_record:
-        log.warning("%s received after the run was recorded: it changes nothing, the run ends with the exit code "
-                    "it was recorded with, %d", signal.Signals(signals.last).name, code)
-    return code
+
+    def after_the_save(self) -> int:
+        """The steps after the run is saved and recorded: metrics, summary line, alert, --json. Their check
+        points end them at a second signal; the exit code stays the one recorded."""
+        report, log, signals = self.finished_report, self.logger, self.signals
+        code = report.exit_code  # the one recorded
+        signals.commit(code)
+        try:
+            # Check points between the steps: a second signal, even one whose raise a __del__ swallowed, ends them.
+            signals.check()
+            if self.health is not None and self.settings.job.metrics_textfile is not None and self.recorded:
+                write_metrics_quietly(self.settings.job.metrics_textfile, self.recorded, *self.health, log)
+            signals.check()
+            log.info(report.summary_line())
+            alert_on_errors(self.settings.alerts, report, log)
+            signals.check()
+            if self.args.json:
+                print(to_json(self.recorded))
+        except Interrupted as interruption:
+            signals.stopped()
+            return stopped_after_work(PROGRAM, interruption.signal_number, code, "the run was recorded",
+                                      "what it had still to write (metrics, alert e-mail, report)")
+        signals_in_the_record = 0 if report.stop_signal is None else 1
+        if signals.last is not None and signals.count > signals_in_the_record:
+            log.warning("%s received after the run was recorded: it changes nothing, the run ends with the exit "
+                        "code it was recorded with, %d", signal.Signals(signals.last).name, code)
+        return code
 
 
 if __name__ == "__main__":
