@@ -270,42 +270,68 @@ def seq_findings(batch_id: BatchId, closed: Sequence[ClosedSeq], completed_tasks
     only by number (`amended_batch_seq`), matched with a closed seq of that number no exact task took;
     tasks of earlier releases record no seq, and can only be counted against the closed seqs left.
     """
-    found = []
+    found = [finding for task in completed_tasks for finding in _task_record_findings(batch_id, task)]
     closers: dict[ClosedSeq, list[Document]] = defaultdict(list)
-    by_number, unrecorded = [], []
+    releases: dict[str, list[Document]] = {"exact": [], "by number": [], "unrecorded": []}
     for task in completed_tasks:
-        if "parameters" in task and not is_batch_id(_stored_batch(task), batch_id):
-            found.append(f"batch {batch_id}: {_task_name(task)} has Case_Distribution_Batch_ID "
-                         f"{_stored_batch(task)!r}, not exactly {batch_id!r}: the job refuses such a task")
-        if isinstance(task.get("amended_seq"), dict) and not _is_count(task.get("amended_cases")):
-            found.append(f"batch {batch_id}: {_task_name(task)} records amended_cases "
-                         f"{task.get('amended_cases')!r}, not a count of cases")
-        if isinstance(task.get("amended_seq"), dict):
-            seq = next((seq for seq in closed if _names_exactly(task, seq)), None)
-            if seq is None:
-                amended = task["amended_seq"]
-                found.append(f"batch {batch_id}: {_task_name(task)} completed amend seq {amended.get('batch_seq')} "
-                             f"(batch_seq_details[{amended.get('index')}] of transaction "
-                             f"{amended.get('transaction_id')}, closed {amended.get('closed_dtm')}), which the "
-                             f"transaction does not hold closed")
-            else:
-                closers[seq].append(task)
-        elif "amended_batch_seq" in task:
-            by_number.append(task)
+        releases[_record_kind(task)].append(task)
+    for task in releases["exact"]:
+        seq = next((seq for seq in closed if _names_exactly(task, seq)), None)
+        if seq is None:
+            found.append(_not_held_closed(batch_id, task))
         else:
-            unrecorded.append(task)
-    for task in by_number:
-        candidates = [seq for seq in closed if seq.batch_seq == task["amended_batch_seq"]]
-        free = [seq for seq in candidates if seq not in closers] or candidates
-        if not free:
-            found.append(f"batch {batch_id}: {_task_name(task)} completed amend seq {task['amended_batch_seq']}, "
-                         f"which the transaction does not hold closed")
-        else:
-            closers[free[0]].append(task)
-    for seq, tasks in closers.items():
-        if len(tasks) > 1:
-            found.append(f"batch {batch_id}: {seq.label} was closed by {len(tasks)} completed tasks "
-                         f"({', '.join(map(_task_name, tasks))}): the batch may have been amended twice")
+            closers[seq].append(task)
+    found += [finding for task in releases["by number"] for finding in _match_by_number(batch_id, task, closed,
+                                                                                        closers)]
+    return found + _closer_findings(batch_id, closed, closers, releases["unrecorded"])
+
+
+def _record_kind(task: Document) -> str:
+    """How a completed task records its seq: exactly (this release), by number (the one before), or not."""
+    if isinstance(task.get("amended_seq"), dict):
+        return "exact"
+    return "by number" if "amended_batch_seq" in task else "unrecorded"
+
+
+def _match_by_number(batch_id: BatchId, task: Document, closed: Sequence[ClosedSeq],
+                     closers: dict[ClosedSeq, list[Document]]) -> list[str]:
+    """A task of the release before: the closed seq of its number that no other task took (or any of them)."""
+    candidates = [seq for seq in closed if seq.batch_seq == task["amended_batch_seq"]]
+    free = [seq for seq in candidates if seq not in closers] or candidates
+    if not free:
+        return [f"batch {batch_id}: {_task_name(task)} completed amend seq {task['amended_batch_seq']}, which the "
+                f"transaction does not hold closed"]
+    closers[free[0]].append(task)
+    return []
+
+
+def _task_record_findings(batch_id: BatchId, task: Document) -> list[str]:
+    """What a completed task records that the job could not have written: a batch id not exactly the
+    batch, an amended_cases that is no count."""
+    found = []
+    if "parameters" in task and not is_batch_id(_stored_batch(task), batch_id):
+        found.append(f"batch {batch_id}: {_task_name(task)} has Case_Distribution_Batch_ID "
+                     f"{_stored_batch(task)!r}, not exactly {batch_id!r}: the job refuses such a task")
+    if isinstance(task.get("amended_seq"), dict) and not _is_count(task.get("amended_cases")):
+        found.append(f"batch {batch_id}: {_task_name(task)} records amended_cases "
+                     f"{task.get('amended_cases')!r}, not a count of cases")
+    return found
+
+
+def _not_held_closed(batch_id: BatchId, task: Document) -> str:
+    amended = task["amended_seq"]
+    return (f"batch {batch_id}: {_task_name(task)} completed amend seq {amended.get('batch_seq')} "
+            f"(batch_seq_details[{amended.get('index')}] of transaction {amended.get('transaction_id')}, closed "
+            f"{amended.get('closed_dtm')}), which the transaction does not hold closed")
+
+
+def _closer_findings(batch_id: BatchId, closed: Sequence[ClosedSeq], closers: Mapping[ClosedSeq, list[Document]],
+                     unrecorded: Sequence[Document]) -> list[str]:
+    """Seqs closed by more than one task, and the closed seqs no task accounts for against the tasks of
+    earlier releases (which record no seq)."""
+    found = [f"batch {batch_id}: {seq.label} was closed by {len(tasks)} completed tasks "
+             f"({', '.join(map(_task_name, tasks))}): the batch may have been amended twice"
+             for seq, tasks in closers.items() if len(tasks) > 1]
     left = [seq for seq in closed if seq not in closers]
     if len(left) > len(unrecorded):
         found.append(f"batch {batch_id}: {_named([seq.label for seq in left])} closed, but only "

@@ -320,6 +320,15 @@ def _flag(text: str | None, where: str) -> bool:
     return value in ("yes", "true", "1", "on")
 
 
+def _credential(path: Path, key: str, variable: str | None, environ: Mapping[str, str]) -> str | None:
+    """The value of the environment variable [SMTP] `key` names (None when it names none)."""
+    if not variable:
+        return None
+    if not environ.get(variable):
+        raise ConfigurationError(f"{path}: [SMTP] {key} names the environment variable {variable}, which is not set")
+    return environ[variable]
+
+
 def load_alert_settings(config_dir: Path, environ: Mapping[str, str]) -> AlertSettings | None:
     """The [SMTP] section of alerts.ini; None when the file is absent or ENABLED is not yes.
     Credentials come from the environment variables the file names; the password is registered
@@ -337,13 +346,8 @@ def load_alert_settings(config_dir: Path, environ: Mapping[str, str]) -> AlertSe
     recipients = tuple(r.strip() for r in (value("RECIPIENTS") or "").split(",") if r.strip())
     if not recipients:
         raise ConfigurationError(f"{path}: [SMTP] RECIPIENTS names no address")
-    credentials = []
-    for key in ("USERNAME_ENV", "PASSWORD_ENV"):
-        variable = value(key, required=False)
-        if variable and not environ.get(variable):
-            raise ConfigurationError(
-                f"{path}: [SMTP] {key} names the environment variable {variable}, which is not set")
-        credentials.append(environ.get(variable) if variable else None)
+    credentials = [_credential(path, key, value(key, required=False), environ) for key in ("USERNAME_ENV",
+                                                                                          "PASSWORD_ENV")]
     if credentials[1]:
         register_secret(credentials[1])
     ca_file = value("CA_FILE", required=False)
