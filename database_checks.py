@@ -33,8 +33,8 @@ from amend_store import (
 from balance_resources import Cell, distribution_error, is_transfer_count
 from utils.cli import INT64_MAX
 from utils.Custom_Exceptions import TaskValidationError
+from utils.documents import Document
 
-Document = dict[str, Any]
 BatchId = str | int
 Result = TypeVar("Result")
 

@@ -31,11 +31,11 @@ from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+from utils.documents import Document
 from utils.loggers import get_logger, log_to_console, progress_bar
 from utils.one_line import one_line
 from utils.secrets import scrub
 
-Document = dict[str, Any]
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 MONGODB_MAX_DEPTH = 100
 MONGODB_MAX_DOCUMENT_BYTES = 16 * 2**20

@@ -53,9 +53,9 @@ from amend_store import (
 from balance_resources import Cell
 from history.run_report import RunIdentity
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
+from utils.documents import INT64_MAX, Document
 from utils.loggers import get_logger
 
-Document = dict[str, Any]
 Item = TypeVar("Item")
 
 CASE_CHUNK_SIZE = 10_000
@@ -63,7 +63,6 @@ INSERT_CHUNK = 10_000
 FENCE_COUNTER_ID = "fence"
 # The journal's own layout; a journal of another layout (an earlier release) is not rolled forward.
 JOURNAL_FORMAT = 2
-INT64_MAX = 2**63 - 1
 
 log = get_logger("writes")
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from history.run_report import Outcome
+from utils.documents import Document
 
-Document = Mapping[str, Any]
 OUTCOMES = frozenset(Outcome)
 COUNTS = ("completed", "errored", "deferred", "skipped", "not_started", "cases_moved", "batch_cases")
 
@@ -62,21 +62,21 @@ class RunRecord:
         return self.exit_code == 0
 
 
-def _count(document: Document, name: str, where: str) -> int:
+def _count(document: Mapping[str, Any], name: str, where: str) -> int:
     value = document.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MalformedRecord(f"{where}: its {name} is {value!r}, not a count")
     return value
 
 
-def _seconds(document: Document, name: str, where: str, default: float) -> float:
+def _seconds(document: Mapping[str, Any], name: str, where: str, default: float) -> float:
     value = document.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
         raise MalformedRecord(f"{where}: its {name} is {value!r}, not a number of seconds")
     return float(value)
 
 
-def _date(document: Document, name: str, where: str) -> datetime:
+def _date(document: Mapping[str, Any], name: str, where: str) -> datetime:
     value = document.get(name)
     if not isinstance(value, datetime):
         raise MalformedRecord(f"{where}: its {name} is {value!r}, not a date" if name in document else

@@ -42,8 +42,8 @@ from database_checks import (
     validate_distributions,
 )
 from utils.Custom_Exceptions import TaskValidationError
+from utils.documents import Document
 
-Document = dict[str, Any]
 HALF_A_CENT = 0.005  # float totals are rounded to cents by the job
 MAX_NAMED = 5  # a finding names at most this many cases or rows; it counts them all
 

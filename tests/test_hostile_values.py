@@ -12,8 +12,8 @@ from embedded.data_file import save_database
 from tests.mutations import assert_task_101_fails_cleanly, set_distribution
 from tests.support import one_line
 from utils.Custom_Exceptions import TaskValidationError
+from utils.documents import INT64_MAX
 
-INT64_MAX = 2**63 - 1
 TOO_LARGE = r"d\.transfer_count must be at most 9223372036854775807 \(2\*\*63-1, the largest Int64\), got "
 
 

@@ -8,8 +8,7 @@ from configparser import ConfigParser
 from pathlib import Path
 
 from utils.Custom_Exceptions import ConfigurationError
-
-INT64_MAX = 2**63 - 1
+from utils.documents import INT64_MAX
 
 
 def read_ini(path: Path | str) -> ConfigParser:
