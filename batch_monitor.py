@@ -51,6 +51,7 @@ from ops.monitoring import (
     CRITICAL,
     OK,
     UNKNOWN,
+    WARNING,
     dashboard,
     evaluate_health,
     export,
@@ -70,7 +71,7 @@ from utils.secrets import scrub
 # --- the shell ---------------------------------------------------------------------------
 
 # A command's output and exit code.
-Answer = tuple[str, ExitStatus]
+Answer = tuple[str, int]
 
 # The dates --since and --until accept (UTC): far enough from datetime's limits that every computation on
 # them (the default period's 28 days before --until, offsets, timestamps) stays within the calendar.
@@ -110,7 +111,7 @@ EXIT_CODES: dict[str, dict[int, str]] = {
     "logs": {OK: "done", ExitStatus.SETUP_ERROR: _READ_ERROR},
     "report": {OK: "the page was written",
                ExitStatus.SETUP_ERROR: f"{_READ_ERROR}, --since not before --until, or FILE not writable"},
-    "check": {OK: "OK", ExitStatus.WARNING: "WARNING", CRITICAL: "CRITICAL",
+    "check": {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL",
               UNKNOWN: "UNKNOWN: the check could not be made (configuration, database or command-line error)"},
     "audit": {OK: "every batch was audited and is consistent", ExitStatus.TASK_ERROR: "mismatches found",
               ExitStatus.SETUP_ERROR: f"{_READ_ERROR}: nothing could be audited",
@@ -211,7 +212,7 @@ def not_audited(journal: Document, task: Document | None, now: datetime, job: Jo
     return f"an amend was left unfinished ({holder}); the next run of the job finishes it; audit it again then"
 
 
-def audit_batches(store: AmendStore, batch: str | None, now: datetime, job: JobSettings) -> tuple[str, ExitStatus]:
+def audit_batches(store: AmendStore, batch: str | None, now: datetime, job: JobSettings) -> tuple[str, int]:
     """The audit's report (per batch, one line per finding, `consistent`, or why it was not audited) and
     its exit code: 1 when anything was found, else 3 when a batch was not audited, else 0."""
     batch_ids, found = batch_ids_to_audit(fetch_batch_ids(store), batch)
@@ -285,7 +286,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, AmendStore, datetime, Settings
     "check": check_command}
 
 
-def run_command(args: argparse.Namespace, now: datetime) -> tuple[Settings, str, ExitStatus]:
+def run_command(args: argparse.Namespace, now: datetime) -> tuple[Settings, str, int]:
     """The settings, and the command's output and exit code, read from the configured database."""
     if args.command == "logs":
         require_ordered_period(args.since, args.until)

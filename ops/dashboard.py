@@ -19,6 +19,7 @@ from history.records import History, RunRecord
 from history.run_report import Outcome
 from ops.monitoring import (
     STATE_NAMES,
+    State,
     claim_host,
     failure_rate,
     health_figures,
@@ -28,7 +29,6 @@ from ops.monitoring import (
     seconds_per_thousand_cases,
 )
 from ops.output_files import DASHBOARD_MARKER, write_atomically
-from utils.cli import ExitStatus
 from utils.config import Thresholds
 from utils.one_line import one_line
 
@@ -114,7 +114,7 @@ def _minute(value: Any) -> Any:
     return f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime) else value
 
 
-def _state(code: ExitStatus) -> str:
+def _state(code: State) -> str:
     return STATE_NAMES[code].lower()
 
 

@@ -2,6 +2,7 @@
 their states, failure patterns, the history as rows. Plain data in, plain data out; no database."""
 
 import csv
+import enum
 import io
 import math
 import re
@@ -14,18 +15,27 @@ from typing import Any
 from database_checks import Document, batch_of
 from history.records import History, RunRecord
 from history.run_report import Outcome
-from utils.cli import ExitStatus
 from utils.config import Thresholds
 from utils.one_line import one_line
 from utils.reports import text_table, to_json
 
-OK, WARNING, CRITICAL, UNKNOWN = ExitStatus.OK, ExitStatus.WARNING, ExitStatus.CRITICAL, ExitStatus.UNKNOWN
+
+class State(enum.IntEnum):
+    """A health figure's state and check's verdict, in the monitoring-plugin convention (Nagios, Icinga):
+    also check's exit code. Apart from the job's exit codes (utils/cli.State), which mean other things."""
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+OK, WARNING, CRITICAL, UNKNOWN = State.OK, State.WARNING, State.CRITICAL, State.UNKNOWN
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 LOG_COLUMNS = ("run_id", "run_started", "host", "run_exit_code", "Task_Id", "task_object_id", "batch", "outcome",
                "cases_moved", "duration_seconds", "message")
 
 
-def level(value: float, warning: float, critical: float) -> ExitStatus:
+def level(value: float, warning: float, critical: float) -> State:
     return CRITICAL if value >= critical else WARNING if value >= warning else OK
 
 
@@ -40,7 +50,7 @@ def seconds_per_thousand_cases(run: RunRecord) -> float | None:
     return run.duration_seconds * 1000 / run.batch_cases if run.batch_cases > 0 else None
 
 
-def slowdown(window_runs: Sequence[RunRecord], thresholds: Thresholds) -> tuple[ExitStatus, str, float | None,
+def slowdown(window_runs: Sequence[RunRecord], thresholds: Thresholds) -> tuple[State, str, float | None,
                                                                              float | None]:
     """(state, text, seconds per 1,000 cases of the last comparable run, its ratio to the median of the
     earlier ones) over the runs of the window, newest first. A run is comparable when its batches held
@@ -60,7 +70,7 @@ def slowdown(window_runs: Sequence[RunRecord], thresholds: Thresholds) -> tuple[
 class HealthFigure:
     """One figure `check` judges: its state, its text in the status line, and its thresholds."""
     name: str
-    state: ExitStatus
+    state: State
     text: str
     limits: str
 
@@ -106,14 +116,14 @@ def health_figures(window: History, success: RunRecord | None, stuck_tasks: int,
 
 
 def evaluate_health(window: History, success: RunRecord | None, stuck_tasks: int, now: datetime,
-                    thresholds: Thresholds) -> tuple[ExitStatus, str]:
+                    thresholds: Thresholds) -> tuple[State, str]:
     """(state, one status line with performance data): the worst of the health figures decides."""
     figures, perfdata = health_figures(window, success, stuck_tasks, now, thresholds)
     state, verdict = overall(figures)
     return state, one_line(f"{verdict} | {perfdata}")
 
 
-def overall(figures: Sequence[HealthFigure]) -> tuple[ExitStatus, str]:
+def overall(figures: Sequence[HealthFigure]) -> tuple[State, str]:
     """The worst state of the figures, and check's status line (without its performance data)."""
     state = max(figure.state for figure in figures)
     return state, f"DRS-AMEND {STATE_NAMES[state]} - {'; '.join(figure.text for figure in figures)}"

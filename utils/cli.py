@@ -11,24 +11,22 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
+from utils.documents import INT64_MAX
 from utils.one_line import one_line
 
 # Interrupted is caught here, and by the tests, as utils.cli.Interrupted.
 from utils.shutdown import STOP_SIGNALS, Interrupted, Phase, SignalRecord, recording_signals
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN = -INT64_MAX - 1
 
 
 class ExitStatus(enum.IntEnum):
-    """The exit codes of main.py, database_update.py and batch_monitor.py."""
+    """The exit codes of main.py, database_update.py and batch_monitor.py (but check, whose exit code is its
+    state: ops/monitoring.State)."""
     OK = 0
     TASK_ERROR = 1  # main.py: a task ended in error (--dry-run: would be refused)
     REFUSED = 1  # database_update.py: no confirmation to delete
     SETUP_ERROR = 2  # a configuration, connection, database or command-line error
-    # batch_monitor.py check: the monitoring-plugin convention
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
     AUDIT_INCOMPLETE = 3  # batch_monitor.py audit: no mismatch, but a batch could not be audited
 
 
