@@ -61,9 +61,9 @@ closes the amend request and records the task as completed or error. A task's wr
 either all land or are all undone."""
 
 PROGRAM = "drs-amend"  # how its one-line messages name it
-# What a second signal, or one before the run holds anything, leaves behind (see README, "Crash recovery").
-STOP_CONSEQUENCE = ("a task it was writing is finished or undone by a later run (see README, \"Crash recovery\"); "
-                    "on the embedded default nothing of this run was saved")
+# What a second signal, or one before the run holds anything, leaves behind (see docs/design.md, "Crash recovery").
+STOP_CONSEQUENCE = ("a task it was writing is finished or undone by a later run (see docs/design.md, "
+                    "\"Crash recovery\"); on the embedded default nothing of this run was saved")
 EXIT_CODES = {
     ExitStatus.OK: "every task completed, or there was nothing to do (--dry-run: every task would complete)",
     ExitStatus.TASK_ERROR: "at least one task ended in error (its reason is in its status_description); the other "

@@ -253,7 +253,7 @@ def process_single_batch(store: AmendStore, task: Document, settings: JobSetting
 
 def recover_task(store: AmendStore, task: Document, settings: JobSettings, run: RunIdentity, clock: Clock,
                  requeued: bool = False) -> TaskOutcome:
-    """Bring a task this run now holds to a consistent end (see README, "Crash recovery"): one whose
+    """Bring a task this run now holds to a consistent end (see docs/design.md, "Crash recovery"): one whose
     claim went stale, or one an operator set back to open while its journal was unfinished (`requeued`).
 
     The task's journal is taken over first, with a new fencing token, so the run that wrote
@@ -299,8 +299,9 @@ def finish_orphaned_journal(store: AmendStore, journal: Document, task_status: s
         if isinstance(held, int) and not isinstance(held, bool) and held > fence:
             # No run can ever take it: its batch would wait for ever, every run saying only "deferred".
             log.critical("the journal of batch %s carries fencing token %s, higher than any this database issues "
-                         "now (%s): %s was lowered or reset; set its value above %s (README, Fencing), then the "
-                         "next run finishes the journal", journal["_id"], held, fence, COUNTERS_COLLECTION, held)
+                         "now (%s): %s was lowered or reset; set its value above %s (docs/design.md, Fencing), "
+                         "then the next run finishes the journal",
+                         journal["_id"], held, fence, COUNTERS_COLLECTION, held)
         return
     if "writes" in taken and taken.get("phase") in (JournalPhase.WRITING, JournalPhase.UNDOING):
         unit = AmendWriteUnit(store, planned_writes_from_journal(taken), fence)

@@ -12,7 +12,7 @@ there on a transient fault, a DatabaseUpdateError naming it when it fails for go
 Every write is idempotent: running it twice, as a retry after a lost reply or a recovery
 after a crash does, leaves what running it once leaves.
 
-Every data write is fenced (see README, "Fencing"): a task's journal carries a fencing
+Every data write is fenced (see docs/design.md, "Fencing"): a task's journal carries a fencing
 token issued by the database, strictly increasing; each case, summary row and transaction
 the task writes records the token in DRS_Amend_Fence, and a write only matches a document
 whose token is not newer than the writer's. A run whose journal was taken over holds an

@@ -163,7 +163,7 @@ def snapshot(db, batch_id=None):
 def normalized(value):
     """A document with the times written by a run replaced by a marker and without _id or fencing
     token, so that the results of runs at different times, or with upserted rows, compare equal
-    (a token only grows: an undo leaves the undoer's, see README "Fencing")."""
+    (a token only grows: an undo leaves the undoer's, see docs/design.md, "Fencing")."""
     if isinstance(value, datetime) and value >= RUN_TIMES_START:
         return "<run time>"
     if isinstance(value, dict):

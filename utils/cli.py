@@ -84,7 +84,7 @@ def run_script(main: Callable[[], int], name: str, consequence: str = "nothing w
     SIGINT and SIGTERM are recorded for the whole script, and acted on as utils/shutdown.py says for
     each phase. A stop before the script's work is committed unwinds it as a crash does: an
     embedded database is not saved, a task in hand on a server is recovered by a later run (see
-    README, "Crash recovery"); the line says `consequence`. Once main returned, its exit code
+    docs/design.md, "Crash recovery"); the line says `consequence`. Once main returned, its exit code
     stands: a first signal while its output is flushed lets the flush finish, a second one ends it
     with one line, and the exit code is still main's. When `main` is the program's own (`python
     SCRIPT`), the process ends with run_script: once the exit code is decided, SIGINT and SIGTERM

@@ -244,7 +244,7 @@ NO_STOP = StopRequest()  # for callers without signals or a time limit: tests, b
 class StoppingStore(AmendStore):
     """An AmendStore whose every database operation is a check point of `stop` (and every tenth of a second
     of a retry's pause): a second signal stops the run between two commands, as a crash would, and a
-    later run finishes or undoes the task in hand (see README, "Crash recovery")."""
+    later run finishes or undoes the task in hand (see docs/design.md, "Crash recovery")."""
 
     def __init__(self, database: Any, retry: RetryPolicy | None, stop: StopRequest):
         super().__init__(database, retry, sleep=stop.pause)
