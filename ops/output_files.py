@@ -3,8 +3,9 @@
 A destination is resolved (symlinks, `..`) and refused when it is the embedded data file or one of
 the files the job keeps beside it under its name (`PATH.lock`, the `PATH.*.tmp` of a save), by path
 or by identity (a hard link); when it is not a regular file (a folder, a device, a FIFO, a socket);
-and when it exists, is not empty and does not start as this tool's own output does. So a mistyped
-name never replaces the database, its lock, a configuration or anyone's document.
+and when it exists, is not empty and is not, as a whole, this tool's own earlier output (is_own_output).
+So a mistyped name never replaces the database, its lock, a configuration or anyone's document; a file
+replaced keeps its permissions.
 """
 
 import csv

@@ -96,3 +96,13 @@ def script(capsys, monkeypatch, restore_logging):
         output = capsys.readouterr()
         return ScriptResult(int(code), output.out, output.err)
     return run
+
+
+@pytest.fixture(scope="module")
+def saved_fixtures(tmp_path_factory):
+    """The fixtures of data/ saved as an embedded data file once per module; tests copy it."""
+    from embedded.data_file import save_database
+
+    path = tmp_path_factory.mktemp("fixtures") / "db.bson"
+    save_database(fresh_db(), path)
+    return path

@@ -20,15 +20,6 @@ LOST_LOCK = "was removed or replaced while this run held it: another process may
             "was saved"
 
 
-@pytest.fixture(scope="module")
-def saved_fixtures(tmp_path_factory):
-    from tests.support import fresh_db
-
-    path = tmp_path_factory.mktemp("fixtures") / "db.bson"
-    save_database(fresh_db(), path)
-    return path
-
-
 @pytest.fixture
 def path(tmp_path, saved_fixtures):
     shutil.copy(saved_fixtures, tmp_path / "db.bson")

@@ -7,22 +7,12 @@ import shutil
 
 import pytest
 
-from embedded.data_file import save_database
 from ops.monitoring import GROUP_COLUMNS, LOG_COLUMNS, export, export_groups
 from ops.output_files import DASHBOARD_MARKER, is_own_output, output_destination
 from tests.support import one_line
 from utils.Custom_Exceptions import ConfigurationError
 
 COMMANDS = {"report": ["report", "--html"], "logs": ["logs", "--export", "csv", "--out"]}
-
-
-@pytest.fixture(scope="module")
-def saved_fixtures(tmp_path_factory):
-    from tests.support import fresh_db
-
-    path = tmp_path_factory.mktemp("fixtures") / "db.bson"
-    save_database(fresh_db(), path)
-    return path
 
 
 @pytest.fixture
