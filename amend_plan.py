@@ -1,17 +1,16 @@
 """Pure planning around balance_resources: from validated inputs to the exact writes of a task."""
 
-import decimal
-import enum
-import math
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
+from amounts import AmountKind, cell_total, without
 from balance_resources import Cell, Holdings, apply_moves, plan_transfer
-from utils.Custom_Exceptions import ResourceBalanceError, TaskValidationError
+from utils.Custom_Exceptions import ResourceBalanceError
+from utils.documents import BatchId
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,6 @@ class SummaryCell:
     total_arrears: Any
 
 
-class AmountKind(enum.StrEnum):
-    """How a batch's Arrease amounts are summed: exactly as integers or decimals, or as floats."""
-    INTEGER = "integer"
-    DECIMAL = "decimal"
-    FLOAT = "float"
-
-
 @dataclass(frozen=True)
 class BatchCases:
     """A batch's cases as read, in the shapes planning needs (see database_checks.build_case_maps).
@@ -76,7 +68,7 @@ class BatchCases:
 
 @dataclass(frozen=True)
 class AmendPlan:
-    batch_id: Any
+    batch_id: BatchId
     request: AmendRequest
     changes: tuple[CaseChange, ...]
     summary: tuple[SummaryCell, ...]
@@ -110,35 +102,6 @@ def case_changes(initial: Mapping[int, Cell], moved: Mapping[int, Cell]) -> tupl
                  for case_id, cell in sorted(moved.items()) if cell[0] != initial[case_id][0])
 
 
-def _without(amounts: Iterable[Any], removed: Iterable[Any]) -> list[Any]:
-    """`amounts` less one occurrence of each value in `removed` (equal amounts are interchangeable)."""
-    left = Counter(amounts)
-    left.subtract(removed)
-    return list(left.elements())
-
-
-# Decimal128 holds 34 significant digits; a sum that needs more is refused, never rounded.
-_DECIMAL128_EXACT = decimal.Context(prec=34, Emin=-6143, Emax=6144,
-                                    traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation])
-
-
-def cell_total(amounts: Sequence[Any], kind: AmountKind, where: str) -> Any:
-    """Tot_Arrease of one cell: an exact integer, an exact decimal, or a float sum rounded to cents."""
-    if kind is AmountKind.INTEGER:
-        return sum(amounts)
-    if kind is AmountKind.DECIMAL:
-        try:
-            with decimal.localcontext(_DECIMAL128_EXACT):
-                return sum(amounts, decimal.Decimal(0))
-        except decimal.DecimalException:
-            raise TaskValidationError(f"{where}: Tot_Arrease cannot be summed exactly in the 34 digits of a "
-                                      "Decimal128") from None
-    try:
-        return round(math.fsum(float(amount) for amount in amounts), 2)
-    except OverflowError:
-        raise TaskValidationError(f"{where}: Tot_Arrease exceeds the largest float") from None
-
-
 def summary_cells(cases: BatchCases, changes: Sequence[CaseChange],
                   existing_cells: Collection[tuple[str, str]]) -> tuple[SummaryCell, ...]:
     """Count and Tot_Arrease of every cell of the batch after `changes`; emptied cells get 0.
@@ -157,14 +120,14 @@ def summary_cells(cases: BatchCases, changes: Sequence[CaseChange],
     for cell in sorted(set(cases.amounts) | {Cell(*cell) for cell in existing_cells} | set(arriving)):
         amounts = cases.amounts.get(cell, [])
         if cell in leaving:
-            amounts = _without(amounts, leaving[cell])
+            amounts = without(amounts, leaving[cell])
         amounts = amounts + arriving.get(cell, [])
         total = cell_total(amounts, cases.amount_kind, f"DRC {cell[0]} RTOM {cell[1]}")
         cells.append(SummaryCell(cell[0], cell[1], len(amounts), total))
     return tuple(cells)
 
 
-def describe_amend(batch_id: Any, request: AmendRequest, changes: Sequence[CaseChange]) -> str:
+def describe_amend(batch_id: BatchId, request: AmendRequest, changes: Sequence[CaseChange]) -> str:
     """The status_description of a completed task: what moved where."""
     moves = Counter((change.old_drc, change.new_drc) for change in changes)
     requested = "; ".join(
@@ -175,7 +138,7 @@ def describe_amend(batch_id: Any, request: AmendRequest, changes: Sequence[CaseC
             f"{len(changes)} case(s) reassigned ({moved or 'none'})")
 
 
-def plan_amend(batch_id: Any, request: AmendRequest, cases: BatchCases, existing_cells: Collection[tuple[str, str]],
+def plan_amend(batch_id: BatchId, request: AmendRequest, cases: BatchCases, existing_cells: Collection[tuple[str, str]],
                min_share_kept: Fraction) -> AmendPlan:
     """The complete, validated plan of one task: which cases move, the summary, the description."""
     _, moved = apply_distributions(cases.holdings, request.distributions, min_share_kept)
@@ -194,7 +157,7 @@ class PlannedWrites:
     summary_row_ids gives the _id of every cell's summary row: the existing row's, or a new
     one chosen before the write, so that a row is only ever written by its _id.
     """
-    batch_id: Any
+    batch_id: BatchId
     request: AmendRequest
     changes: tuple[CaseChange, ...]
     summary: tuple[SummaryCell, ...]

@@ -20,19 +20,16 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from amend_store import AmendStore, Clock, TaskStatus, utc_now
+from coordination.claims import fetch_expired_claims, stale_claim_reason
+from coordination.journal import fetch_journals
 from database_checks import (
-    BatchId,
-    Document,
     fetch_batch_cases,
     fetch_batch_ids,
     fetch_completed_amend_tasks,
-    fetch_expired_claims,
-    fetch_journals,
     fetch_summary_rows,
     fetch_task_status_counts,
     fetch_tasks,
     fetch_transactions,
-    stale_claim_reason,
 )
 from history.records import History
 from history.run_report import Outcome
@@ -65,6 +62,7 @@ from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_
 from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Settings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
+from utils.documents import BatchId, Document
 from utils.one_line import one_line
 from utils.secrets import scrub
 

@@ -9,19 +9,15 @@ the document and the field to fix.
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from bson.decimal128 import Decimal128
-
-from amend_plan import AmendRequest, AmountKind, BatchCases, Distribution
+from amend_plan import AmendRequest, BatchCases, Distribution
 from amend_store import (
     AMEND_FIELDS,
     AMEND_TASK_TYPE,
     AMENDED_BY_FIELD,
     CASES_COLLECTION,
-    JOURNAL_COLLECTION,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
@@ -30,12 +26,12 @@ from amend_store import (
     SeqStatus,
     TaskStatus,
 )
+from amounts import Amount, kind_of, read_arrears
 from balance_resources import Cell, distribution_error, is_transfer_count
 from utils.cli import INT64_MAX
 from utils.Custom_Exceptions import TaskValidationError
-from utils.documents import Document
+from utils.documents import BatchId, Document
 
-BatchId = str | int
 Result = TypeVar("Result")
 
 DISTRIBUTION_KEYS = ("rtom", "donor_drc_id", "receiver_drc_id", "transfer_count")
@@ -67,7 +63,7 @@ def require_code(value: object, where: str) -> str:
 
 # --- tasks and templates -------------------------------------------------------------
 
-def _amend_tasks(query: Document, task_id: int | None = None) -> Document:
+def amend_tasks_filter(query: Document, task_id: int | None = None) -> Document:
     query = dict(query, task_type=AMEND_TASK_TYPE)
     if task_id is not None:
         query["Task_Id"] = task_id
@@ -78,14 +74,14 @@ def fetch_open_tasks(store: AmendStore, task_id: int | None = None) -> list[Docu
     """Open amend tasks, oldest first (created_dtm, then Task_Id); other task types are never read.
     With `task_id`, only the amend task(s) of that Task_Id."""
     return store.read("selecting open tasks", lambda: list(store[TASKS_COLLECTION].find(
-        _amend_tasks({"task_status": TaskStatus.OPEN}, task_id), {"_id": 1, "Task_Id": 1, "created_dtm": 1},
+        amend_tasks_filter({"task_status": TaskStatus.OPEN}, task_id), {"_id": 1, "Task_Id": 1, "created_dtm": 1},
     ).sort(OLDEST_FIRST)))
 
 
 def fetch_amend_task_statuses(store: AmendStore, task_id: int) -> list[str]:
     """The task_status of every amend task with this Task_Id (none when there is no such task)."""
     return store.read(f"reading the amend tasks {task_id}", lambda: [
-        str(task.get("task_status")) for task in store[TASKS_COLLECTION].find(_amend_tasks({}, task_id),
+        str(task.get("task_status")) for task in store[TASKS_COLLECTION].find(amend_tasks_filter({}, task_id),
                                                                                {"task_status": 1})])
 
 
@@ -298,21 +294,7 @@ def fetch_transaction_details(store: AmendStore, batch_id: BatchId) -> AmendRequ
 # --- cases and summary ---------------------------------------------------------------
 
 _NUMBER_TYPES = (int, float)
-Amount = int | float | Decimal
-
-
-def _arrears(value: object, where: str) -> Amount:
-    """An amount as planning sums it: int (Int64 included), float, or decimal.Decimal (from Decimal128)."""
-    if value is None:
-        return 0
-    if isinstance(value, Decimal128):
-        amount = value.to_decimal()
-        if not amount.is_finite():
-            raise TaskValidationError(f"{where}: Arrease must be a number, got {value!r} (Decimal128)")
-        return amount
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TaskValidationError(f"{where}: Arrease must be a number, got {value!r} ({_kind(value)})")
-    return int(value) if isinstance(value, int) else value
+_OPTIONAL_TEXT = (type(None), str)
 
 
 def read_case(document: Document, batch_id: BatchId) -> tuple[int, str, str, Amount]:
@@ -331,7 +313,7 @@ def read_case(document: Document, batch_id: BatchId) -> tuple[int, str, str, Amo
     rtom = require_code(document["RTOM"], f"{where}: RTOM")
     amended = document.get("NEW_DRC_ID")
     current = original if amended in (None, "") else require_code(amended, f"{where}: NEW_DRC_ID")
-    return int(case_id), current, rtom, _arrears(document.get("Arrease"), where)
+    return int(case_id), current, rtom, read_arrears(document.get("Arrease"), where)
 
 
 def build_case_maps(documents: Iterable[Document], batch_id: BatchId) -> BatchCases:
@@ -347,26 +329,20 @@ def build_case_maps(documents: Iterable[Document], batch_id: BatchId) -> BatchCa
     cells: dict[tuple[str, str], tuple[Cell, list[int], list[Amount]]] = {}
     valid_codes: set[str] = set()
     batch_type = type(batch_id)
-    has_float = has_decimal = False
-    for count, document in enumerate(documents, start=1):
+    inf = math.inf
+    for document in documents:
         get = document.get
         case_id, original, amended, rtom, amount, batch = (
             get("Case_Id"), get("DRC_Id"), get("NEW_DRC_ID"), get("RTOM"), get("Arrease", 0),
             get("Case_Distribution_Batch_ID"))
         current = amended or original
         if not (type(case_id) is int and type(original) is str and original in valid_codes
-                and (amended is None or type(amended) is str) and current in valid_codes
+                and type(amended) in _OPTIONAL_TEXT and current in valid_codes
                 and type(rtom) is str and rtom in valid_codes
                 and type(batch) is batch_type and batch == batch_id
-                and type(amount) in _NUMBER_TYPES and -math.inf < amount < math.inf):
+                and type(amount) in _NUMBER_TYPES and -inf < amount < inf):
             case_id, current, rtom, amount = read_case(document, batch_id)
             valid_codes.update((document["DRC_Id"], current, rtom))
-        amount_type = type(amount)
-        if amount_type is not int:
-            if amount_type is float:
-                has_float = True
-            else:
-                has_decimal = True
         entry = cells.get((current, rtom))
         if entry is None:
             entry = cells[(current, rtom)] = (Cell(current, rtom), [], [])
@@ -375,12 +351,33 @@ def build_case_maps(documents: Iterable[Document], batch_id: BatchId) -> BatchCa
         arrears[case_id] = amount
         case_ids.append(case_id)
         amounts.append(amount)
-        if len(assignment) != count:
-            raise TaskValidationError(f"Case_Id {case_id} appears more than once in batch {batch_id}")
-    kind = AmountKind.FLOAT if has_float else AmountKind.DECIMAL if has_decimal else AmountKind.INTEGER
-    return BatchCases(assignment=assignment, arrears=arrears,
-                      holdings={cell: case_ids for cell, case_ids, _ in cells.values()},
-                      amounts={cell: amounts for cell, _, amounts in cells.values()}, amount_kind=kind)
+    return _batch_cases(assignment, arrears, cells.values(), batch_id)
+
+
+def _batch_cases(assignment: dict[int, Cell], arrears: dict[int, Amount],
+                 cells: Iterable[tuple[Cell, list[int], list[Amount]]], batch_id: BatchId) -> BatchCases:
+    """The BatchCases of what build_case_maps gathered: each cell's cases and amounts, the batch's
+    AmountKind; a TaskValidationError when a Case_Id appeared twice."""
+    cells = list(cells)
+    holdings = {cell: case_ids for cell, case_ids, _ in cells}
+    _refuse_duplicates(holdings, len(assignment), batch_id)
+    amount_types = set(map(type, arrears.values()))
+    return BatchCases(assignment=assignment, arrears=arrears, holdings=holdings,
+                      amounts={cell: amounts for cell, _, amounts in cells},
+                      amount_kind=kind_of(float in amount_types, Decimal in amount_types))
+
+
+def _refuse_duplicates(holdings: Mapping[Cell, list[int]], distinct: int, batch_id: BatchId) -> None:
+    """TaskValidationError naming a Case_Id that appears more than once (the index then holds more
+    entries than there are distinct ids)."""
+    if sum(map(len, holdings.values())) == distinct:
+        return
+    seen: set[int] = set()
+    for case_ids in holdings.values():
+        for case_id in case_ids:
+            if case_id in seen:
+                raise TaskValidationError(f"Case_Id {case_id} appears more than once in batch {batch_id}")
+            seen.add(case_id)
 
 
 def fetch_cases_for_batch(store: AmendStore, batch_id: BatchId,
@@ -435,61 +432,6 @@ def fetch_summary_rows(store: AmendStore, batch_id: BatchId) -> list[Document]:
         store[SUMMARY_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id})))
 
 
-# --- claims and journals -------------------------------------------------------------
-
-def stale_claim_reason(task: Mapping[str, Any], now: datetime, lease: timedelta,
-                       clock_skew: timedelta) -> str | None:
-    """Why a processing task's claim no longer protects it, or None while it is live.
-
-    A claim is live while its claim_expires_dtm lies between now and now + lease (+ the
-    clock skew allowed between hosts). A lease already past, one further ahead than any run
-    could have set it (a host whose clock is ahead), or a value that is not a date never
-    protects a task: such a claim is taken over, which fencing makes safe (see README).
-    A claim without a lease (set by hand or by another tool) holds for one lease after its
-    status_changed_dtm.
-    """
-    expires = task.get("claim_expires_dtm")
-    if isinstance(expires, datetime):
-        if expires < now:
-            return f"its lease expired at {expires:%Y-%m-%d %H:%M:%S} UTC"
-        if expires > now + lease + clock_skew:
-            return (f"its lease ends {expires:%Y-%m-%d %H:%M:%S} UTC, further ahead than LEASE_MINUTES from now "
-                    f"(written by a host whose clock is ahead?)")
-        return None
-    if expires is not None:
-        return f"its claim_expires_dtm is not a date: {expires!r}"
-    changed = task.get("status_changed_dtm")
-    if not isinstance(changed, datetime):
-        return f"it has no lease and its status_changed_dtm is not a date: {changed!r}"
-    if changed < now - lease:
-        return f"it has no lease and has been processing since {changed:%Y-%m-%d %H:%M:%S} UTC"
-    if changed > now + clock_skew:
-        return f"it has no lease and its status_changed_dtm {changed:%Y-%m-%d %H:%M:%S} UTC lies in the future"
-    return None
-
-
-CLAIM_FIELDS = {"_id": 1, "Task_Id": 1, "parameters": 1, "claimed_by": 1, "status_changed_dtm": 1,
-                "claim_expires_dtm": 1, "created_dtm": 1}
-
-
-def fetch_expired_claims(store: AmendStore, now: datetime, lease: timedelta, clock_skew: timedelta,
-                         task_id: int | None = None) -> list[Document]:
-    """Amend tasks in processing whose claim no longer protects them (stale_claim_reason), oldest first."""
-    processing = store.read("selecting tasks in processing", lambda: list(store[TASKS_COLLECTION].find(
-        _amend_tasks({"task_status": TaskStatus.PROCESSING}, task_id), CLAIM_FIELDS).sort(OLDEST_FIRST)))
-    return [task for task in processing if stale_claim_reason(task, now, lease, clock_skew)]
-
-
-def fetch_journal(store: AmendStore, batch_id: BatchId) -> Document | None:
-    return store.read(f"reading the journal of batch {batch_id}", lambda: store[JOURNAL_COLLECTION].find_one(
-        {"_id": batch_id}, {"_id": 1, "task_object_id": 1, "Task_Id": 1, "phase": 1, "fence": 1}))
-
-
-def fetch_journals(store: AmendStore) -> list[Document]:
-    return store.read("reading the journals", lambda: list(store[JOURNAL_COLLECTION].find(
-        {}, {"_id": 1, "task_object_id": 1, "Task_Id": 1, "phase": 1, "fence": 1})))
-
-
 # --- run history and monitoring --------------------------------------------------------
 
 def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
@@ -524,7 +466,7 @@ def fetch_completed_amend_tasks(store: AmendStore, batch_id: BatchId) -> list[Do
     """The amend tasks of the batch that completed, or that record the amend they applied (an operator may
     have set a completed task back to open since), with their batch id as stored."""
     return store.read(f"reading the completed amend tasks of batch {batch_id}", lambda: list(
-        store[TASKS_COLLECTION].find(_amend_tasks({"$or": [{"task_status": TaskStatus.COMPLETED},
+        store[TASKS_COLLECTION].find(amend_tasks_filter({"$or": [{"task_status": TaskStatus.COMPLETED},
                                                            {"amended_seq": {"$exists": True}}],
                                                    "parameters.Case_Distribution_Batch_ID": batch_id}),
                                      {"Task_Id": 1, "task_status": 1, "amended_batch_seq": 1, "amended_seq": 1,

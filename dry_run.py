@@ -8,10 +8,10 @@ from typing import Any
 
 from amend_store import AmendStore
 from balance_resources import Cell
+from coordination.journal import fetch_journal
 from database_checks import (
     batch_of,
     fetch_and_validate_template_task,
-    fetch_journal,
     fetch_open_tasks,
     fetch_task,
     task_batch_id,
@@ -19,6 +19,7 @@ from database_checks import (
 from task_processor import plan_batch, task_label
 from utils.config import JobSettings
 from utils.Custom_Exceptions import BatchBusyError, TaskProcessingError
+from utils.documents import BatchId
 from utils.one_line import one_line
 from utils.reports import text_table
 
@@ -28,7 +29,7 @@ class DryRunResult:
     """What processing a task would do: case counts per (DRC, RTOM) before and after, or the refusal."""
     object_id: Any
     task_id: Any
-    batch_id: Any
+    batch_id: BatchId | None  # None: the task names no valid batch
     refusal: str | None = None
     before: dict[Cell, int] = field(default_factory=dict)
     after: dict[Cell, int] = field(default_factory=dict)

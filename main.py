@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, utc_now
-from database_checks import fetch_expired_claims
+from coordination.claims import fetch_expired_claims
 from dry_run import dry_run, dry_run_text
 from history.run_report import Outcome, RunReport
 from history.store import fetch_last_successful_run, keep_history_within, record_run

@@ -13,22 +13,35 @@ from pymongo.errors import PyMongoError
 from amend_plan import AmendPlan, BatchCases, PlannedWrites, plan_amend
 from amend_store import COUNTERS_COLLECTION, AmendStore, Clock, JournalPhase, TaskStatus, utc_now
 from balance_resources import Cell
+from coordination.claims import (
+    claim_task,
+    fetch_expired_claims,
+    release_task,
+    renew_claim,
+    stale_claim_reason,
+    take_over_expired_claim,
+)
+from coordination.fences import issue_fence
+from coordination.journal import (
+    close_journal,
+    fetch_journals,
+    mark_journal_undoing,
+    open_journal,
+    planned_writes_from_journal,
+    record_planned_writes,
+    take_over_journal,
+)
 from database_checks import (
-    BatchId,
-    Document,
     batch_of,
     fetch_amend_task_statuses,
     fetch_and_validate_template_task,
     fetch_case_count,
     fetch_case_prior_values,
     fetch_cases_for_batch,
-    fetch_expired_claims,
-    fetch_journals,
     fetch_open_tasks,
     fetch_summary_rows,
     fetch_task,
     fetch_transaction_details,
-    stale_claim_reason,
     summary_cell_keys,
     task_batch_id,
 )
@@ -37,22 +50,12 @@ from update_databases import (
     CASE_CHUNK_SIZE,
     AmendWriteUnit,
     amend_record,
-    claim_task,
-    close_journal,
-    issue_fence,
-    mark_journal_undoing,
-    open_journal,
-    planned_writes_from_journal,
-    record_planned_writes,
-    release_task,
-    renew_claim,
-    take_over_expired_claim,
-    take_over_journal,
     update_task_status,
 )
 from utils.collector import collector_paused
 from utils.config import JobSettings
 from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
+from utils.documents import BatchId, Document
 from utils.loggers import get_logger, progress_bar, progress_shown
 from utils.secrets import scrub
 from utils.shutdown import NO_STOP, StopRequest

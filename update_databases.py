@@ -1,13 +1,11 @@
-"""Every write of the job, and the undo of each.
+"""The job's data writes, and the undo of each.
 
-One owner per collection: System_tasks (claim_task, take_over_expired_claim, renew_claim,
-release_task, update_task_status), the journal (open_journal, record_planned_writes,
-mark_journal_undoing, take_over_journal, close_journal, and the mapping of a
-PlannedWrites to its document), the fencing counter (issue_fence), cases
+One owner per collection: System_tasks' status (update_task_status), cases
 (update_case_distribution_collection), summary (update_summary_in_mongo) and transactions
-(close_amend_sequence), each data write with its rollback_*, the run history (record_run)
-and a reset from fixtures (reset_collections). Each write is one AmendStore.write: retried
-there on a transient fault, a DatabaseUpdateError naming it when it fails for good.
+(close_amend_sequence), each data write with its rollback_*, the whole set as one AmendWriteUnit, and a
+reset from fixtures (reset_collections). Claims, the journal and fencing tokens live in coordination/, the
+run history in history/store.py. Each write is one AmendStore.write: retried there on a transient fault, a
+DatabaseUpdateError naming it when it fails for good.
 
 Every write is idempotent: running it twice, as a retry after a lost reply or a recovery
 after a crash does, leaves what running it once leaves.
@@ -22,22 +20,16 @@ older token, so its late writes match nothing.
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
-import bson
-from bson.decimal128 import Decimal128
-from pymongo import ReplaceOne, ReturnDocument, UpdateMany, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo import ReplaceOne, UpdateMany, UpdateOne
 
 from amend_plan import AmendRequest, CaseChange, PlannedWrites, SummaryCell
 from amend_store import (
     AMEND_FIELDS,
-    AMEND_TASK_TYPE,
     AMENDED_BY_FIELD,
     CASES_COLLECTION,
-    COUNTERS_COLLECTION,
     FENCE_FIELD,
     FINAL_STATUSES,
     JOURNAL_COLLECTION,
@@ -46,23 +38,22 @@ from amend_store import (
     TOMBSTONE_FIELD,
     TRANSACTIONS_COLLECTION,
     AmendStore,
-    JournalPhase,
     SeqStatus,
     TaskStatus,
 )
+from amounts import stored_amount
 from balance_resources import Cell
+from coordination.fences import not_newer_than
+from coordination.journal import group_priors, journal_fence_held, journal_taken_over
 from history.run_report import RunIdentity
-from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError
-from utils.documents import INT64_MAX, Document
+from utils.Custom_Exceptions import ClaimLostError, DatabaseUpdateError
+from utils.documents import BatchId, Document
 from utils.loggers import get_logger
 
 Item = TypeVar("Item")
 
 CASE_CHUNK_SIZE = 10_000
 INSERT_CHUNK = 10_000
-FENCE_COUNTER_ID = "fence"
-# The journal's own layout; a journal of another layout (an earlier release) is not rolled forward.
-JOURNAL_FORMAT = 2
 
 log = get_logger("writes")
 
@@ -72,105 +63,7 @@ def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
         yield items[start:start + size]
 
 
-def not_newer_than(fence: int) -> Document:
-    """Matches a document that no writer with a newer fencing token has written."""
-    return {FENCE_FIELD: {"$not": {"$gt": fence}}}
-
-
-def issue_fence(store: AmendStore) -> int:
-    """A new fencing token: the database's counter, incremented atomically (never reused, never lower)."""
-    def increment() -> int:
-        for _ in range(2):
-            try:
-                counter = store[COUNTERS_COLLECTION].find_one_and_update(
-                    {"_id": FENCE_COUNTER_ID}, {"$inc": {"value": 1}}, upsert=True,
-                    return_document=ReturnDocument.AFTER)
-                return int(counter["value"])
-            except DuplicateKeyError:
-                continue  # two first-ever upserts raced; the counter exists now
-        raise DatabaseUpdateError("issuing a fencing token failed: the counter could not be created")
-    return store.write("issuing a fencing token", increment)
-
-
 # --- System_tasks ----------------------------------------------------------------------
-
-def _claim_fields(run: RunIdentity, now: datetime, lease: timedelta, description: str) -> Document:
-    return {"task_status": TaskStatus.PROCESSING, "status_changed_dtm": now, "status_description": description,
-            "claimed_by": run.document(), "claim_expires_dtm": now + lease}
-
-
-def claim_task(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
-               lease: timedelta) -> Document | None:
-    """open -> processing in one atomic update on _id; None when another run claimed it first.
-
-    A retry after a lost reply finds the task claimed by this very run and returns it again.
-    """
-    return store.write(f"claiming task {task_object_id}", lambda: store[TASKS_COLLECTION].find_one_and_update(
-        {"_id": task_object_id, "task_type": AMEND_TASK_TYPE,
-         "$or": [{"task_status": TaskStatus.OPEN},
-                 {"task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id}]},
-        {"$set": _claim_fields(run, now, lease, f"Claimed by {run.label}")},
-        return_document=ReturnDocument.AFTER))
-
-
-def _as_read(value: object) -> object:
-    """A filter condition on a field that matches `value` as it was read.
-
-    Dates, strings and numbers are compared with $eq (a value never acts as an operator).
-    Anything else a run never writes there (NaN, a document, an array) matches "still not a
-    date": what a live run would write instead is always a date.
-    """
-    if value is None:
-        return None  # absent or null
-    if isinstance(value, (datetime, str, int)) or (isinstance(value, float) and value == value):
-        return {"$eq": value}
-    return {"$exists": True, "$not": {"$type": "date"}}
-
-
-def _claim_as_read(task: Mapping[str, Any]) -> Document:
-    claimed_by = task.get("claimed_by")
-    if isinstance(claimed_by, dict):
-        condition = {"claimed_by.run_id": _as_read(claimed_by.get("run_id"))}
-    else:
-        condition = {"claimed_by": _as_read(claimed_by)}
-    condition.update({field: _as_read(task.get(field)) for field in ("claim_expires_dtm", "status_changed_dtm")})
-    return condition
-
-
-def take_over_expired_claim(store: AmendStore, task: Mapping[str, Any], run: RunIdentity, now: datetime,
-                            lease: timedelta) -> Document | None:
-    """Take a processing task whose claim was found stale (database_checks.stale_claim_reason).
-
-    Compare-and-set on the claim as it was read, so that a renewal or another run's
-    takeover in between makes this one fail (None). A retry after a lost reply finds the
-    task held by this run and returns it.
-    """
-    as_read = _claim_as_read(task)
-    return store.write(f"taking over task {task['_id']}", lambda: store[TASKS_COLLECTION].find_one_and_update(
-        {"_id": task["_id"], "task_type": AMEND_TASK_TYPE, "task_status": TaskStatus.PROCESSING,
-         "$or": [as_read, {"claimed_by.run_id": run.run_id}]},
-        {"$set": _claim_fields(run, now, lease, f"Being recovered by {run.label}")},
-        return_document=ReturnDocument.AFTER))
-
-
-def renew_claim(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
-                lease: timedelta) -> None:
-    """Extend this run's lease before writing; ClaimLostError when another run took the task over."""
-    result = store.write(f"renewing the claim of task {task_object_id}", lambda: store[TASKS_COLLECTION].update_one(
-        {"_id": task_object_id, "task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id},
-        {"$set": {"claim_expires_dtm": now + lease}}))
-    if result.matched_count != 1:
-        raise ClaimLostError(f"task {task_object_id} is no longer claimed by {run.label}")
-
-
-def release_task(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
-                 description: str) -> None:
-    """processing -> open again, for a task that has to wait for a later run."""
-    store.write(f"releasing task {task_object_id}", lambda: store[TASKS_COLLECTION].update_one(
-        {"_id": task_object_id, "task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id},
-        {"$set": {"task_status": TaskStatus.OPEN, "status_changed_dtm": now, "status_description": description},
-         "$unset": {"claimed_by": "", "claim_expires_dtm": ""}}))
-
 
 def amend_record(writes: PlannedWrites) -> Document:
     """What a completed task records of its amend, for `batch_monitor.py audit`: the seq it closed
@@ -210,166 +103,13 @@ def update_task_status(store: AmendStore, task_object_id: object, run: RunIdenti
         raise ClaimLostError(f"task {task_object_id} is no longer held by {run.label}; not set to {status}")
 
 
-# --- the journal: one document per batch being amended ---------------------------------
-
-def open_journal(store: AmendStore, batch_id: object, task: Document, run: RunIdentity, now: datetime,
-                 fence: int) -> None:
-    """Take the batch for this task: insert its journal (phase `planning`, this run's fence).
-
-    BatchBusyError when another task holds the batch, or when a journal of an earlier
-    attempt of this very task is left: that one is finished first (by the recovery of a
-    run, see task_processor.recover_interrupted_tasks), never adopted.
-    """
-    document = {"_id": batch_id, "task_object_id": task["_id"], "Task_Id": task.get("Task_Id"),
-                "run": run.document(), "fence": fence, "phase": JournalPhase.PLANNING, "created_dtm": now}
-
-    def insert() -> Document | None:
-        """None when inserted; the journal that holds the batch otherwise ({} when it vanished meanwhile)."""
-        try:
-            store[JOURNAL_COLLECTION].insert_one(document)
-            return None
-        except DuplicateKeyError:
-            return store[JOURNAL_COLLECTION].find_one({"_id": batch_id}) or {}
-    holder = store.write(f"opening the journal of batch {batch_id}", insert)
-    if holder is None or holder.get("fence") == fence:
-        return  # inserted, or our own insert whose reply was lost
-    if holder.get("task_object_id") == task["_id"]:
-        raise BatchBusyError(
-            f"batch {batch_id} holds the unfinished journal (phase {holder.get('phase')}) of an earlier attempt "
-            f"of this task; the next run finishes it first")
-    owner = f"amend task {holder.get('Task_Id')} ({holder.get('task_object_id')})" if holder else "another task"
-    raise BatchBusyError(f"batch {batch_id} is being amended by {owner}")
-
-
-def _journal_lost(batch_id: object, fence: int, what: str) -> ClaimLostError:
-    return ClaimLostError(f"the journal of batch {batch_id} was taken over by a run with a newer fencing token "
-                          f"than {fence}; {what}")
-
-
-def record_planned_writes(store: AmendStore, batch_id: object, fence: int, writes: PlannedWrites) -> None:
-    """Store the planned writes and prior values (phase `writing`) before the first data write."""
-    document = journal_writes_document(writes)
-    size = len(bson.encode(document))
-    if size > store.journal_limit_bytes:
-        raise DatabaseUpdateError(
-            f"the plan of batch {batch_id} ({len(writes.changes)} changed cases) needs {size / 2**20:.1f} MB of "
-            f"journal, over MongoDB's 16 MB document limit; split the amend request into smaller ones")
-    result = store.write(f"journaling the writes of batch {batch_id}", lambda: store[JOURNAL_COLLECTION].update_one(
-        {"_id": batch_id, "fence": fence}, {"$set": {"phase": JournalPhase.WRITING, "writes": document}}))
-    if result.matched_count != 1:
-        raise _journal_lost(batch_id, fence, "nothing was written")
-
-
-def mark_journal_undoing(store: AmendStore, batch_id: object, fence: int, reason: str) -> None:
-    """From here on, the task's writes are to be undone (also by a run recovering from a crash)."""
-    result = store.write(f"marking the journal of batch {batch_id} for undo",
-                         lambda: store[JOURNAL_COLLECTION].update_one(
-                             {"_id": batch_id, "fence": fence},
-                             {"$set": {"phase": JournalPhase.UNDOING, "error": reason}}))
-    if result.matched_count != 1:
-        raise _journal_lost(batch_id, fence, "the run that holds it finishes or undoes the writes")
-
-
-def take_over_journal(store: AmendStore, journal_filter: Document, run: RunIdentity, fence: int) -> Document | None:
-    """Make a journal this run's: it takes `fence` (newer than any before it), so the run that held it
-    writes nothing more. The journal as it is now, or None when it is gone or a newer run holds it."""
-    return store.write("taking over a journal", lambda: store[JOURNAL_COLLECTION].find_one_and_update(
-        dict(journal_filter, fence={"$not": {"$gt": fence}}),
-        {"$set": {"fence": fence, "run": run.document()}}, return_document=ReturnDocument.AFTER))
-
-
-def journal_fence_held(store: AmendStore, batch_id: object, fence: int) -> bool:
-    """Whether the batch's journal still carries `fence` (no other run took it over)."""
-    journal = store.write(f"reading the journal of batch {batch_id}",
-                          lambda: store[JOURNAL_COLLECTION].find_one({"_id": batch_id}, {"fence": 1}))
-    return journal is not None and journal.get("fence") == fence
-
-
-def close_journal(store: AmendStore, batch_id: object, fence: int) -> None:
-    """Free the batch once its task is completed or error."""
-    store.write(f"closing the journal of batch {batch_id}",
-                lambda: store[JOURNAL_COLLECTION].delete_one({"_id": batch_id, "fence": fence}))
-
-
-def _priors_key(fields: Document) -> bytes:
-    # The BSON encoding is the grouping key, since a prior value may be of any BSON type.
-    return bson.encode(fields)
-
-
-def group_priors(case_priors: Mapping[int, Document]) -> list[tuple[Document, list[int]]]:
-    """[(fields, sorted case ids)]: cases that had the same prior amend fields, grouped."""
-    groups: dict[bytes, list[int]] = defaultdict(list)
-    for case_id, fields in case_priors.items():
-        groups[_priors_key(fields)].append(case_id)
-    return [(bson.decode(encoded), sorted(case_ids)) for encoded, case_ids in sorted(groups.items())]
-
-
-def stored_amount(total: object) -> object:
-    """A Tot_Arrease as BSON stores it: a decimal as Decimal128, an integer beyond Int64 as Decimal128."""
-    if isinstance(total, Decimal):
-        return Decimal128(total)
-    if isinstance(total, int) and not -INT64_MAX - 1 <= total <= INT64_MAX:
-        return Decimal128(Decimal(total))
-    return total
-
-
-def _read_amount(value: object) -> object:
-    return value.to_decimal() if isinstance(value, Decimal128) else value
-
-
-def journal_writes_document(writes: PlannedWrites) -> Document:
-    """The `writes` field of a journal: a PlannedWrites in BSON types."""
-    moves: dict[tuple[str, str], list[int]] = {}
-    for change in writes.changes:
-        moves.setdefault((change.old_drc, change.new_drc), []).append(change.case_id)
-    request = writes.request
-    return {
-        "format": JOURNAL_FORMAT,
-        "batch_id": writes.batch_id, "now": writes.now, "label": writes.label, "description": writes.description,
-        "request": {"transaction_id": request.transaction_id, "batch_seq": request.batch_seq,
-                    "seq_index": request.seq_index, "prior_status_on": request.prior_status_on,
-                    "prior_status_on_present": request.prior_status_on_present,
-                    "prior_summery_status": request.prior_summery_status,
-                    "closes_transaction": request.closes_transaction},
-        "moves": [{"old": old, "new": new, "case_ids": ids} for (old, new), ids in sorted(moves.items())],
-        "summary": [{"drc": c.drc, "rtom": c.rtom, "count": c.count, "total": stored_amount(c.total_arrears),
-                     "row_id": writes.summary_row_ids[Cell(c.drc, c.rtom)]} for c in writes.summary],
-        "case_priors": [{"fields": fields, "case_ids": ids} for fields, ids in group_priors(writes.case_priors)],
-        "summary_rows": list(writes.summary_rows),
-    }
-
-
-def planned_writes_from_journal(journal: Document) -> PlannedWrites:
-    """The PlannedWrites a journal holds; DatabaseUpdateError for a journal of another layout."""
-    document = journal["writes"]
-    if document.get("format") != JOURNAL_FORMAT:
-        raise DatabaseUpdateError(
-            f"the journal of batch {journal['_id']} was written by an earlier DRS Amend release (format "
-            f"{document.get('format', 1)}, this release reads {JOURNAL_FORMAT}); finish it with that release")
-    return PlannedWrites(
-        batch_id=document["batch_id"], now=document["now"], label=document["label"],
-        description=document["description"],
-        request=AmendRequest(distributions=(), **document["request"]),
-        changes=tuple(sorted((CaseChange(case_id, move["old"], move["new"])
-                              for move in document["moves"] for case_id in move["case_ids"]),
-                             key=lambda change: change.case_id)),
-        summary=tuple(SummaryCell(c["drc"], c["rtom"], c["count"], _read_amount(c["total"]))
-                      for c in document["summary"]),
-        summary_row_ids={Cell(c["drc"], c["rtom"]): c["row_id"] for c in document["summary"]},
-        case_priors={case_id: dict(group["fields"])
-                     for group in document["case_priors"] for case_id in group["case_ids"]},
-        summary_rows=tuple(document["summary_rows"]),
-        task_object_id=journal.get("task_object_id"),
-    )
-
-
 # --- DRS.Tmp_Case_Distribution_DRC -----------------------------------------------------
 
-def _case_chunk_filter(batch_id: object, case_ids: Sequence[int], fence: int) -> Document:
+def _case_chunk_filter(batch_id: BatchId, case_ids: Sequence[int], fence: int) -> Document:
     return {"Case_Distribution_Batch_ID": batch_id, "Case_Id": {"$in": case_ids}, **not_newer_than(fence)}
 
 
-def update_case_distribution_collection(store: AmendStore, batch_id: object, changes: Sequence[CaseChange],
+def update_case_distribution_collection(store: AmendStore, batch_id: BatchId, changes: Sequence[CaseChange],
                                         now: datetime, task_label: str, fence: int, task_object_id: object) -> None:
     """NEW_DRC_ID and the amend fields of every changed case (the task's _id in AMENDED_BY_FIELD): one
     UpdateMany per (old, new) DRC and chunk of CASE_CHUNK_SIZE ids (a few hundred KB, far under the 16 MB
@@ -396,7 +136,7 @@ def update_case_distribution_collection(store: AmendStore, batch_id: object, cha
             f"the batch changed while the task ran")
 
 
-def rollback_case_distribution_collection(store: AmendStore, batch_id: object, case_priors: Mapping[int, Document],
+def rollback_case_distribution_collection(store: AmendStore, batch_id: BatchId, case_priors: Mapping[int, Document],
                                           fence: int) -> None:
     """Put back the amend fields each case had before the task (absent fields are removed again).
     The fence is not put back: fencing tokens only grow."""
@@ -415,7 +155,7 @@ def rollback_case_distribution_collection(store: AmendStore, batch_id: object, c
 
 # --- DRS_Database.Case_Distribution_DRC_Summary ----------------------------------------
 
-def update_summary_in_mongo(store: AmendStore, batch_id: object, cells: Sequence[SummaryCell],
+def update_summary_in_mongo(store: AmendStore, batch_id: BatchId, cells: Sequence[SummaryCell],
                             row_ids: Mapping[Cell, object], fence: int) -> None:
     """Count and Tot_Arrease of every cell of the batch in one ordered bulk_write.
 
@@ -438,7 +178,7 @@ def update_summary_in_mongo(store: AmendStore, batch_id: object, cells: Sequence
                     lambda: store[SUMMARY_COLLECTION].bulk_write(requests, ordered=True))
 
 
-def summary_tombstone(batch_id: object, cell: Cell, fence: int) -> Document:
+def summary_tombstone(batch_id: BatchId, cell: Cell, fence: int) -> Document:
     """What an undo leaves of a summary row its task added: the row's _id with the undoer's fencing token,
     and no field of a row (a query on the batch never sees it). A deleted row would let a stalled run
     with an older token insert it again (an upsert's filter on the token passes when nothing is there);
@@ -447,7 +187,7 @@ def summary_tombstone(batch_id: object, cell: Cell, fence: int) -> Document:
                                                   "RTOM": cell.rtom}}
 
 
-def rollback_summary_in_mongo(store: AmendStore, batch_id: object, prior_rows: Sequence[Document],
+def rollback_summary_in_mongo(store: AmendStore, batch_id: BatchId, prior_rows: Sequence[Document],
                               new_rows: Mapping[object, Cell], fence: int) -> None:
     """Put back every row as it was, and leave a tombstone (summary_tombstone) where the task added a row,
     whether or not that row was written yet; all with this run's fence."""
@@ -537,7 +277,7 @@ class AmendWriteUnit:
 
     def _raise_if_fenced_out(self, exc: DatabaseUpdateError) -> None:
         if not journal_fence_held(self._store, self._writes.batch_id, self._fence):
-            raise _journal_lost(self._writes.batch_id, self._fence,
+            raise journal_taken_over(self._writes.batch_id, self._fence,
                                 f"this run stopped writing ({exc})") from exc
 
     def apply(self) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from utils.cli import ExitStatus
+from utils.documents import BatchId
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,10 @@ class TaskOutcome:
     message: str
     cases_moved: int = 0
     batch_cases: int = 0  # the cases of its batch, when it was planned (what its duration is compared with)
-    batch_id: Any = None
+    batch_id: BatchId | None = None
     duration_seconds: float = 0.0
 
-    def timed(self, batch_id: Any, duration_seconds: float) -> "TaskOutcome":
+    def timed(self, batch_id: BatchId | None, duration_seconds: float) -> "TaskOutcome":
         return replace(self, batch_id=batch_id, duration_seconds=round(duration_seconds, 3))
 
     def document(self) -> dict[str, Any]:

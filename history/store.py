@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore
-from history.records import Document, History, RunRecord, read_history
+from history.records import History, RunRecord, read_history
+from utils.documents import Document
 
 
 def fetch_history(store: AmendStore, now: datetime, allowance: timedelta, since: datetime | None = None,

@@ -19,21 +19,17 @@ A batch whose journal is open is not audited (its writes are under way, or left 
 to finish): the audit says so and does not call it consistent.
 """
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from bson.decimal128 import Decimal128
-
-from amend_plan import AmountKind, SummaryCell, cell_total
+from amend_plan import SummaryCell
 from amend_store import AMENDED_BY_FIELD, TaskStatus
+from amounts import cell_total, from_stored, is_amount, kind_of_amounts, same_amount
 from balance_resources import Cell
 from database_checks import (
-    BatchId,
     is_batch_id,
     open_amend_seqs,
     read_case,
@@ -42,38 +38,14 @@ from database_checks import (
     validate_distributions,
 )
 from utils.Custom_Exceptions import TaskValidationError
-from utils.documents import Document
+from utils.documents import BatchId, Document
 
-HALF_A_CENT = 0.005  # float totals are rounded to cents by the job
 MAX_NAMED = 5  # a finding names at most this many cases or rows; it counts them all
-
-
-def _number(value: Any) -> Any:
-    return value.to_decimal() if isinstance(value, Decimal128) else value
 
 
 def _named(items: Sequence[Any]) -> str:
     shown = ", ".join(map(str, items[:MAX_NAMED]))
     return shown + (f" and {len(items) - MAX_NAMED} more" if len(items) > MAX_NAMED else "")
-
-
-def same_amount(stored: Any, computed: Any) -> bool:
-    """Whether a stored Tot_Arrease equals the total of the cases: exactly for integers and decimals,
-    within half a cent when either is a float."""
-    stored, computed = _number(stored), _number(computed)
-    if not is_amount(stored):
-        return False
-    if isinstance(stored, float) or isinstance(computed, float):
-        return math.isclose(float(stored), float(computed), rel_tol=0, abs_tol=HALF_A_CENT)
-    return bool(stored == computed)
-
-
-def is_amount(value: Any) -> bool:
-    """A Tot_Arrease the job could have written: an integer, a finite float or a finite decimal."""
-    value = _number(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        return False
-    return value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
 
 
 # --- the cases ---------------------------------------------------------------------------------
@@ -110,9 +82,7 @@ def read_cases(documents: Iterable[Document], batch_id: BatchId) -> CaseFigures:
         amounts[Cell(drc, rtom)].append(amount)
         if document.get(AMENDED_BY_FIELD) is not None:
             figures.amended_by[document[AMENDED_BY_FIELD]] += 1
-    every_amount = [amount for cell_amounts in amounts.values() for amount in cell_amounts]
-    kind = AmountKind.FLOAT if any(isinstance(a, float) for a in every_amount) else \
-        AmountKind.DECIMAL if any(isinstance(a, Decimal) for a in every_amount) else AmountKind.INTEGER
+    kind = kind_of_amounts(amount for cell_amounts in amounts.values() for amount in cell_amounts)
     for cell in sorted(amounts):
         try:
             total = cell_total(amounts[cell], kind, f"DRC {cell.drc} RTOM {cell.rtom}")
@@ -146,9 +116,9 @@ def row_problem(row: Document, batch_id: BatchId) -> str | None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         return f"its Count is {count!r} ({type(count).__name__}), not a non-negative integer"
     if not is_amount(total):
-        return f"its Tot_Arrease is {_number(total)!r} ({type(total).__name__}), not a number"
-    if count == 0 and _number(total) != 0:
-        return f"it counts 0 cases but its Tot_Arrease is {_number(total)!r}"
+        return f"its Tot_Arrease is {from_stored(total)!r} ({type(total).__name__}), not a number"
+    if count == 0 and from_stored(total) != 0:
+        return f"it counts 0 cases but its Tot_Arrease is {from_stored(total)!r}"
     return None
 
 
@@ -177,8 +147,8 @@ def summary_findings(batch_id: BatchId, figures: CaseFigures, rows: Sequence[Doc
         elif cell_rows[0]["Count"] != cell.count:
             found.append(f"{where} says Count {cell_rows[0]['Count']!r}; the cases hold {cell.count}")
         elif cell.count and not same_amount(cell_rows[0]["Tot_Arrease"], cell.total_arrears):
-            found.append(f"{where} says Tot_Arrease {_number(cell_rows[0]['Tot_Arrease'])!r}; the cases sum to "
-                         f"{_number(cell.total_arrears)!r}")
+            found.append(f"{where} says Tot_Arrease {from_stored(cell_rows[0]['Tot_Arrease'])!r}; the cases sum to "
+                         f"{from_stored(cell.total_arrears)!r}")
     return found
 
 
@@ -281,7 +251,7 @@ def seq_findings(batch_id: BatchId, closed: Sequence[ClosedSeq], completed_tasks
             found.append(_not_held_closed(batch_id, task))
         else:
             closers[seq].append(task)
-    found += [finding for task in releases["by number"] for finding in _match_by_number(batch_id, task, closed,
+    found += [finding for task in releases["by number"] for finding in _match_byfrom_stored(batch_id, task, closed,
                                                                                         closers)]
     return found + _closer_findings(batch_id, closed, closers, releases["unrecorded"])
 
@@ -293,7 +263,7 @@ def _record_kind(task: Document) -> str:
     return "by number" if "amended_batch_seq" in task else "unrecorded"
 
 
-def _match_by_number(batch_id: BatchId, task: Document, closed: Sequence[ClosedSeq],
+def _match_byfrom_stored(batch_id: BatchId, task: Document, closed: Sequence[ClosedSeq],
                      closers: dict[ClosedSeq, list[Document]]) -> list[str]:
     """A task of the release before: the closed seq of its number that no other task took (or any of them)."""
     candidates = [seq for seq in closed if seq.batch_seq == task["amended_batch_seq"]]

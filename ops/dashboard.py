@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from database_checks import Document, batch_of
+from database_checks import batch_of
 from history.records import History, RunRecord
 from history.run_report import Outcome
 from ops.monitoring import (
@@ -30,6 +30,7 @@ from ops.monitoring import (
 )
 from ops.output_files import DASHBOARD_MARKER, write_atomically
 from utils.config import Thresholds
+from utils.documents import Document
 from utils.one_line import one_line
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from database_checks import Document, batch_of
+from database_checks import batch_of
 from history.records import History, RunRecord
 from history.run_report import Outcome
 from utils.config import Thresholds
+from utils.documents import Document
 from utils.one_line import one_line
 from utils.reports import text_table, to_json
 

@@ -15,8 +15,9 @@ from amend_store import (
     TASKS_COLLECTION,
     TRANSACTIONS_COLLECTION,
 )
+from amounts import same_amount
 from batch_monitor import audit_batches
-from ops.audit import row_problem, same_amount
+from ops.audit import row_problem
 from tests.support import (
     FIXED_NOW,
     SETTINGS,

@@ -5,7 +5,7 @@ import math
 import pytest
 from bson import Decimal128, Int64, ObjectId
 
-from amend_plan import AmountKind
+from amounts import AmountKind
 from database_checks import (
     build_case_maps,
     parse_transfer_count,

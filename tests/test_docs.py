@@ -1,6 +1,7 @@
-"""The README is tested, as sqlite-utils' tests/test_docs.py tests its docs: every option of every script
-is in its table and every option the README names exists; the exit-code tables are the scripts' own; the
-layout names every module and none that is gone; the test command is the one .ci/run runs."""
+"""The README and docs/ are tested, as sqlite-utils' tests/test_docs.py tests its docs: every option of every
+script is in its table and every option they name exists; the exit-code tables are the scripts' own; the
+layout names every module and none that is gone; the test command is the one .ci/run runs; the README stays an
+operator's manual of at most 300 lines, and every link of it and of docs/ leads to a file that exists."""
 
 import argparse
 import re
@@ -15,7 +16,12 @@ from benchmarks import run_benchmarks
 from tests.support import PROJECT_ROOT
 from utils.cli import stopped_codes
 
-README = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+README_PATH = PROJECT_ROOT / "README.md"
+README = README_PATH.read_text(encoding="utf-8")
+README_MAX_LINES = 300
+# The design and reference material the README moved out: {file name: text}.
+DOC_PATHS = sorted((PROJECT_ROOT / "docs").glob("*.md"))
+DOCS = {path.name: path.read_text(encoding="utf-8") for path in DOC_PATHS}
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
 # Options the README names that belong to other programs: pytest's (the test command) and pip's.
 OTHER_PROGRAMS_OPTIONS = {"--cov"}
@@ -37,6 +43,7 @@ def sections(text: str) -> dict[str, str]:
 
 
 SECTIONS = sections(README)
+DOC_SECTIONS = {name: sections(text) for name, text in DOCS.items()}
 
 
 def tables(text: str) -> list[list[list[str]]]:
@@ -79,8 +86,11 @@ def test_every_option_of_database_update_is_in_its_table_and_no_other():
     assert first_column_options(table) == options_of(database_update.build_parser())
 
 
-def test_every_command_of_batch_monitor_is_in_its_table_with_exactly_its_options():
-    table = tables(SECTIONS["Monitoring: `batch_monitor.py`"])[0]
+@pytest.mark.parametrize("section", [SECTIONS["Monitoring: `batch_monitor.py`"],  # the summary
+                                     DOC_SECTIONS["monitoring.md"]["Commands"]],  # the full reference
+                         ids=["README", "docs/monitoring.md"])
+def test_every_command_of_batch_monitor_is_in_its_table_with_exactly_its_options(section):
+    table = tables(section)[0]
     documented = {row[0].strip("`").split()[0]: set(OPTION.findall(row[0])) for row in table[1:]}
     parser = batch_monitor.build_parser()
     expected = {name: options_of(command) for name, command in subcommands(parser).items()}
@@ -89,15 +99,26 @@ def test_every_command_of_batch_monitor_is_in_its_table_with_exactly_its_options
 
 
 def test_every_option_of_the_benchmark_is_in_its_table_and_no_other():
-    (table,) = tables(SECTIONS["Benchmark"])[:1]
+    (table,) = tables(DOC_SECTIONS["scale.md"]["Benchmark"])[:1]
     assert first_column_options(table) == options_of(run_benchmarks.build_parser())
 
 
-def test_every_option_the_readme_names_exists():
+def existing_options() -> set[str]:
     parsers = [main.build_parser(), database_update.build_parser(), batch_monitor.build_parser(),
                run_benchmarks.build_parser(), *subcommands(batch_monitor.build_parser()).values()]
-    existing = set().union(*map(options_of, parsers)) | {"--help"}
-    assert set(OPTION.findall(README)) - existing == OTHER_PROGRAMS_OPTIONS
+    return set().union(*map(options_of, parsers)) | {"--help"}
+
+
+@pytest.mark.parametrize("name", ["README.md", *(f"docs/{name}" for name in DOCS)])
+def test_every_option_the_readme_and_the_docs_name_exists(name):
+    text = (PROJECT_ROOT / name).read_text(encoding="utf-8")
+    assert set(OPTION.findall(text)) - existing_options() <= OTHER_PROGRAMS_OPTIONS
+
+
+def test_every_option_of_other_programs_is_named_somewhere():
+    """OTHER_PROGRAMS_OPTIONS holds no option that the README and the docs have stopped naming."""
+    named = set().union(*(OPTION.findall(text) for text in (README, *DOCS.values())))
+    assert named - existing_options() == OTHER_PROGRAMS_OPTIONS
 
 
 def codes_in(cell: str) -> set[int]:
@@ -168,11 +189,36 @@ def test_the_layout_names_every_folder_of_the_project():
     assert folders - {Path(path.parts[0]) for path in layout_entries()} == set()
 
 
-@pytest.mark.parametrize("name", sorted(set(re.findall(r"[\w/]+\.py\b", README))))
-def test_every_module_the_readme_names_exists(name):
+@pytest.mark.parametrize("name", sorted(set().union(*(re.findall(r"[\w/]+\.py\b", text)
+                                                      for text in (README, *DOCS.values())))))
+def test_every_module_the_readme_and_the_docs_name_exists(name):
     candidates = [path for path in PROJECT_ROOT.rglob(Path(name).name) if ".venv" not in path.parts
                   and str(path.relative_to(PROJECT_ROOT)).endswith(name)]
-    assert candidates, f"the README names {name}, which does not exist"
+    assert candidates, f"the README or docs/ names {name}, which does not exist"
+
+
+def test_the_readme_is_an_operators_manual_of_at_most_300_lines():
+    lines = len(README.splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move design or reference material to docs/"
+
+
+def local_links(text: str) -> list[str]:
+    """The targets of a Markdown text's links and images that are files of the project (no URL, no anchor)."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [target.split("#")[0] for target in targets
+            if not re.match(r"[a-z]+:", target) and not target.startswith("#")]
+
+
+@pytest.mark.parametrize("path", [README_PATH, *DOC_PATHS], ids=lambda path: path.name)
+def test_every_link_leads_to_a_file_that_exists(path):
+    missing = [target for target in local_links(path.read_text(encoding="utf-8"))
+               if not (path.parent / target).exists()]
+    assert missing == [], f"{path.name} links to files that do not exist"
+
+
+def test_the_readme_links_every_file_of_docs():
+    linked = {(PROJECT_ROOT / target).resolve() for target in local_links(README)}
+    assert {path.resolve() for path in DOC_PATHS} - linked == set(), "a file of docs/ the README does not lead to"
 
 
 def fenced_commands(heading: str) -> list[str]:
@@ -195,3 +241,5 @@ def test_the_documentation_helpers_find_what_they_claim():
     assert first_column_options(tables(text)[0]) == {"--a-b"}
     assert len(project_modules()) > 25 and len(layout_entries()) > 30
     assert set(exit_code_tables()) == {"main.py", "database_update.py", "batch_monitor.py"}
+    assert local_links("[a](docs/a.md) ![b](b.png#x) [c](https://example.org) [d](#e)") == ["docs/a.md", "b.png"]
+    assert {"design.md", "monitoring.md", "scale.md"} <= set(DOCS) and len(DOC_SECTIONS["scale.md"]) > 3

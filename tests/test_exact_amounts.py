@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 from bson import Decimal128, Int64
 
-from amend_plan import AmountKind, cell_total
 from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION
+from amounts import AmountKind, cell_total
 from database_checks import build_case_maps, is_batch_id, validate_distributions
 from tests.support import add_batch, run_job
 from utils.Custom_Exceptions import TaskValidationError
