@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 
 from utils.Custom_Exceptions import DatabaseUpdateError
 from utils.retry import RetryPolicy
+from utils.shutdown import StopRequest
 
 TASKS_COLLECTION = "System_tasks"
 TEMPLATES_COLLECTION = "Template_task"
@@ -146,3 +147,21 @@ class AmendStore:
 
     def _create_index(self, collection: str, keys: list[tuple[str, int]], name: str) -> None:
         self.write(f"creating index {name} of {collection}", lambda: self[collection].create_index(keys, name=name))
+
+
+class StoppingStore(AmendStore):
+    """An AmendStore whose every database operation is a check point of `stop` (and every tenth of a second
+    of a retry's pause): a second signal stops the run between two commands, as a crash would, and a
+    later run finishes or undoes the task in hand (see docs/design.md, "Crash recovery")."""
+
+    def __init__(self, database: Any, retry: RetryPolicy | None, stop: StopRequest):
+        super().__init__(database, retry, sleep=stop.pause)
+        self._stop = stop
+
+    def read(self, what: str, operation: Callable[[], Result]) -> Result:
+        self._stop.check()
+        return super().read(what, operation)
+
+    def write(self, what: str, operation: Callable[[], Result]) -> Result:
+        self._stop.check()
+        return super().write(what, operation)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, utc_now
+from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, StoppingStore, utc_now
 from coordination.claims import fetch_expired_claims
 from dry_run import dry_run, dry_run_text
 from history.run_report import Outcome, RunReport
@@ -51,7 +51,7 @@ from utils.loggers import get_logger, setup_logging
 from utils.one_line import one_line
 from utils.reports import to_json
 from utils.secrets import scrub
-from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest, recording_signals
+from utils.shutdown import Interrupted, Phase, SignalRecord, StopRequest, recording_signals
 
 DESCRIPTION = """\
 Execute every open "Case Amend Planning among DRC" task, oldest first. For each task the

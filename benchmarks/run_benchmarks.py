@@ -80,10 +80,11 @@ def measure_commands(size: int) -> dict[str, Any]:
     import mongomock
 
     from amend_store import CASES_COLLECTION, AmendStore
-    from benchmarks.instruments import CommandLog, InstrumentedDatabase, LightCasesCollection
+    from benchmarks.light_cases import LightCasesCollection
     from embedded.mongomock_compat import patch_mongomock
     from fixture_generator import BatchShape, generate_batch
     from task_processor import amend_task_processing
+    from tests.instruments import CommandLog, InstrumentedDatabase
     from update_databases import reset_collections
     from utils.config import JobSettings
 

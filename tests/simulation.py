@@ -40,15 +40,16 @@ from amend_store import (
     TRANSACTIONS_COLLECTION,
     WRITE_COMMANDS,
     AmendStore,
+    StoppingStore,
 )
-from benchmarks.instruments import InstrumentedDatabase
 from embedded.mongomock_compat import stored_documents
 from task_processor import amend_task_processing
+from tests.instruments import InstrumentedDatabase
 from update_databases import reset_collections
 from utils.config import JobSettings
 from utils.Custom_Exceptions import TaskProcessingError
 from utils.retry import RetryPolicy
-from utils.shutdown import Interrupted, Phase, SignalRecord, StoppingStore, StopRequest
+from utils.shutdown import Interrupted, Phase, SignalRecord, StopRequest
 
 TEMPLATE_TASK_ID = 3
 START = datetime(2030, 1, 1, 8, 0)

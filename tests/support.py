@@ -27,10 +27,10 @@ from amend_store import (
     WRITE_COMMANDS,
     AmendStore,
 )
-from benchmarks.instruments import InstrumentedDatabase
 from database_update import read_fixtures
 from history.records import History, parse_run
 from task_processor import amend_task_processing
+from tests.instruments import InstrumentedDatabase
 from update_databases import reset_collections
 from utils.config import JobSettings
 
@@ -183,7 +183,7 @@ def batch_state(db, batch_id):
     })
 
 
-# --- hooks that disturb a database (see benchmarks/instruments.InstrumentedDatabase) ---------------
+# --- hooks that disturb a database (see tests/instruments.InstrumentedDatabase) ---------------
 
 class SimulatedCrash(BaseException):
     """The process dies here: a BaseException, which the job does not (and must not) catch."""
@@ -271,9 +271,9 @@ class AtFirst(WriteHook):
         return self.act(call)
 
 
-def disturbed(database, hook, replacements=None):
+def disturbed(database, hook):
     """`database` with every command going through `hook`."""
-    return InstrumentedDatabase(database, hook, replacements)
+    return InstrumentedDatabase(database, hook)
 
 
 class _LockedCursor:

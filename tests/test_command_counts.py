@@ -12,22 +12,19 @@ from amend_store import (
     TRANSACTIONS_COLLECTION,
     WRITE_COMMANDS,
 )
-from benchmarks.instruments import CommandLog, LightCasesCollection
 from fixture_generator import BatchShape, generate_batch
+from tests.instruments import CommandLog
 from tests.support import disturbed, new_database, run_job, store_of
 from update_databases import reset_collections
 
 DATA_COLLECTIONS = (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
 
 
-def run_counted(shape, light_cases):
-    documents = generate_batch(shape)
+def run_counted(shape):
     db = new_database()
-    cases = list(documents.pop(CASES_COLLECTION))
-    reset_collections(store_of(db), dict(documents, **{CASES_COLLECTION: [] if light_cases else cases}))
-    replacements = {CASES_COLLECTION: LightCasesCollection(cases)} if light_cases else {}
+    reset_collections(store_of(db), generate_batch(shape))
     counting = CommandLog()
-    report = run_job(disturbed(db, counting, replacements))
+    report = run_job(disturbed(db, counting))
     assert [o.status for o in report.outcomes] == ["completed"], report.outcomes
     return counting, report.cases_moved, db
 
@@ -37,7 +34,7 @@ def limit(changed):
 
 
 def test_a_1000_case_task_on_mongomock():
-    counting, changed, db = run_counted(BatchShape(1_000, drcs=4, rtoms=4, distributions=3), light_cases=False)
+    counting, changed, db = run_counted(BatchShape(1_000, drcs=4, rtoms=4, distributions=3))
     commands = counting.commands_of_first_task()
     assert len(commands) <= limit(changed)
     assert commands.count((CASES_COLLECTION, "bulk_write")) == 1
@@ -51,12 +48,13 @@ def test_a_1000_case_task_on_mongomock():
     assert db[TASKS_COLLECTION].find_one()["task_status"] == "completed"
 
 
+@pytest.mark.slow  # 6 to 10 s each on mongomock
 @pytest.mark.parametrize("shape", [
     BatchShape(100_000, distributions=3),
     BatchShape(100_000, drcs=2, rtoms=3, distributions=3, transfer_share=0.3),
 ], ids=["100k-few-changes", "100k-tens-of-thousands-of-changes"])
-def test_a_100000_case_task_on_a_light_stand_in(shape):
-    counting, changed, _ = run_counted(shape, light_cases=True)
+def test_a_100000_case_task_on_mongomock(shape):
+    counting, changed, _ = run_counted(shape)
     commands = counting.commands_of_first_task()
     assert len(commands) <= limit(changed), (changed, commands)
     assert commands.count((CASES_COLLECTION, "find")) == 1 + math.ceil(changed / 10_000)

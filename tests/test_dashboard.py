@@ -195,7 +195,7 @@ def test_the_dashboard_renders_in_a_real_browser_without_script_errors(history_f
     assert load(tmp_path / "db.bson")[RUN_HISTORY_COLLECTION].count_documents({}) == 301
     page = tmp_path / "dashboard.html"
     assert script("batch_monitor.py", "report", "--html", str(page), env=env, clock=Clock(NOW)).returncode == 0
-    assert "<h1>DRS Amend: WARNING</h1>" in page.read_text()  # what the README's caption of the screenshot says
+    assert "<h1>DRS Amend: WARNING</h1>" in page.read_text()  # as docs/monitoring.md captions the screenshot
 
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTEFACTS / "dashboard.png"

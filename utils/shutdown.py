@@ -44,10 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, TypeVar
-
-from amend_store import AmendStore
-from utils.retry import RetryPolicy
+from typing import Any
 
 MINUTE = 60
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -55,7 +52,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CHECK_INTERVAL_SECONDS = 0.1
 
 log = logging.getLogger("drs_amend.shutdown")
-Result = TypeVar("Result")
 
 
 class Interrupted(BaseException):
@@ -239,21 +235,3 @@ class StopRequest:
 
 
 NO_STOP = StopRequest()  # for callers without signals or a time limit: tests, benchmarks
-
-
-class StoppingStore(AmendStore):
-    """An AmendStore whose every database operation is a check point of `stop` (and every tenth of a second
-    of a retry's pause): a second signal stops the run between two commands, as a crash would, and a
-    later run finishes or undoes the task in hand (see docs/design.md, "Crash recovery")."""
-
-    def __init__(self, database: Any, retry: RetryPolicy | None, stop: StopRequest):
-        super().__init__(database, retry, sleep=stop.pause)
-        self._stop = stop
-
-    def read(self, what: str, operation: Callable[[], Result]) -> Result:
-        self._stop.check()
-        return super().read(what, operation)
-
-    def write(self, what: str, operation: Callable[[], Result]) -> Result:
-        self._stop.check()
-        return super().write(what, operation)

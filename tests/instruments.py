@@ -1,18 +1,14 @@
-"""Instruments around a database, for the benchmarks and the tests.
+"""Instruments around a database, for the tests (and the benchmarks, which count commands with them).
 
 InstrumentedDatabase passes every command the store sends (amend_store.READ_COMMANDS and
 WRITE_COMMANDS) through one hook, which may count it, delay it, fail it or run something
-else first; CommandLog is the hook that counts. LightCasesCollection holds one batch's cases
-in a dict and implements just the reads and writes the job sends to the cases collection,
-so that a 100,000-case task runs in seconds where mongomock needs minutes.
+else first; CommandLog is the hook that counts. Only pymongo's public API is used.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from pymongo.results import BulkWriteResult
-
-from amend_store import CASES_COLLECTION, FENCE_FIELD, READ_COMMANDS, WRITE_COMMANDS
+from amend_store import READ_COMMANDS, WRITE_COMMANDS
 
 # hook(collection name, command name, run the command, the command's arguments) -> what the command returns
 Hook = Callable[[str, str, Callable[[], Any], tuple[Any, ...]], Any]
@@ -86,39 +82,3 @@ class CommandLog:
 
     def documents_written_by_first_task(self) -> int:
         return sum(self.written[self._first_claim():])
-
-
-class LightCasesCollection:
-    """The cases of one batch keyed by Case_Id; supports the job's filters, projections and updates
-    (the fencing condition included)."""
-
-    name = CASES_COLLECTION
-
-    def __init__(self, documents: Any):
-        self.documents = {document["Case_Id"]: dict(document) for document in documents}
-
-    def _select(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        batch_id = query["Case_Distribution_Batch_ID"]
-        case_filter = query.get("Case_Id")
-        fence = query.get(FENCE_FIELD, {}).get("$not", {}).get("$gt")
-        candidates = (self.documents.get(case_id) for case_id in case_filter["$in"]) if case_filter \
-            else self.documents.values()
-        return [d for d in candidates if d is not None and d["Case_Distribution_Batch_ID"] == batch_id
-                and (fence is None or d.get(FENCE_FIELD, fence) <= fence)]
-
-    def find(self, query: dict[str, Any], projection: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        fields = [name for name, shown in (projection or {}).items() if shown and name != "_id"]
-        for document in self._select(query):
-            yield {name: document[name] for name in fields if name in document} if fields else dict(document)
-
-    def bulk_write(self, requests: list[Any], ordered: bool = True) -> BulkWriteResult:
-        matched = 0
-        for request in requests:
-            update = request._doc
-            for document in self._select(request._filter):
-                matched += 1
-                document.update(update.get("$set", {}))
-                for name in update.get("$unset", {}):
-                    document.pop(name, None)
-        return BulkWriteResult({"nMatched": matched, "nModified": matched, "nUpserted": 0, "nInserted": 0,
-                                "nRemoved": 0, "upserted": []}, acknowledged=True)
