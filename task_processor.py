@@ -4,6 +4,7 @@ store (amend_store.AmendStore): reads of database_checks, writes of update_datab
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -67,42 +68,53 @@ def task_label(task: Document) -> str:
     return f"amend task {task.get('Task_Id')} ({task['_id']})"
 
 
-def _outcome(task: Document, status: Outcome, message: str, cases_moved: int = 0, batch_cases: int = 0) -> TaskOutcome:
-    return TaskOutcome(task["_id"], task.get("Task_Id"), status, message, cases_moved, batch_cases)
+@dataclass(frozen=True)
+class TaskAttempt:
+    """One run's attempt at one task it holds: what every step of the attempt needs, bundled."""
+    store: AmendStore
+    task: Document
+    run: RunIdentity
+    settings: JobSettings
+    clock: Clock = utc_now
+
+    @property
+    def label(self) -> str:
+        return task_label(self.task)
+
+    def outcome(self, status: Outcome, message: str, cases_moved: int = 0, batch_cases: int = 0) -> TaskOutcome:
+        return TaskOutcome(self.task["_id"], self.task.get("Task_Id"), status, message, cases_moved, batch_cases)
 
 
-def timed(task: Document, process: Callable[[], TaskOutcome]) -> TaskOutcome:
-    """Run `process` for `task`; its outcome with the task's batch and the time it took."""
+def timed(attempt: TaskAttempt, process: Callable[[TaskAttempt], TaskOutcome]) -> TaskOutcome:
+    """Run `process` on the attempt; its outcome with the task's batch and the time it took."""
     started = time.monotonic()
-    outcome = process()
-    return outcome.timed(batch_of(task), time.monotonic() - started)
+    outcome = process(attempt)
+    return outcome.timed(batch_of(attempt.task), time.monotonic() - started)
 
 
-def end_in_error(store: AmendStore, task: Document, run: RunIdentity, reason: str, clock: Clock,
-                 journal: tuple[BatchId, int] | None = None) -> TaskOutcome:
+def end_in_error(attempt: TaskAttempt, reason: str, journal: tuple[BatchId, int] | None = None) -> TaskOutcome:
     """Record `reason` on the task, then close the task's journal (batch id, fence) when given.
 
     A task that cannot be marked stays in processing, its journal kept, for recovery.
     """
     reason = scrub(reason)
-    log.error("%s ended in error: %s", task_label(task), reason)
+    log.error("%s ended in error: %s", attempt.label, reason)
     try:
-        update_task_status(store, task["_id"], run, TaskStatus.ERROR, reason, clock())
+        update_task_status(attempt.store, attempt.task["_id"], attempt.run, TaskStatus.ERROR, reason, attempt.clock())
     except (DatabaseUpdateError, ClaimLostError) as exc:
-        log.critical("%s could not be marked error; it stays in processing until recovered: %s",
-                     task_label(task), exc)
+        log.critical("%s could not be marked error; it stays in processing until recovered: %s", attempt.label, exc)
     else:
         if journal is not None:
-            _close_journal_quietly(store, *journal, task)
-    return _outcome(task, Outcome.ERROR, reason)
+            _close_journal_quietly(attempt, *journal)
+    return attempt.outcome(Outcome.ERROR, reason)
 
 
-def _close_journal_quietly(store: AmendStore, batch_id: BatchId, fence: int, task: Document) -> None:
+def _close_journal_quietly(attempt: TaskAttempt, batch_id: BatchId, fence: int) -> None:
     """A journal left behind only keeps the batch busy until the next run clears it."""
     try:
-        close_journal(store, batch_id, fence)
+        close_journal(attempt.store, batch_id, fence)
     except DatabaseUpdateError as exc:
-        log.warning("%s: %s; the next run clears it", task_label(task), exc)
+        log.warning("%s: %s; the next run clears it", attempt.label, exc)
 
 
 def _failure_reason(exc: Exception, label: str) -> str:
@@ -114,14 +126,13 @@ def _failure_reason(exc: Exception, label: str) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _left_to_the_run_that_took_over(task: Document, exc: ClaimLostError) -> TaskOutcome:
+def _left_to_the_run_that_took_over(attempt: TaskAttempt, exc: ClaimLostError) -> TaskOutcome:
     """This run lost the task (or its batch) to another run: it touches neither any more."""
-    log.error("%s: %s; left to the run that took it over", task_label(task), exc)
-    return _outcome(task, Outcome.ERROR, scrub(str(exc)))
+    log.error("%s: %s; left to the run that took it over", attempt.label, exc)
+    return attempt.outcome(Outcome.ERROR, scrub(str(exc)))
 
 
-def undo_and_end(store: AmendStore, task: Document, run: RunIdentity, writes: PlannedWrites, fence: int,
-                 reason: str, clock: Clock) -> TaskOutcome:
+def undo_and_end(attempt: TaskAttempt, writes: PlannedWrites, fence: int, reason: str) -> TaskOutcome:
     """Journal the undo, undo every write of the task, then end it in error.
 
     When the undo itself fails the journal stays `undoing` and the task stays in processing:
@@ -129,50 +140,48 @@ def undo_and_end(store: AmendStore, task: Document, run: RunIdentity, writes: Pl
     """
     reason = scrub(reason)
     try:
-        mark_journal_undoing(store, writes.batch_id, fence, reason)
-        AmendWriteUnit(store, writes, fence).undo()
+        mark_journal_undoing(attempt.store, writes.batch_id, fence, reason)
+        AmendWriteUnit(attempt.store, writes, fence).undo()
     except ClaimLostError as exc:
-        return _left_to_the_run_that_took_over(task, exc)
+        return _left_to_the_run_that_took_over(attempt, exc)
     except DatabaseUpdateError as exc:
-        log.critical("%s: %s; a later run restores batch %s after the lease", task_label(task), exc, writes.batch_id)
-        return _outcome(task, Outcome.ERROR, f"{reason}; undo incomplete, left for recovery")
-    return end_in_error(store, task, run, f"{reason}; every write of the task was undone", clock,
-                        journal=(writes.batch_id, fence))
+        log.critical("%s: %s; a later run restores batch %s after the lease", attempt.label, exc, writes.batch_id)
+        return attempt.outcome(Outcome.ERROR, f"{reason}; undo incomplete, left for recovery")
+    return end_in_error(attempt, f"{reason}; every write of the task was undone", journal=(writes.batch_id, fence))
 
 
-def land_writes(store: AmendStore, task: Document, run: RunIdentity, writes: PlannedWrites, fence: int,
-                clock: Clock, note: str = "") -> TaskOutcome:
+def land_writes(attempt: TaskAttempt, writes: PlannedWrites, fence: int, note: str = "") -> TaskOutcome:
     """Apply journaled writes and complete the task; on a failed data write undo them and end in error.
 
     Once every data write landed the task is only ever rolled forward: when marking it
     completed fails, it stays in processing with its journal, and the next run after the
     lease completes it.
     """
-    label = task_label(task)
+    label = attempt.label
     started = time.monotonic()
     try:
-        AmendWriteUnit(store, writes, fence).apply()
+        AmendWriteUnit(attempt.store, writes, fence).apply()
     except ClaimLostError as exc:
-        return _left_to_the_run_that_took_over(task, exc)
+        return _left_to_the_run_that_took_over(attempt, exc)
     except Exception as exc:  # noqa: BLE001 - whatever failed, the writes must be undone
-        return undo_and_end(store, task, run, writes, fence, _failure_reason(exc, label) + note, clock)
+        return undo_and_end(attempt, writes, fence, _failure_reason(exc, label) + note)
     log.info("%s: wrote %d case(s) and %d summary row(s), closed seq %s in %.2f s", label, len(writes.changes),
              len(writes.summary), writes.request.batch_seq, time.monotonic() - started)
     try:
-        update_task_status(store, task["_id"], run, TaskStatus.COMPLETED, writes.description + note, clock(),
-                           amended=amend_record(writes))
+        update_task_status(attempt.store, attempt.task["_id"], attempt.run, TaskStatus.COMPLETED,
+                           writes.description + note, attempt.clock(), amended=amend_record(writes))
     except ClaimLostError as exc:
-        return _left_to_the_run_that_took_over(task, exc)
+        return _left_to_the_run_that_took_over(attempt, exc)
     except DatabaseUpdateError as exc:
         message = (f"every write landed but the task could not be marked completed ({exc}); it stays in "
                    f"processing and the next run after its lease completes it")
         log.critical("%s: %s", label, message)
-        return _outcome(task, Outcome.ERROR, scrub(message))
-    _close_journal_quietly(store, writes.batch_id, fence, task)
+        return attempt.outcome(Outcome.ERROR, scrub(message))
+    _close_journal_quietly(attempt, writes.batch_id, fence)
     log.info("%s completed: %s", label, writes.description + note)
     # The summary counts every case of the batch once.
-    return _outcome(task, Outcome.COMPLETED, writes.description + note, len(writes.changes),
-                    sum(cell.count for cell in writes.summary))
+    return attempt.outcome(Outcome.COMPLETED, writes.description + note, len(writes.changes),
+                           sum(cell.count for cell in writes.summary))
 
 
 def plan_batch(store: AmendStore, batch_id: BatchId, settings: JobSettings,
@@ -200,23 +209,22 @@ def plan_batch(store: AmendStore, batch_id: BatchId, settings: JobSettings,
     return cases, summary_rows, plan
 
 
-def read_and_plan(store: AmendStore, task: Document, batch_id: BatchId, settings: JobSettings,
-                  clock: Clock) -> PlannedWrites:
+def read_and_plan(attempt: TaskAttempt, batch_id: BatchId) -> PlannedWrites:
     """The read phase of a task: the plan, with the prior values an undo needs and the _id of every
     summary row it writes (existing rows keep theirs; a new row's is chosen here)."""
-    _, summary_rows, plan = plan_batch(store, batch_id, settings, task_label(task))
-    case_priors = fetch_case_prior_values(store, batch_id, [change.case_id for change in plan.changes],
+    _, summary_rows, plan = plan_batch(attempt.store, batch_id, attempt.settings, attempt.label)
+    case_priors = fetch_case_prior_values(attempt.store, batch_id, [change.case_id for change in plan.changes],
                                           CASE_CHUNK_SIZE)
     row_ids: dict[Cell, object] = {Cell(row["DRC_Id"], row["RTOM"]): row["_id"] for row in summary_rows}
     row_ids.update({Cell(cell.drc, cell.rtom): ObjectId() for cell in plan.summary
                     if Cell(cell.drc, cell.rtom) not in row_ids})
     return PlannedWrites(batch_id=batch_id, request=plan.request, changes=plan.changes, summary=plan.summary,
                          description=plan.description, case_priors=case_priors, summary_rows=tuple(summary_rows),
-                         summary_row_ids=row_ids, now=clock(), label=task_label(task), task_object_id=task["_id"])
+                         summary_row_ids=row_ids, now=attempt.clock(), label=attempt.label,
+                         task_object_id=attempt.task["_id"])
 
 
-def process_single_batch(store: AmendStore, task: Document, settings: JobSettings, run: RunIdentity,
-                         clock: Clock = utc_now) -> TaskOutcome:
+def process_single_batch(attempt: TaskAttempt) -> TaskOutcome:
     """Validate, plan and write one claimed task: it ends `completed`, or `error` with nothing of it left.
 
     The batch's journal, carrying a new fencing token, is opened before the batch is read,
@@ -226,36 +234,35 @@ def process_single_batch(store: AmendStore, task: Document, settings: JobSetting
     writes and the prior values before the first data write, so that a crash at any point
     can be recovered.
     """
-    label = task_label(task)
+    store, task, run, clock = attempt.store, attempt.task, attempt.run, attempt.clock
     try:
-        fetch_and_validate_template_task(store, task, settings.template_task_id)
+        fetch_and_validate_template_task(store, task, attempt.settings.template_task_id)
         batch_id = task_batch_id(task)
         fence = issue_fence(store)
         open_journal(store, batch_id, task, run, clock(), fence)
     except BatchBusyError as exc:
         release_task(store, task["_id"], run, clock(), f"Waiting for a later run: {exc}")
-        log.info("%s deferred: %s", label, exc)
-        return _outcome(task, Outcome.DEFERRED, str(exc))
+        log.info("%s deferred: %s", attempt.label, exc)
+        return attempt.outcome(Outcome.DEFERRED, str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure before the journal ends the task, nothing written
-        return end_in_error(store, task, run, _failure_reason(exc, label) + "; nothing was written", clock)
+        return end_in_error(attempt, _failure_reason(exc, attempt.label) + "; nothing was written")
 
     try:
-        writes = read_and_plan(store, task, batch_id, settings, clock)
-        renew_claim(store, task["_id"], run, clock(), settings.lease)
+        writes = read_and_plan(attempt, batch_id)
+        renew_claim(store, task["_id"], run, clock(), attempt.settings.lease)
         record_planned_writes(store, batch_id, fence, writes)
     except ClaimLostError as exc:
-        _close_journal_quietly(store, batch_id, fence, task)
-        return _left_to_the_run_that_took_over(task, exc)
+        _close_journal_quietly(attempt, batch_id, fence)
+        return _left_to_the_run_that_took_over(attempt, exc)
     except Exception as exc:  # noqa: BLE001 - no data was written yet
-        return end_in_error(store, task, run, _failure_reason(exc, label) + "; nothing was written", clock,
+        return end_in_error(attempt, _failure_reason(exc, attempt.label) + "; nothing was written",
                             journal=(batch_id, fence))
-    return land_writes(store, task, run, writes, fence, clock)
+    return land_writes(attempt, writes, fence)
 
 
 # --- recovery of runs that stopped ------------------------------------------------------
 
-def recover_task(store: AmendStore, task: Document, settings: JobSettings, run: RunIdentity, clock: Clock,
-                 requeued: bool = False) -> TaskOutcome:
+def recover_task(attempt: TaskAttempt, requeued: bool = False) -> TaskOutcome:
     """Bring a task this run now holds to a consistent end (see docs/design.md, "Crash recovery"): one whose
     claim went stale, or one an operator set back to open while its journal was unfinished (`requeued`).
 
@@ -267,26 +274,27 @@ def recover_task(store: AmendStore, task: Document, settings: JobSettings, run: 
     finished; the task ends in error, or, re-queued, is processed afresh. Nothing journaled or
     only planned: nothing was written; the task ends in error, or, re-queued, is processed afresh.
     """
+    store, run = attempt.store, attempt.run
     prefix = f"recovered by {run.label} after the run that claimed it stopped"
     fence = issue_fence(store)
-    journal = take_over_journal(store, {"task_object_id": task["_id"]}, run, fence)
-    renew_claim(store, task["_id"], run, clock(), settings.lease)
+    journal = take_over_journal(store, {"task_object_id": attempt.task["_id"]}, run, fence)
+    renew_claim(store, attempt.task["_id"], run, attempt.clock(), attempt.settings.lease)
     if journal is not None and "writes" in journal and journal.get("phase") == JournalPhase.WRITING:
         note = (f" (an earlier attempt left its writes unfinished when the task was re-queued; {run.label} "
                 f"finished them)" if requeued else f" ({prefix}; its writes were finished)")
-        return land_writes(store, task, run, planned_writes_from_journal(journal), fence, clock, note=note)
+        return land_writes(attempt, planned_writes_from_journal(journal), fence, note=note)
     if journal is not None and "writes" in journal and journal.get("phase") == JournalPhase.UNDOING:
         if not requeued:
-            return undo_and_end(store, task, run, planned_writes_from_journal(journal), fence,
-                                f"{journal.get('error')} ({prefix})", clock)
+            return undo_and_end(attempt, planned_writes_from_journal(journal), fence,
+                                f"{journal.get('error')} ({prefix})")
         AmendWriteUnit(store, planned_writes_from_journal(journal), fence).undo()
     if requeued:
         if journal is not None:
             close_journal(store, journal["_id"], fence)
-        log.info("%s: the earlier attempt's journal is finished; processing the re-queued task", task_label(task))
-        return process_single_batch(store, task, settings, run, clock)
-    return end_in_error(store, task, run, f"Interrupted before any write, nothing changed; {prefix}. "
-                                          "Queue the amend again to retry it.", clock,
+        log.info("%s: the earlier attempt's journal is finished; processing the re-queued task", attempt.label)
+        return process_single_batch(attempt)
+    return end_in_error(attempt, f"Interrupted before any write, nothing changed; {prefix}. "
+                                 "Queue the amend again to retry it.",
                         journal=None if journal is None else (journal["_id"], fence))
 
 
@@ -337,7 +345,7 @@ def recover_interrupted_tasks(store: AmendStore, settings: JobSettings, run: Run
             continue
         log.warning("%s: %s; recovering it", task_label(task),
                     stale_claim_reason(reference, now, settings.lease, settings.clock_skew))
-        outcomes.append(timed(task, partial(_recover_or_report, store, task, settings, run, clock)))
+        outcomes.append(timed(TaskAttempt(store, task, run, settings, clock), _recover_or_report))
     for journal in fetch_journals(store):
         if stop.reason():
             return outcomes
@@ -352,8 +360,8 @@ def recover_interrupted_tasks(store: AmendStore, settings: JobSettings, run: Run
             if claimed is not None:
                 log.warning("%s was re-queued while its journal of batch %s was unfinished; finishing that first",
                             task_label(claimed), journal["_id"])
-                outcomes.append(timed(claimed, partial(_recover_or_report, store, claimed, settings, run, clock,
-                                                       requeued=True)))
+                outcomes.append(timed(TaskAttempt(store, claimed, run, settings, clock),
+                                      partial(_recover_or_report, requeued=True)))
             continue
         try:
             finish_orphaned_journal(store, journal, status, run)
@@ -363,16 +371,15 @@ def recover_interrupted_tasks(store: AmendStore, settings: JobSettings, run: Run
     return outcomes
 
 
-def _recover_or_report(store: AmendStore, task: Document, settings: JobSettings, run: RunIdentity, clock: Clock,
-                       requeued: bool = False) -> TaskOutcome:
+def _recover_or_report(attempt: TaskAttempt, requeued: bool = False) -> TaskOutcome:
     try:
-        return recover_task(store, task, settings, run, clock, requeued)
+        return recover_task(attempt, requeued)
     except ClaimLostError as exc:
-        return _left_to_the_run_that_took_over(task, exc)
+        return _left_to_the_run_that_took_over(attempt, exc)
     except Exception as exc:  # noqa: BLE001 - one unrecoverable journal must not stop the run
-        reason = _failure_reason(exc, task_label(task))
-        log.critical("%s could not be recovered, it stays in processing: %s", task_label(task), reason)
-        return _outcome(task, Outcome.ERROR, f"recovery failed: {reason}")
+        reason = _failure_reason(exc, attempt.label)
+        log.critical("%s could not be recovered, it stays in processing: %s", attempt.label, reason)
+        return attempt.outcome(Outcome.ERROR, f"recovery failed: {reason}")
 
 
 def amend_task_processing(store: AmendStore, settings: JobSettings, clock: Clock = utc_now,
@@ -401,6 +408,6 @@ def amend_task_processing(store: AmendStore, settings: JobSettings, clock: Clock
             report.skipped += 1
             log.info("task %s (%s) was claimed by another run; skipped", reference.get("Task_Id"), reference["_id"])
             continue
-        report.outcomes.append(timed(task, partial(process_single_batch, store, task, settings, run, clock)))
+        report.outcomes.append(timed(TaskAttempt(store, task, run, settings, clock), process_single_batch))
     report.ended = clock()
     return report
