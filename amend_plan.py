@@ -149,19 +149,15 @@ def plan_amend(batch_id: BatchId, request: AmendRequest, cases: BatchCases, exis
 
 
 @dataclass(frozen=True)
-class PlannedWrites:
-    """Everything needed to land a task's writes or to undo them, also after a crash.
+class PlannedWrites(AmendPlan):
+    """Everything needed to land a task's writes or to undo them, also after a crash: the plan, and what
+    was read around it.
 
     It is stored in the task's journal before the first data write and read back by a
-    recovering run (update_databases.journal_writes_document / planned_writes_from_journal).
+    recovering run (coordination/journal.py: journal_writes_document, planned_writes_from_journal).
     summary_row_ids gives the _id of every cell's summary row: the existing row's, or a new
     one chosen before the write, so that a row is only ever written by its _id.
     """
-    batch_id: BatchId
-    request: AmendRequest
-    changes: tuple[CaseChange, ...]
-    summary: tuple[SummaryCell, ...]
-    description: str
     case_priors: dict[int, dict[str, Any]]
     summary_rows: tuple[dict[str, Any], ...]
     summary_row_ids: dict[Cell, Any]

@@ -218,8 +218,7 @@ def read_and_plan(attempt: TaskAttempt, batch_id: BatchId) -> PlannedWrites:
     row_ids: dict[Cell, object] = {Cell(row["DRC_Id"], row["RTOM"]): row["_id"] for row in summary_rows}
     row_ids.update({Cell(cell.drc, cell.rtom): ObjectId() for cell in plan.summary
                     if Cell(cell.drc, cell.rtom) not in row_ids})
-    return PlannedWrites(batch_id=batch_id, request=plan.request, changes=plan.changes, summary=plan.summary,
-                         description=plan.description, case_priors=case_priors, summary_rows=tuple(summary_rows),
+    return PlannedWrites(**vars(plan), case_priors=case_priors, summary_rows=tuple(summary_rows),
                          summary_row_ids=row_ids, now=attempt.clock(), label=attempt.label,
                          task_object_id=attempt.task["_id"])
 
