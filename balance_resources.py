@@ -76,20 +76,16 @@ def index_by_cell(drcs: Mapping[int, tuple[str, str]], of_drcs: Collection[str] 
     return {Cell(*cell): case_ids for cell, case_ids in grouped.items()}
 
 
-def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: str, transfer_value: int,
-                  min_share_kept: Fraction = DEFAULT_MIN_SHARE_KEPT) -> list[Move]:
-    """The moves [(Case_Id, from_cell, to_cell)] of one distribution, or ResourceBalanceError.
-
-    `holdings` maps (drc, rtom) -> Case_Ids. Every choice depends on Case_Id order and on
-    counts only, never on the order of the lists, so the result is deterministic.
-    """
-    problem = distribution_error(receiver_drc, donor_drc, transfer_value)
-    if problem:
-        raise ResourceBalanceError(problem)
-    share = Fraction(min_share_kept)
+def _rtoms_held(holdings: Holdings, donor_drc: str, receiver_drc: str) -> tuple[set[str], dict[str, int]]:
+    """(the RTOMs the donor holds cases of, {RTOM: number of cases} of the receiver); empty cells left out."""
     donor_rtoms = {r for (drc, r), ids in holdings.items() if drc == donor_drc and ids}
     receiver_counts = {r: len(ids) for (drc, r), ids in holdings.items() if drc == receiver_drc and ids}
+    return donor_rtoms, receiver_counts
 
+
+def _check_both_hold(donor_rtoms: Collection[str], receiver_counts: Mapping[str, int], receiver_drc: str,
+                     donor_drc: str, rtom: str) -> None:
+    """Both DRCs hold cases in the batch, and both hold cases of `rtom`."""
     for role, drc, holds_any in (("donor", donor_drc, bool(donor_rtoms)),
                                  ("receiver", receiver_drc, bool(receiver_counts))):
         if not holds_any:
@@ -99,10 +95,11 @@ def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: s
     if rtom not in receiver_counts:
         raise ResourceBalanceError(f"receiver DRC {receiver_drc!r} holds no {rtom!r} case")
 
-    donor_cell = Cell(donor_drc, rtom)
-    _check_keeps_share(len(holdings[donor_cell]), transfer_value, share,
-                       f"donor DRC {donor_drc!r} in RTOM {rtom!r}")
 
+def _give_back_rtoms(donor_rtoms: Collection[str], receiver_counts: Mapping[str, int], receiver_drc: str,
+                     donor_drc: str, rtom: str, transfer_value: int, share: Fraction) -> list[str]:
+    """The RTOMs of the receiver's give-back pool (other than `rtom`, held by both DRCs), once the pool is
+    known to keep its minimum share after giving `transfer_value` cases back."""
     shared_rtoms = [r for r in receiver_counts if r != rtom and r in donor_rtoms]
     pool = sum(receiver_counts[r] for r in shared_rtoms)
     if pool == 0:
@@ -111,12 +108,16 @@ def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: s
             f"{rtom!r} that donor DRC {donor_drc!r} also holds")
     _check_keeps_share(pool, transfer_value, share,
                        f"receiver DRC {receiver_drc!r} in its give-back pool ({', '.join(sorted(shared_rtoms))})")
+    return shared_rtoms
 
-    moves = [(case_id, donor_cell, Cell(receiver_drc, rtom))
-             for case_id in sorted(holdings[donor_cell])[:transfer_value]]
 
+def _give_backs(holdings: Holdings, receiver_drc: str, donor_drc: str, shared_rtoms: list[str],
+                receiver_counts: Mapping[str, int], transfer_value: int) -> list[Move]:
+    """The receiver's `transfer_value` give-back moves, round robin over its pool's RTOMs (the fullest
+    first, then by name), each RTOM giving its lowest Case_Ids first."""
     visit_order = sorted(shared_rtoms, key=lambda r: (-receiver_counts[r], r))
     candidates = {r: iter(sorted(holdings[Cell(receiver_drc, r)])[:transfer_value]) for r in visit_order}
+    moves: list[Move] = []
     given_back = 0
     while given_back < transfer_value:
         for give_rtom in list(visit_order):
@@ -128,6 +129,34 @@ def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: s
             given_back += 1
             if given_back == transfer_value:
                 break
+    return moves
+
+
+def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: str, transfer_value: int,
+                  min_share_kept: Fraction = DEFAULT_MIN_SHARE_KEPT) -> list[Move]:
+    """The moves [(Case_Id, from_cell, to_cell)] of one distribution, or ResourceBalanceError.
+
+    `holdings` maps (drc, rtom) -> Case_Ids. Every choice depends on Case_Id order and on
+    counts only, never on the order of the lists, so the result is deterministic. The checks
+    come in this order: the distribution itself, both DRCs holding `rtom` cases, the donor's
+    minimum share, then the receiver's give-back pool and its minimum share.
+    """
+    problem = distribution_error(receiver_drc, donor_drc, transfer_value)
+    if problem:
+        raise ResourceBalanceError(problem)
+    share = Fraction(min_share_kept)
+    donor_rtoms, receiver_counts = _rtoms_held(holdings, donor_drc, receiver_drc)
+    _check_both_hold(donor_rtoms, receiver_counts, receiver_drc, donor_drc, rtom)
+
+    donor_cell = Cell(donor_drc, rtom)
+    _check_keeps_share(len(holdings[donor_cell]), transfer_value, share,
+                       f"donor DRC {donor_drc!r} in RTOM {rtom!r}")
+    shared_rtoms = _give_back_rtoms(donor_rtoms, receiver_counts, receiver_drc, donor_drc, rtom, transfer_value,
+                                    share)
+
+    moves = [(case_id, donor_cell, Cell(receiver_drc, rtom))
+             for case_id in sorted(holdings[donor_cell])[:transfer_value]]
+    moves.extend(_give_backs(holdings, receiver_drc, donor_drc, shared_rtoms, receiver_counts, transfer_value))
     return moves
 
 

@@ -161,7 +161,7 @@ def measure_embedded(size: int) -> dict[str, float]:
     from utils.collector import collector_paused
     from utils.config import JobSettings
 
-    patch_mongomock()  # as utils.connectDB does before it opens the embedded default
+    patch_mongomock()  # as embedded/data_file.py does when it opens the embedded default
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         reset_seconds = generate_embedded(PROJECT_ROOT, size, folder)

@@ -49,7 +49,6 @@ SAVE_CHUNK = 10_000
 LOCK_POLL_SECONDS = 0.05
 
 log = logging.getLogger("drs_amend.embedded")
-patch_mongomock()
 # A write made at the very end of a session: (collection, write), see save_database.
 FinalWrite = tuple[str, Callable[[Any], None]]
 # A file's (st_dev, st_ino): which file a path names, whatever it is named.
@@ -359,6 +358,7 @@ class EmbeddedDatabaseFile:
                 f"process wrote it; nothing of this run was saved (run the job again)")
 
     def __enter__(self) -> Any:
+        patch_mongomock()  # the embedded engine is adapted when it opens (on the proven mongomock only)
         database: Any = mongomock.MongoClient()[self.db_name]
         if self.read_only:
             load_database(database, self.path, self.skip)

@@ -33,16 +33,28 @@ only for an embedded:// URI; a test proves it): production runs plain pymongo.
    order, copied, then `_id` last unless excluded. Any other projection goes to mongomock.
 
 The speedups change no result (the suite passes with and without them; tests compare both
-on random data); DRS_MONGOMOCK_SPEEDUPS=0 in the environment leaves them out. The
-adaptation (1) does nothing once mongomock accepts `sort` itself; the speedups replace
-private functions of mongomock 4.3 (pinned), so a new mongomock release is taken only
-once this suite, which runs with and without them, passes on it. stored_documents and store_documents read
-and fill a collection's documents directly, for the embedded data file: no query, no
-per-document validation, so loading and saving cost what BSON decoding and encoding cost.
+on random data); DRS_MONGOMOCK_SPEEDUPS=0 in the environment leaves them out.
+
+Nothing is patched when this module is imported. patch_mongomock applies the adaptation and the
+speedups, and embedded/data_file.py calls it each time it opens the embedded default (the suite and
+the tools that run mongomock call it themselves). It applies them only to the mongomock version they
+were proven on, PROVEN_MONGOMOCK_VERSION (4.3.0, pinned in requirements.txt and constraints.txt),
+as importlib.metadata reports the installed version: they replace private functions of that
+release. On any other version patch_mongomock logs one warning per process, naming the installed
+and the proven versions, and applies nothing: plain mongomock runs, without the adaptation (a bulk
+write holding an UpdateOne or a ReplaceOne may then fail) and without the speedups. A new mongomock
+release is taken by raising the pin and PROVEN_MONGOMOCK_VERSION together, once this suite, which
+runs with and without the speedups, passes on it.
+
+stored_documents and store_documents read and fill a collection's documents directly, for the
+embedded data file: no query, no per-document validation, so loading and saving cost what BSON
+decoding and encoding cost. They are no patch: they read mongomock's store whatever its version.
 """
 
 import functools
+import importlib.metadata
 import inspect
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -53,10 +65,16 @@ from mongomock import filtering, helpers
 from mongomock.collection import BulkOperationBuilder, Cursor
 
 SPEEDUPS_VARIABLE = "DRS_MONGOMOCK_SPEEDUPS"
+# The mongomock release the adaptation and the speedups were proven on: the one requirements.txt pins.
+PROVEN_MONGOMOCK_VERSION = "4.3.0"
 _PLAIN_NEXT = Cursor.__next__
 _PLAIN_IN = filtering._in_op
 _PLAIN_ITER_DOCUMENTS = mongomock_collection.Collection._iter_documents
 _PLAIN_COPY_ONLY_FIELDS = mongomock_collection.Collection._copy_only_fields
+
+log = logging.getLogger("drs_amend.embedded")
+# Whether this process has warned that the installed mongomock is not the proven one (it warns once).
+_unproven_version_reported = False
 
 
 def _accepting_no_sort(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -126,19 +144,37 @@ class _SimpleConditions:
     members_of: tuple[tuple[str, frozenset[Any]], ...]  # {"field": {"$in": [plain values]}}
     whole_filter: bool  # nothing else in the filter
 
+    @property
+    def first_members_of(self) -> tuple[str, frozenset[Any]]:
+        """The first {"field": {"$in": ...}} condition, ("", an empty set) when there is none."""
+        return self.members_of[0] if self.members_of else ("", frozenset())
+
+
+def _is_top_level_field(field: Any) -> bool:
+    """A field of the document itself: text, not empty, neither an operator nor a dotted path."""
+    return isinstance(field, str) and bool(field) and not field.startswith("$") and "." not in field
+
+
+def _plain_members(condition: Any) -> frozenset[Any] | None:
+    """The set of an `{"$in": values}` condition (made when the query started); None for any other condition,
+    for an $in whose values mongomock must compare itself, and for one holding None (it matches a missing
+    field)."""
+    if not isinstance(condition, dict) or list(condition) != ["$in"] or not isinstance(condition["$in"], _InList):
+        return None
+    members = condition["$in"].members
+    return None if members is None or None in members else members
+
 
 def _simple_conditions(search_filter: Any) -> _SimpleConditions | None:
     if not isinstance(search_filter, dict):
         return None
     equal_to_text, members_of, whole_filter = [], [], True
     for field, condition in search_filter.items():
-        members = (condition["$in"].members if isinstance(condition, dict) and list(condition) == ["$in"]
-                   and isinstance(condition["$in"], _InList) else None)
-        if not isinstance(field, str) or not field or field.startswith("$") or "." in field:
+        if not _is_top_level_field(field):
             whole_filter = False
         elif type(condition) is str:
             equal_to_text.append((field, condition))
-        elif members is not None and None not in members:
+        elif (members := _plain_members(condition)) is not None:
             members_of.append((field, members))
         else:
             whole_filter = False
@@ -165,34 +201,43 @@ def _matching(documents: list[dict[str, Any]], search_filter: Any,
     """The documents the filter matches. A text value equals only the same text, and a plain value outside an
     $in set cannot be in it: those documents are passed over. A document whose values there are all text,
     and which the simple conditions (the whole filter) accept, is taken. mongomock judges every other one."""
-    first_field, first_members = conditions.members_of[0] if conditions.members_of else ("", frozenset())
+    first_field, first_members = conditions.first_members_of
+    equal_to_text, members_of = conditions.equal_to_text, conditions.members_of
     for document in documents:
         if first_field:  # an $in scan's usual document, passed over before anything else is looked at
             value = document.get(first_field, filtering.NOTHING)
             if type(value) in _IMMUTABLE and value not in first_members:
                 continue
         judged = conditions.whole_filter
-        for field, text in conditions.equal_to_text:
+        for field, text in equal_to_text:  # inline: a read of a whole batch judges every document here
             value = document.get(field, filtering.NOTHING)
             if type(value) is not str:
                 judged = False
             elif value != text:
                 break
         else:
-            for field, members in conditions.members_of:
-                value = document.get(field, filtering.NOTHING)
-                if type(value) is not str:
-                    judged = False
-                if value is filtering.NOTHING or isinstance(value, _UNINDEXED):
-                    continue
-                try:
-                    if value not in members:
-                        break
-                except TypeError:  # unhashable: mongomock compares it
-                    continue
-            else:
-                if judged or filtering.filter_applies(search_filter, document):
-                    yield document
+            verdict = _judged_on_members(document, members_of, judged) if members_of else judged
+            if verdict or (verdict is not None and filtering.filter_applies(search_filter, document)):
+                yield document
+
+
+def _judged_on_members(document: dict[str, Any], members_of: tuple[tuple[str, frozenset[Any]], ...],
+                       judged: bool) -> bool | None:
+    """None when a plain value of the document lies outside its $in set (the document is passed over);
+    otherwise whether the document is still judged without mongomock (`judged`, and its values there are
+    all text)."""
+    for field, members in members_of:
+        value = document.get(field, filtering.NOTHING)
+        if type(value) is not str:
+            judged = False
+        if value is filtering.NOTHING or isinstance(value, _UNINDEXED):
+            continue
+        try:
+            if value not in members:
+                return None
+        except TypeError:  # unhashable: mongomock compares it
+            continue
+    return judged
 
 
 # The last projections seen, as (the projection, its items when seen, what _inclusion_of made of them).
@@ -210,21 +255,27 @@ def _inclusion_of(fields: Any) -> tuple[frozenset[str], bool] | None:
     cached = _parsed_projections.get(id(fields))
     if cached is not None and cached[0] is fields and cached[1] == items:
         return cached[2]
-    included, keep_id, parsed = set(), True, True
-    for key, value in items:
-        if type(value) not in (int, bool) or value not in (0, 1):
-            parsed = False
-        elif key == "_id":
-            keep_id = value == 1
-        elif not value or not isinstance(key, str) or "." in key or key.startswith("$"):
-            parsed = False
-        else:
-            included.add(key)
-    inclusion = (frozenset(included), keep_id) if parsed and included else None
+    inclusion = _parsed_inclusion(items)
     if len(_parsed_projections) >= 16:
         _parsed_projections.pop(next(iter(_parsed_projections)))
     _parsed_projections[id(fields)] = (fields, items, inclusion)
     return inclusion
+
+
+def _parsed_inclusion(items: tuple[Any, ...]) -> tuple[frozenset[str], bool] | None:
+    """What _inclusion_of makes of a projection's items: each value 0 or 1 (an int or a bool), every field but
+    _id included (1) and a text without a dot that is no operator, at least one of them; None otherwise."""
+    included, keep_id = set(), True
+    for key, value in items:
+        if type(value) not in (int, bool) or value not in (0, 1):
+            return None
+        if key == "_id":
+            keep_id = value == 1
+        elif not value or not isinstance(key, str) or "." in key or key.startswith("$"):
+            return None
+        else:
+            included.add(key)
+    return (frozenset(included), keep_id) if included else None
 
 
 def _copy_only_included_fields(self: Any, doc: dict[str, Any], fields: Any, container: Any) -> Any:
@@ -245,9 +296,40 @@ def speedups_enabled() -> bool:
     return os.environ.get(SPEEDUPS_VARIABLE, "1") != "0"
 
 
-def patch_mongomock() -> None:
-    """Make mongomock's bulk builder accept pymongo's sort=None and, unless DRS_MONGOMOCK_SPEEDUPS=0, read
-    cursors and evaluate $in in linear time and apply simple projections directly (idempotent)."""
+def installed_mongomock_version() -> str | None:
+    """The version of the installed mongomock, as its distribution's metadata gives it (None: no metadata)."""
+    try:
+        return importlib.metadata.version("mongomock")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def patch_mongomock() -> bool:
+    """On the proven mongomock version: make mongomock's bulk builder accept pymongo's sort=None and, unless
+    DRS_MONGOMOCK_SPEEDUPS=0, read cursors and evaluate $in in linear time, judge simple filters and apply
+    simple projections directly (idempotent); True. On any other version: apply nothing, warn (once per
+    process), False."""
+    installed = installed_mongomock_version()
+    if installed != PROVEN_MONGOMOCK_VERSION:
+        _report_unproven_version(installed)
+        return False
+    _apply_patches()
+    return True
+
+
+def _report_unproven_version(installed: str | None) -> None:
+    global _unproven_version_reported
+    if _unproven_version_reported:
+        return
+    _unproven_version_reported = True
+    log.warning("mongomock %s is installed, but the adaptations of embedded/mongomock_compat.py were proven on "
+                "mongomock %s only: the embedded engine runs plain mongomock, without them (bulk writes of "
+                "UpdateOne or ReplaceOne may fail, large reads are slower); install mongomock==%s as "
+                "requirements.txt pins it", installed or "(version unknown)", PROVEN_MONGOMOCK_VERSION,
+                PROVEN_MONGOMOCK_VERSION)
+
+
+def _apply_patches() -> None:
     for name in ("add_update", "add_replace"):
         method = getattr(BulkOperationBuilder, name)
         if "sort" not in inspect.signature(method, follow_wrapped=False).parameters:

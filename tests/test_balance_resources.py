@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 from collections import Counter
 from fractions import Fraction
 from types import MappingProxyType
@@ -114,6 +115,20 @@ def test_donor_rule_is_exact_at_the_boundary():
 def test_refusals(layout, receiver, donor, rtom, count, reason):
     with pytest.raises(ResourceBalanceError, match=reason.replace("(", r"\(")):
         balance_resources(build(layout), receiver, donor, rtom, count)
+
+
+@pytest.mark.parametrize("layout, receiver, donor, rtom, count, reason", [
+    (WORKED, "D2", "D2", "CW", 0, "transfer count must be an integer of at least 1"),
+    (WORKED, "D9", "D8", "CW", 1, "donor DRC 'D8' holds no case in this batch"),
+    ({"R": {"AD": 5}, "G": {"AD": 5}}, "R", "G", "X", 1, "donor DRC 'G' holds no 'X' case to give"),
+    ({"R": {"X": 1, "ZZ": 9}, "G": {"X": 3, "AD": 1}}, "R", "G", "X", 3, "donor DRC 'G' in RTOM 'X' holds 3"),
+])
+def test_of_several_refusals_the_first_checked_is_reported(layout, receiver, donor, rtom, count, reason):
+    """The checks run in plan_transfer's order: the distribution, the donor then the receiver holding cases (of
+    the RTOM), the donor's minimum share, then the receiver's give-back pool; every case here fails a later one
+    too."""
+    with pytest.raises(ResourceBalanceError, match=re.escape(reason)):
+        plan_transfer(index_by_cell(build(layout)), receiver, donor, rtom, count)
 
 
 def test_min_share_is_a_setting():

@@ -320,3 +320,35 @@ def test_loading_and_saving_show_a_progress_bar_with_a_total_on_a_terminal(tmp_p
     # 14 records: the file's header, two collection headers, 11 documents
     assert ("saving db.bson" in stream.text and "loading db.bson" in stream.text) is terminal
     assert ("/14" in stream.text) is terminal
+
+
+# --- mongomock is adapted when the embedded default opens -------------------------------------------
+
+
+def test_the_embedded_default_patches_mongomock_each_time_it_opens(tmp_path, monkeypatch):
+    from embedded import data_file
+
+    calls = []
+    monkeypatch.setattr(data_file, "patch_mongomock", lambda: calls.append("patched") or True)
+    for read_only in (False, True, False):
+        with EmbeddedDatabaseFile(tmp_path / "db.bson", "drs", 5, read_only=read_only) as database:
+            assert calls == ["patched"]
+            database["c"].insert_one({"x": 1})
+        calls.clear()
+
+
+def test_importing_the_embedded_engine_patches_nothing():
+    """Only opening the embedded default patches mongomock (on the proven version): importing it does not."""
+    import subprocess
+    import sys
+
+    probe = ("from mongomock import filtering\n"
+             "from mongomock.collection import BulkOperationBuilder as B, Collection as C, Cursor\n"
+             "def state():\n"
+             "    return (B.add_update, B.add_replace, Cursor.__next__, Cursor.next, filtering._in_op,\n"
+             "            filtering._filterer_inst._operator_map['$in'], C._iter_documents, C._copy_only_fields)\n"
+             "before = state()\n"
+             "import embedded.data_file, embedded.mongomock_compat, utils.connectDB\n"
+             "print(state() == before)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert result.stdout.strip() == "True", result.stderr

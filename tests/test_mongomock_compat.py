@@ -2,7 +2,11 @@
 which must give plain mongomock's answers."""
 
 import copy
+import importlib.metadata
+import inspect
+import logging
 import os
+import re
 from contextlib import contextmanager
 from functools import partial
 
@@ -10,9 +14,13 @@ import mongomock
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mongomock import filtering
+from mongomock.collection import BulkOperationBuilder, Collection, Cursor
 from pymongo import ReplaceOne, UpdateOne
 
-from embedded.mongomock_compat import SPEEDUPS_VARIABLE, patch_mongomock, speedups_enabled
+from embedded import mongomock_compat
+from embedded.mongomock_compat import PROVEN_MONGOMOCK_VERSION, SPEEDUPS_VARIABLE, patch_mongomock, speedups_enabled
+from tests.support import PROJECT_ROOT
 
 
 def test_bulk_write_takes_update_one_and_replace_one_under_current_pymongo():
@@ -193,3 +201,86 @@ def test_patching_again_wraps_nothing_twice():
     for _ in range(3):
         patch_mongomock()
     assert BulkOperationBuilder.add_update is wrapped
+
+
+# --- the patches apply to the proven mongomock version only ---------------------------------------
+
+
+def mongomock_state():
+    """Everything patch_mongomock may replace in mongomock, as it is now."""
+    return (BulkOperationBuilder.add_update, BulkOperationBuilder.add_replace, Cursor.__next__, Cursor.next,
+            filtering._in_op, filtering._filterer_inst._operator_map["$in"], Collection._iter_documents,
+            Collection._copy_only_fields)
+
+
+@pytest.fixture
+def plain_mongomock(monkeypatch):
+    """mongomock without any patch, and no warning given yet in this process, for the time of the test: the
+    suite's patches (conftest.py) are put back afterwards, as monkeypatch puts back what it replaced."""
+    monkeypatch.setattr(BulkOperationBuilder, "add_update", inspect.unwrap(BulkOperationBuilder.add_update))
+    monkeypatch.setattr(BulkOperationBuilder, "add_replace", inspect.unwrap(BulkOperationBuilder.add_replace))
+    monkeypatch.setattr(Cursor, "__next__", mongomock_compat._PLAIN_NEXT)
+    monkeypatch.setattr(Cursor, "next", mongomock_compat._PLAIN_NEXT)
+    monkeypatch.setattr(filtering, "_in_op", mongomock_compat._PLAIN_IN)
+    monkeypatch.setitem(filtering._filterer_inst._operator_map, "$in", mongomock_compat._PLAIN_IN)
+    monkeypatch.setattr(Collection, "_iter_documents", mongomock_compat._PLAIN_ITER_DOCUMENTS)
+    monkeypatch.setattr(Collection, "_copy_only_fields", mongomock_compat._PLAIN_COPY_ONLY_FIELDS)
+    monkeypatch.setattr(mongomock_compat, "_unproven_version_reported", False)
+    monkeypatch.delenv(SPEEDUPS_VARIABLE, raising=False)
+    plain = mongomock_state()
+    assert "sort" not in inspect.signature(plain[0]).parameters  # mongomock 4.3's own bulk builder
+    return plain
+
+
+def unproven_version_warnings(caplog):
+    return [record.getMessage() for record in caplog.records
+            if record.name == "drs_amend.embedded" and record.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("installed", ["4.3.1", "4.2.0", "5.0.0", None])
+def test_another_mongomock_version_runs_plain_mongomock_and_is_warned_of_once(plain_mongomock, monkeypatch, caplog,
+                                                                              installed):
+    monkeypatch.setattr(mongomock_compat, "installed_mongomock_version", lambda: installed)
+    with caplog.at_level(logging.WARNING, logger="drs_amend.embedded"):
+        assert [patch_mongomock() for _ in range(3)] == [False, False, False]
+    assert mongomock_state() == plain_mongomock  # nothing applied, not even the adaptation
+    (warning,) = unproven_version_warnings(caplog)
+    assert f"mongomock {installed or '(version unknown)'} is installed" in warning
+    assert f"proven on mongomock {PROVEN_MONGOMOCK_VERSION} only" in warning
+    collection = mongomock.MongoClient()["db"]["c"]
+    collection.insert_one({"_id": 1, "x": 1})
+    with pytest.raises(TypeError, match="sort"):  # mongomock#912, as plain mongomock 4.3 has it
+        collection.bulk_write([UpdateOne({"_id": 1}, {"$set": {"x": 2}})])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_proven_mongomock_version_is_patched_without_a_warning(plain_mongomock, monkeypatch, caplog, enabled):
+    monkeypatch.setattr(mongomock_compat, "installed_mongomock_version", lambda: PROVEN_MONGOMOCK_VERSION)
+    monkeypatch.setenv(SPEEDUPS_VARIABLE, "1" if enabled else "0")
+    with caplog.at_level(logging.WARNING, logger="drs_amend.embedded"):
+        assert patch_mongomock() is True
+    add_update, add_replace, *speedups = mongomock_state()
+    assert inspect.unwrap(add_update) is plain_mongomock[0] and inspect.unwrap(add_replace) is plain_mongomock[1]
+    assert "sort" in inspect.signature(add_update, follow_wrapped=False).parameters
+    patched = [mongomock_compat._next_without_copying, mongomock_compat._next_without_copying,
+               mongomock_compat._in_with_a_set, mongomock_compat._in_with_a_set,
+               mongomock_compat._iter_documents_judging_simple_conditions, mongomock_compat._copy_only_included_fields]
+    assert speedups == (patched if enabled else list(plain_mongomock[2:]))
+    assert unproven_version_warnings(caplog) == []
+
+
+def test_the_installed_version_is_read_from_the_distributions_metadata(monkeypatch):
+    assert mongomock_compat.installed_mongomock_version() == importlib.metadata.version("mongomock")
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert mongomock_compat.installed_mongomock_version() is None
+
+
+@pytest.mark.parametrize("pins", ["requirements.txt", "constraints.txt"])
+def test_the_proven_version_is_the_pinned_one(pins):
+    """A new mongomock is taken by raising the pin and PROVEN_MONGOMOCK_VERSION together, never one alone."""
+    assert re.findall(r"^mongomock==(\S+)", (PROJECT_ROOT / pins).read_text(), re.MULTILINE) == \
+        [PROVEN_MONGOMOCK_VERSION]
