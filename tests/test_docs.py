@@ -23,8 +23,8 @@ README_MAX_LINES = 300
 DOC_PATHS = sorted((PROJECT_ROOT / "docs").glob("*.md"))
 DOCS = {path.name: path.read_text(encoding="utf-8") for path in DOC_PATHS}
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
-# Options the README names that belong to other programs: pytest's (the test command) and pip's.
-OTHER_PROGRAMS_OPTIONS = {"--cov"}
+# Options the README names that belong to other programs: pytest's (the test command) and systemctl's.
+OTHER_PROGRAMS_OPTIONS = {"--cov", "--now"}
 
 
 def sections(text: str) -> dict[str, str]:
