@@ -225,6 +225,15 @@ def reference_balance(drcs: Mapping[int, tuple[str, str]], receiver_drc: str, do
     index: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
     for case_id, cell in drcs.items():
         index[cell].append(case_id)
+    shared = reference_checks(index, receiver_drc, donor_drc, rtom, transfer_value, min_share_kept)
+    return reference_moves(drcs, index, receiver_drc, donor_drc, rtom, transfer_value, shared)
+
+
+def reference_checks(index: Mapping[tuple[str, str], list[int]], receiver_drc: str, donor_drc: str, rtom: str,
+                     transfer_value: int, min_share_kept: Fraction) -> list[str]:
+    """reference_balance's checks of the DRCs and their shares: the RTOMs other than `rtom` both DRCs hold."""
+    from utils.Custom_Exceptions import ResourceBalanceError
+
     donor_rtoms = {r for d, r in index if d == donor_drc}
     receiver_rtoms = {r for d, r in index if d == receiver_drc}
     if donor_drc == receiver_drc or rtom not in donor_rtoms or rtom not in receiver_rtoms:
@@ -236,7 +245,13 @@ def reference_balance(drcs: Mapping[int, tuple[str, str]], receiver_drc: str, do
     pool = sum(len(index[(receiver_drc, r)]) for r in shared)
     if pool == 0 or pool - transfer_value < min_share_kept * pool:
         raise ResourceBalanceError(f"receiver DRC {receiver_drc!r} must keep its minimum share of its give-back pool")
+    return shared
 
+
+def reference_moves(drcs: Mapping[int, tuple[str, str]], index: Mapping[tuple[str, str], list[int]],
+                    receiver_drc: str, donor_drc: str, rtom: str, transfer_value: int,
+                    shared: list[str]) -> dict[int, tuple[str, str]]:
+    """reference_balance's moves once its checks passed: a copy of `drcs` with the moved cases overwritten."""
     result = dict(drcs)
     for case_id in sorted(index[(donor_drc, rtom)])[:transfer_value]:
         result[case_id] = (receiver_drc, rtom)

@@ -156,13 +156,25 @@ def reference_transfer(assignment: dict[int, tuple[str, str]], distribution: dic
     by_cell: dict[tuple[str, str], list[int]] = defaultdict(list)
     for case_id, cell in assignment.items():
         by_cell[cell].append(case_id)
-    donor_rtoms = {r for (d, r), ids in by_cell.items() if d == donor and ids}
-    receiver_counts = {r: len(ids) for (d, r), ids in by_cell.items() if d == receiver and ids}
     for case_id in sorted(by_cell[donor, rtom])[:count]:
         assignment[case_id] = (receiver, rtom)
-    order = sorted((r for r in receiver_counts if r != rtom and r in donor_rtoms),
-                   key=lambda r: (-receiver_counts[r], r))
-    queues = {r: sorted(by_cell[receiver, r]) for r in order}
+    order = give_back_order(by_cell, donor, receiver, rtom)
+    give_back(assignment, order, {r: sorted(by_cell[receiver, r]) for r in order}, donor, count)
+
+
+def give_back_order(by_cell: dict[tuple[str, str], list[int]], donor: str, receiver: str, rtom: str) -> list[str]:
+    """The RTOMs other than `rtom` that both DRCs hold, the receiver's largest first, ties by code."""
+    donor_rtoms = {r for (d, r), ids in by_cell.items() if d == donor and ids}
+    receiver_counts = {r: len(ids) for (d, r), ids in by_cell.items() if d == receiver and ids}
+    return sorted((r for r in receiver_counts if r != rtom and r in donor_rtoms),
+                  key=lambda r: (-receiver_counts[r], r))
+
+
+def give_back(assignment: dict[int, tuple[str, str]], order: list[str], queues: dict[str, list[int]], donor: str,
+              count: int) -> None:
+    """Round robin over `order`: the lowest case left in each RTOM's queue goes to the donor, an RTOM whose
+    queue is empty drops out, until `count` cases went back or no RTOM is left."""
+    order = list(order)
     given = 0
     while given < count and order:
         for r in list(order):

@@ -232,6 +232,40 @@ def expected_refusal(mapping, receiver, donor, rtom, count, share=Fraction(1, 5)
     return d - count < share * d or pool == 0 or pool - count < share * pool
 
 
+def assert_cases_drcs_and_rtoms_kept(mapping, result):
+    """The same cases, as many per DRC and per RTOM as before, and every case in its RTOM."""
+    assert result.keys() == mapping.keys()
+    assert Counter(d for d, _ in result.values()) == Counter(d for d, _ in mapping.values())
+    assert Counter(r for _, r in result.values()) == Counter(r for _, r in mapping.values())
+    assert all(result[c][1] == mapping[c][1] for c in mapping)
+
+
+def moved_cases(mapping, result, receiver, donor, rtom):
+    """(every case moved, those of the donor's `rtom` that went to the receiver, those of the receiver's other
+    RTOMs that went to the donor)."""
+    moved = {c for c in mapping if result[c] != mapping[c]}
+    to_receiver = {c for c in moved if mapping[c] == (donor, rtom) and result[c][0] == receiver}
+    to_donor = {c for c in moved if mapping[c][0] == receiver and mapping[c][1] != rtom and result[c][0] == donor}
+    return moved, to_receiver, to_donor
+
+
+def assert_the_lowest_ids_moved_both_ways(mapping, result, receiver, donor, rtom, count):
+    """Exactly `count` cases moved to the receiver, the donor's lowest ids of `rtom`, and `count` back to the
+    donor, and no other case."""
+    moved, to_receiver, to_donor = moved_cases(mapping, result, receiver, donor, rtom)
+    assert moved == to_receiver | to_donor
+    assert len(to_receiver) == count and len(to_donor) == count
+    assert to_receiver == set(sorted(c for c in mapping if mapping[c] == (donor, rtom))[:count])
+    assert_the_receivers_lowest_ids_went_back(mapping, receiver, to_donor)
+
+
+def assert_the_receivers_lowest_ids_went_back(mapping, receiver, to_donor):
+    """Within each give-back RTOM, the receiver's lowest ids went back."""
+    for give_rtom in {mapping[c][1] for c in to_donor}:
+        given = sorted(c for c in to_donor if mapping[c][1] == give_rtom)
+        assert given == sorted(c for c in mapping if mapping[c] == (receiver, give_rtom))[:len(given)]
+
+
 @hypothesis_settings(max_examples=400, deadline=None)
 @given(amend_inputs())
 def test_invariants_on_random_batches(inputs):
@@ -241,21 +275,9 @@ def test_invariants_on_random_batches(inputs):
             balance_resources(mapping, receiver, donor, rtom, count)
         return
     result = balance_resources(mapping, receiver, donor, rtom, count)
-    assert result.keys() == mapping.keys()
-    assert Counter(d for d, _ in result.values()) == Counter(d for d, _ in mapping.values())
-    assert Counter(r for _, r in result.values()) == Counter(r for _, r in mapping.values())
-    assert all(result[c][1] == mapping[c][1] for c in mapping)
-    moved = {c for c in mapping if result[c] != mapping[c]}
-    to_receiver = {c for c in moved if mapping[c] == (donor, rtom) and result[c][0] == receiver}
-    to_donor = {c for c in moved if mapping[c][0] == receiver and mapping[c][1] != rtom and result[c][0] == donor}
-    assert moved == to_receiver | to_donor
-    assert len(to_receiver) == count and len(to_donor) == count
-    assert to_receiver == set(sorted(c for c in mapping if mapping[c] == (donor, rtom))[:count])
-    # within each give-back RTOM, the receiver's lowest ids went back
-    for give_rtom in {mapping[c][1] for c in to_donor}:
-        given = sorted(c for c in to_donor if mapping[c][1] == give_rtom)
-        assert given == sorted(c for c in mapping if mapping[c] == (receiver, give_rtom))[:len(given)]
-    shuffled_items = list(mapping.items())
+    assert_cases_drcs_and_rtoms_kept(mapping, result)
+    assert_the_lowest_ids_moved_both_ways(mapping, result, receiver, donor, rtom, count)
+    shuffled_items = list(mapping.items())  # the order of the mapping does not matter
     rnd.shuffle(shuffled_items)
     assert balance_resources(dict(shuffled_items), receiver, donor, rtom, count) == result
 

@@ -147,6 +147,42 @@ AFTER_THE_RECORD = ["saving, once the run is recorded", "once the file is saved"
                     "printing --json"]
 
 
+def assert_no_noise_and_at_most_one_stop_line(stderr):
+    for noise in ("Traceback", "Logging error", "Exception ignored"):
+        assert noise not in stderr
+    assert len([line for line in stderr.splitlines() if line.startswith("drs-amend: stopped by")]) <= 1, stderr
+
+
+def assert_stopped_at_once_and_nothing_saved(code, stderr, path, before):
+    assert (code, path.read_bytes() == before) == (143, True), stderr
+    assert stderr.splitlines()[-1] == f"drs-amend: stopped by SIGTERM; {main_script.STOP_CONSEQUENCE}"
+
+
+def assert_the_saved_run_agrees(code, stdout, stderr, path, recorded):
+    """The run saved as `recorded` (exit code, tasks completed, open tasks not started); the exit code, the
+    --json report and a last line saying the script was stopped all give the recorded exit code."""
+    (run,) = load(path)[RUN_HISTORY_COLLECTION].find()
+    assert (run["exit_code"], run["completed"], run["not_started"]) == recorded
+    assert code == run["exit_code"], stderr
+    assert NOT_SAVED not in stderr
+    if stdout:
+        assert json.loads(stdout)["exit_code"] == run["exit_code"]
+    last_line = stderr.splitlines()[-1]
+    if last_line.startswith("drs-amend: stopped by"):
+        assert f"after the run was recorded; exit code {run['exit_code']}, as decided then" in last_line \
+            or f"after its work was done; exit code {run['exit_code']}, as decided then" in last_line
+
+
+def assert_what_a_signal_after_the_record_says(stderr, point, signals, inside_a_destructor):
+    """One signal once the run is recorded changes nothing and says so; a second one, sent (not from a __del__)
+    once the file is saved, leaves the report unfinished."""
+    if signals == 1 and point in AFTER_THE_RECORD:
+        assert "SIGTERM received after the run was recorded: it changes nothing" in stderr
+    if signals == 2 and not inside_a_destructor and point in [*AFTER_THE_RECORD[1:], "flushing stdout"]:
+        last_line = stderr.splitlines()[-1]
+        assert last_line.startswith("drs-amend: stopped by SIGTERM after"), stderr  # the report left unfinished
+
+
 @pytest.mark.parametrize("inside_a_destructor", [False, True], ids=["sent", "sent-from-a-__del__"])
 @pytest.mark.parametrize("signals", [1, 2])
 @pytest.mark.parametrize("point", POINTS)
@@ -158,27 +194,12 @@ def test_the_exit_code_the_last_line_and_the_saved_run_agree_whenever_a_signal_c
     install, *outcomes = POINTS[point]
     install(monkeypatch, sender(signals, inside_a_destructor))
     code, stdout, stderr = program(main_script, "drs-amend", "--json", "--log-dir", str(tmp_path / "logs"), env=env)
-    for noise in ("Traceback", "Logging error", "Exception ignored"):
-        assert noise not in stderr
-    assert len([line for line in stderr.splitlines() if line.startswith("drs-amend: stopped by")]) <= 1, stderr
-    last_line = stderr.splitlines()[-1]
+    assert_no_noise_and_at_most_one_stop_line(stderr)
     if outcomes[signals - 1] is STOPPED:
-        assert (code, path.read_bytes() == before) == (143, True), stderr
-        assert last_line == f"drs-amend: stopped by SIGTERM; {main_script.STOP_CONSEQUENCE}"
+        assert_stopped_at_once_and_nothing_saved(code, stderr, path, before)
         return
-    (run,) = load(path)[RUN_HISTORY_COLLECTION].find()
-    assert (run["exit_code"], run["completed"], run["not_started"]) == outcomes[signals - 1]
-    assert code == run["exit_code"], stderr
-    assert NOT_SAVED not in stderr
-    if stdout:
-        assert json.loads(stdout)["exit_code"] == run["exit_code"]
-    if last_line.startswith("drs-amend: stopped by"):
-        assert f"after the run was recorded; exit code {run['exit_code']}, as decided then" in last_line \
-            or f"after its work was done; exit code {run['exit_code']}, as decided then" in last_line
-    if signals == 1 and point in AFTER_THE_RECORD:
-        assert "SIGTERM received after the run was recorded: it changes nothing" in stderr
-    if signals == 2 and not inside_a_destructor and point in [*AFTER_THE_RECORD[1:], "flushing stdout"]:
-        assert last_line.startswith("drs-amend: stopped by SIGTERM after"), stderr  # the report left unfinished
+    assert_the_saved_run_agrees(code, stdout, stderr, path, outcomes[signals - 1])
+    assert_what_a_signal_after_the_record_says(stderr, point, signals, inside_a_destructor)
 
 
 def amend_task_statuses(path):

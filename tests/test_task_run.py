@@ -2,6 +2,8 @@
 
 import copy
 import json
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from bson import ObjectId
@@ -49,59 +51,97 @@ def transaction_of(db, batch_id):
     return db[TRANSACTIONS_COLLECTION].find_one({"Case_Distribution_Batch_ID": batch_id})
 
 
-def test_full_run_on_the_fixtures(db, settings):
+@dataclass(frozen=True)
+class FullRun:
+    """What a full run of the job on the shipped fixtures read before it, the database after it, its report."""
+    db: Any
+    report: Any
+    cases_before: dict
+    transactions_before: dict
+    other_task_before: dict
+    templates_before: list
+
+
+@pytest.fixture
+def full_run(db, settings):
+    """One run of the job on the shipped fixtures (batches 005 and 006, tasks 101 and 102)."""
     cases_before = {c["Case_Id"]: c for c in db[CASES_COLLECTION].find()}
     transactions_before = {t["Case_Distribution_Batch_ID"]: t for t in db[TRANSACTIONS_COLLECTION].find()}
     other_task_before = db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK})
     templates_before = list(db[TEMPLATES_COLLECTION].find())
-
     report = run_job(db, settings=settings)
+    return FullRun(db, report, cases_before, transactions_before, other_task_before, templates_before)
 
+
+def test_full_run_on_the_fixtures_completes_both_tasks(full_run):
+    report = full_run.report
     assert [o.status for o in report.outcomes] == ["completed", "completed"]
     assert report.exit_code == 0 and report.cases_moved == 4 + 6
 
-    # batch 005: the worked example of the spec
-    assert cells(db, "005") == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
-                                ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}
-    donor_cw = sorted(i for i, c in cases_before.items()
-                      if c["Case_Distribution_Batch_ID"] == "005" and (c["DRC_Id"], c["RTOM"]) == ("D2", "CW"))
-    d1_ad = sorted(i for i, c in cases_before.items()
-                   if c["Case_Distribution_Batch_ID"] == "005" and (c["DRC_Id"], c["RTOM"]) == ("D1", "AD"))
-    d1_ag = sorted(i for i, c in cases_before.items()
-                   if c["Case_Distribution_Batch_ID"] == "005" and (c["DRC_Id"], c["RTOM"]) == ("D1", "AG"))
+
+def test_full_run_on_the_fixtures_gives_batch_005_the_cells_of_the_worked_example_of_the_spec(full_run):
+    assert cells(full_run.db, "005") == {("D1", "CW"): 10, ("D1", "AD"): 4, ("D1", "AG"): 3,
+                                         ("D2", "CW"): 1, ("D2", "AD"): 7, ("D2", "AG"): 6}
+
+
+def ids_of_cell(cases, batch_id, cell):
+    """The sorted Case_Ids of the cases of a batch in a (DRC_Id, RTOM) cell."""
+    return sorted(i for i, c in cases.items()
+                  if c["Case_Distribution_Batch_ID"] == batch_id and (c["DRC_Id"], c["RTOM"]) == cell)
+
+
+AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")
+FENCE_FIELDS = ("DRS_Amend_Fence", "DRS_Amend_Task")
+
+
+def assert_moved_by_task_101(case, before, old, new):
+    """A case of batch 005 that task 101 moved from `old` to `new`: its amend fields written, the rest as it was."""
+    assert case["DRC_Id"] == before["DRC_Id"] == old
+    assert case["NEW_DRC_ID"] == new
+    assert case["Proceed_On"] == FIXED_NOW
+    assert case["Amend_Status"] == "Completed"
+    assert case["Amend_Description"] == f"Amended from {old} to {new} by amend task 101 ({TASK_005})"
+    assert case["DRS_Amend_Fence"] == 1  # the first fencing token the database issued
+    assert case["DRS_Amend_Task"] == TASK_005  # the task whose amend moved it, for the audit
+    assert {k: v for k, v in case.items() if k not in AMEND_FIELDS + FENCE_FIELDS} == \
+           {k: v for k, v in before.items() if k not in AMEND_FIELDS}
+
+
+def test_full_run_on_the_fixtures_moves_the_lowest_case_ids_of_batch_005_and_no_other_case(full_run):
+    cases_before = full_run.cases_before
+    donor_cw = ids_of_cell(cases_before, "005", ("D2", "CW"))
+    d1_ad = ids_of_cell(cases_before, "005", ("D1", "AD"))
+    d1_ag = ids_of_cell(cases_before, "005", ("D1", "AG"))
     expected_moves = {donor_cw[0]: ("D2", "D1"), donor_cw[1]: ("D2", "D1"), d1_ad[0]: ("D1", "D2"),
                       d1_ag[0]: ("D1", "D2")}
-    for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": "005"}):
+    for case in full_run.db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": "005"}):
         before = cases_before[case["Case_Id"]]
         if case["Case_Id"] in expected_moves:
-            old, new = expected_moves[case["Case_Id"]]
-            assert case["DRC_Id"] == before["DRC_Id"] == old
-            assert case["NEW_DRC_ID"] == new
-            assert case["Proceed_On"] == FIXED_NOW
-            assert case["Amend_Status"] == "Completed"
-            assert case["Amend_Description"] == f"Amended from {old} to {new} by amend task 101 ({TASK_005})"
-            assert case["DRS_Amend_Fence"] == 1  # the first fencing token the database issued
-            assert case["DRS_Amend_Task"] == TASK_005  # the task whose amend moved it, for the audit
-            assert {k: v for k, v in case.items() if k not in
-                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description", "DRS_Amend_Fence",
-                     "DRS_Amend_Task")} == \
-                   {k: v for k, v in before.items() if k not in
-                    ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description")}
+            assert_moved_by_task_101(case, before, *expected_moves[case["Case_Id"]])
         else:
             assert case == before
 
-    # summary recomputed from the final assignment, every cell of the batch
+
+def recounted_summary(db, batch_id):
+    """{(current DRC, RTOM): (Count, Tot_Arrease to the cent)} of a batch, recounted from its cases."""
+    expected = {}
+    for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}):
+        count, total = expected.get((current_drc(case), case["RTOM"]), (0, 0.0))
+        expected[(current_drc(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
+    return {cell: (n, round(t, 2)) for cell, (n, t) in expected.items()}
+
+
+def test_full_run_on_the_fixtures_recomputes_every_summary_cell_from_the_final_assignment(full_run):
+    db = full_run.db
     for batch_id in ("005", "006"):
-        expected = {}
-        for case in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}):
-            count, total = expected.get((current_drc(case), case["RTOM"]), (0, 0.0))
-            expected[(current_drc(case), case["RTOM"])] = (count + 1, total + case["Arrease"])
-        assert summary_of(db, batch_id) == {cell: (n, round(t, 2)) for cell, (n, t) in expected.items()}
+        assert summary_of(db, batch_id) == recounted_summary(db, batch_id)
     assert db[SUMMARY_COLLECTION].count_documents({}) == 16
 
-    # transactions: only the processed amend seq closed; summery closed as no amend seq is left open
+
+def test_full_run_on_the_fixtures_closes_only_the_processed_amend_seq_and_the_summery(full_run):
+    """Only the processed amend seq closed; summery closed as no amend seq is left open."""
     for batch_id, processed in (("005", 2), ("006", 3)):
-        after, before = transaction_of(db, batch_id), transactions_before[batch_id]
+        after, before = transaction_of(full_run.db, batch_id), full_run.transactions_before[batch_id]
         assert after["summery_status"] == "close"
         assert after["DRS_Amend_Fence"] == {"005": 1, "006": 2}[batch_id]
         for seq_after, seq_before in zip(after["batch_seq_details"], before["batch_seq_details"], strict=True):
@@ -111,7 +151,9 @@ def test_full_run_on_the_fixtures(db, settings):
             else:
                 assert seq_after == seq_before
 
-    # tasks
+
+def test_full_run_on_the_fixtures_records_what_task_101_did(full_run):
+    db = full_run.db
     task = db[TASKS_COLLECTION].find_one({"_id": TASK_005})
     assert task["task_status"] == "completed"
     assert task["end_dtm"] == task["status_changed_dtm"] == FIXED_NOW
@@ -122,12 +164,19 @@ def test_full_run_on_the_fixtures(db, settings):
     assert task["amended_cases"] == 4
     assert task["status_description"] == (
         "Amended batch 005 seq 2: requested 2 CW from D2 to D1; 4 case(s) reassigned (D1->D2 2, D2->D1 2)")
-    task = db[TASKS_COLLECTION].find_one({"_id": TASK_006})
+
+
+def test_full_run_on_the_fixtures_records_what_task_102_did(full_run):
+    task = full_run.db[TASKS_COLLECTION].find_one({"_id": TASK_006})
     assert task["task_status"] == "completed"
     assert "requested 2 AG from D3 to D1; 1 CW from D1 to D2; 6 case(s) reassigned" in task["status_description"]
     assert task["amended_batch_seq"] == 3
-    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == other_task_before
-    assert list(db[TEMPLATES_COLLECTION].find()) == templates_before
+
+
+def test_full_run_on_the_fixtures_leaves_a_task_of_another_type_and_the_templates_alone(full_run):
+    db = full_run.db
+    assert db[TASKS_COLLECTION].find_one({"_id": OTHER_TYPE_TASK}) == full_run.other_task_before
+    assert list(db[TEMPLATES_COLLECTION].find()) == full_run.templates_before
 
 
 def test_batch_006_applies_its_two_distributions_in_sequence(db, settings):
