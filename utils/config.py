@@ -14,8 +14,8 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 
 from balance_resources import DEFAULT_MIN_SHARE_KEPT
 from utils.Custom_Exceptions import ConfigurationError
-from utils.ini_files import ini_value, parse_float_setting, parse_int_setting, read_ini
-from utils.read_template_task_id_ini import TEMPLATE_CONFIG_FILE, read_template_task_id
+from utils.ini_files import IniSchema, parse_float_setting, parse_int_setting, read_ini
+from utils.read_template_task_id_ini import TEMPLATE_CONFIG_FILE, TEMPLATE_SCHEMA, read_template_task_id
 from utils.retry import RetryPolicy
 from utils.secrets import check_uri_userinfo, redact_uri, register_secret, register_uri_secrets, scrub
 
@@ -110,21 +110,38 @@ def check_server_uri(uri: str, where: str) -> None:
         raise ConfigurationError(f"{where} {redact_uri(uri)!r} is not valid: {scrub(exc)}") from None
 
 
+DATABASE_SCHEMA: IniSchema = {"DATABASE": ("MONGO_URI", "DB_NAME", "SERVER_SELECTION_TIMEOUT_MS",
+                                             "LOCK_TIMEOUT_SECONDS")}
+
+
+def environment_override(environ: Mapping[str, str], variable: str, instead: str) -> str | None:
+    """The stripped value of `variable`; None when it is not set. Set but blank is a mistake, not a
+    silent fall back on `instead` (what is used when it is unset)."""
+    if variable not in environ:
+        return None
+    value = environ[variable].strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {variable} is set but empty: give it a value, or unset it "
+                                 f"to use {instead}")
+    return value
+
+
 def load_database_settings(config_dir: Path, environ: Mapping[str, str]) -> DatabaseSettings:
-    """Settings of [DATABASE] in DB_Config.ini, with DRS_MONGO_URI and DRS_DB_NAME taking precedence.
+    """Settings of [DATABASE] in DB_Config.ini, with DRS_MONGO_URI and DRS_DB_NAME taking precedence
+    (either set but blank is an error).
 
     The URI's password is registered as a secret as soon as it is read (utils.secrets).
     """
-    path = Path(config_dir) / DB_CONFIG_FILE
-    parser = read_ini(path)
-    from_environment = environ.get(ENV_MONGO_URI, "").strip()
-    uri = from_environment or ini_value(parser, path, "DATABASE", "MONGO_URI") or ""
+    ini = read_ini(Path(config_dir) / DB_CONFIG_FILE, DATABASE_SCHEMA, required_sections=("DATABASE",))
+    from_environment = environment_override(environ, ENV_MONGO_URI, f"[DATABASE] MONGO_URI of {ini.path} (the "
+                                                                    f"embedded default as shipped)")
+    uri = from_environment or ini.value("DATABASE", "MONGO_URI") or ""
     register_uri_secrets(uri)
-    where = f"environment variable {ENV_MONGO_URI}" if from_environment else f"{path}: [DATABASE] MONGO_URI"
-    db_name_from_environment = environ.get(ENV_DB_NAME, "").strip()
-    db_name = db_name_from_environment or ini_value(parser, path, "DATABASE", "DB_NAME") or ""
+    where = f"environment variable {ENV_MONGO_URI}" if from_environment else ini.where("DATABASE", "MONGO_URI")
+    db_name_from_environment = environment_override(environ, ENV_DB_NAME, f"[DATABASE] DB_NAME of {ini.path}")
+    db_name = db_name_from_environment or ini.value("DATABASE", "DB_NAME") or ""
     check_database_name(db_name, f"environment variable {ENV_DB_NAME}" if db_name_from_environment
-                        else f"{path}: [DATABASE] DB_NAME")
+                        else ini.where("DATABASE", "DB_NAME"))
     if uri.startswith(EMBEDDED_SCHEME):
         if not uri[len(EMBEDDED_SCHEME):].strip():
             raise ConfigurationError(f"{where} {uri!r} names no file: use embedded://PATH")
@@ -133,18 +150,19 @@ def load_database_settings(config_dir: Path, environ: Mapping[str, str]) -> Data
     else:
         raise ConfigurationError(
             f"{where} {redact_uri(uri)!r} is not supported: use mongodb://, mongodb+srv:// or embedded://PATH")
-    timeout = ini_value(parser, path, "DATABASE", "SERVER_SELECTION_TIMEOUT_MS", required=False)
-    lock_timeout = ini_value(parser, path, "DATABASE", "LOCK_TIMEOUT_SECONDS", required=False)
+    timeout = ini.value("DATABASE", "SERVER_SELECTION_TIMEOUT_MS", required=False)
+    lock_timeout = ini.value("DATABASE", "LOCK_TIMEOUT_SECONDS", required=False)
     return DatabaseSettings(
         uri=uri,
         db_name=db_name,
         server_selection_timeout_ms=(
-            parse_int_setting(timeout, f"{path}: [DATABASE] SERVER_SELECTION_TIMEOUT_MS", 1,
+            parse_int_setting(timeout, ini.where("DATABASE", "SERVER_SELECTION_TIMEOUT_MS"), 1,
                               MAX_SERVER_SELECTION_TIMEOUT_MS)
             if timeout else DEFAULT_SERVER_SELECTION_TIMEOUT_MS
         ),
         lock_timeout_seconds=(
-            parse_int_setting(lock_timeout, f"{path}: [DATABASE] LOCK_TIMEOUT_SECONDS", 0, MAX_LOCK_TIMEOUT_SECONDS)
+            parse_int_setting(lock_timeout, ini.where("DATABASE", "LOCK_TIMEOUT_SECONDS"), 0,
+                              MAX_LOCK_TIMEOUT_SECONDS)
             if lock_timeout else DEFAULT_LOCK_TIMEOUT_SECONDS
         ),
     )
@@ -185,6 +203,11 @@ class JobSettings:
     history_retention_days: int | None = None  # Run_History documents older than this are removed
 
 
+JOB_SCHEMA: IniSchema = {"BALANCING": ("MIN_SHARE_KEPT",), "RECOVERY": ("LEASE_MINUTES", "MAX_CLOCK_SKEW_SECONDS"),
+                         "RETRY": ("ATTEMPTS", "INITIAL_DELAY_SECONDS", "MAX_DELAY_SECONDS"), "RUN": ("MAX_MINUTES",),
+                         "METRICS": ("TEXTFILE",), "HISTORY": ("RETENTION_DAYS",)}
+
+
 def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     """Job_Settings.ini: every section and key is optional; absent ones take the documented defaults.
 
@@ -195,13 +218,12 @@ def load_job_settings(template_task_id: int, config_dir: Path) -> JobSettings:
     path = Path(config_dir) / JOB_CONFIG_FILE
     if not path.exists():
         return JobSettings(template_task_id)
-    parser = read_ini(path)
+    ini = read_ini(path, JOB_SCHEMA)
 
     def value(section: str, key: str) -> str | None:
-        return ini_value(parser, path, section, key, required=False)
+        return ini.value(section, key, required=False)
 
-    def where(section: str, key: str) -> str:
-        return f"{path}: [{section}] {key}"
+    where = ini.where
 
     defaults = RetryPolicy()
     share = value("BALANCING", "MIN_SHARE_KEPT")
@@ -273,18 +295,21 @@ THRESHOLD_KEYS = (("window_hours", True, 1, 8760), ("failure_rate_warning", Fals
                   ("comparable_cases", True, 1, 10**9))
 
 
+MONITOR_SCHEMA: IniSchema = {"CHECK": tuple(name.upper() for name, *_ in THRESHOLD_KEYS)}
+
+
 def load_thresholds(config_dir: Path) -> Thresholds:
     """[CHECK] of monitor.ini; every key optional, each within its bounds, no warning above its critical."""
     path = Path(config_dir) / MONITOR_CONFIG_FILE
     if not path.exists():
         return Thresholds()
-    parser = read_ini(path)
+    ini = read_ini(path, MONITOR_SCHEMA)
     values: dict[str, float] = {}
     for name, integral, minimum, maximum in THRESHOLD_KEYS:
-        text = ini_value(parser, path, "CHECK", name.upper(), required=False)
+        text = ini.value("CHECK", name.upper(), required=False)
         if text is None:
             continue
-        where = f"{path}: [CHECK] {name.upper()}"
+        where = ini.where("CHECK", name.upper())
         values[name] = (parse_int_setting(text, where, int(minimum), int(maximum)) if integral
                         else parse_float_setting(text, where, minimum, maximum))
     thresholds = Thresholds(**values)  # type: ignore[arg-type]
@@ -329,6 +354,10 @@ def _credential(path: Path, key: str, variable: str | None, environ: Mapping[str
     return environ[variable]
 
 
+ALERTS_SCHEMA: IniSchema = {"SMTP": ("ENABLED", "HOST", "PORT", "SENDER", "RECIPIENTS", "STARTTLS", "CA_FILE",
+                                     "USERNAME_ENV", "PASSWORD_ENV")}
+
+
 def load_alert_settings(config_dir: Path, environ: Mapping[str, str]) -> AlertSettings | None:
     """The [SMTP] section of alerts.ini; None when the file is absent or ENABLED is not yes.
     Credentials come from the environment variables the file names; the password is registered
@@ -336,10 +365,10 @@ def load_alert_settings(config_dir: Path, environ: Mapping[str, str]) -> AlertSe
     path = Path(config_dir) / ALERTS_CONFIG_FILE
     if not path.exists():
         return None
-    parser = read_ini(path)
+    ini = read_ini(path, ALERTS_SCHEMA)
 
     def value(key: str, required: bool = True) -> str | None:
-        return ini_value(parser, path, "SMTP", key, required=required)
+        return ini.value("SMTP", key, required=required)
 
     if not _flag(value("ENABLED", required=False), f"{path}: [SMTP] ENABLED"):
         return None
@@ -362,6 +391,12 @@ def load_alert_settings(config_dir: Path, environ: Mapping[str, str]) -> AlertSe
 
 # --- everything at once ---------------------------------------------------------------------
 
+# The sections and keys each INI file may hold; any other is refused (loggers.ini is logging.config's own format).
+INI_SCHEMAS: dict[str, IniSchema] = {DB_CONFIG_FILE: DATABASE_SCHEMA, TEMPLATE_CONFIG_FILE: TEMPLATE_SCHEMA,
+                                     JOB_CONFIG_FILE: JOB_SCHEMA, MONITOR_CONFIG_FILE: MONITOR_SCHEMA,
+                                     ALERTS_CONFIG_FILE: ALERTS_SCHEMA}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the job, read once."""
@@ -374,9 +409,9 @@ class Settings:
 def load_config(config_dir: Path = DEFAULT_CONFIG_DIR, environ: Mapping[str, str] | None = None) -> Settings:
     """Read every configuration file of `config_dir` and the environment variables that override them.
 
-    Any mistake is a ConfigurationError naming the file and key (or the variable); secrets
-    are registered for scrubbing as soon as they are read. loggers.ini is applied separately,
-    by utils.loggers.setup_logging.
+    Any mistake is a ConfigurationError naming the file and key (or the variable), a section or key
+    INI_SCHEMAS does not hold among them; secrets are registered for scrubbing as soon as they are read.
+    loggers.ini is applied separately, by utils.loggers.setup_logging.
     """
     environ = os.environ if environ is None else environ
     config_dir = Path(config_dir)

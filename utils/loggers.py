@@ -32,7 +32,7 @@ def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT
     # fileConfig interpolates its defaults, so a % in the folder name must be doubled.
     defaults = {"logdir": str(log_dir).replace("%", "%%")}
     try:
-        logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False, encoding="utf-8")
+        logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False, encoding="utf-8-sig")
     except Exception as exc:  # fileConfig evaluates the file: any error it raises means the file is unusable
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc

@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
-from utils.ini_files import ini_value, parse_int_setting, read_ini
+from utils.ini_files import IniSchema, parse_int_setting, read_ini
 
 TEMPLATE_CONFIG_FILE = "Set_Template_TaskID.ini"
+TEMPLATE_SCHEMA: IniSchema = {"TEMPLATE_TASK": ("TEMPLATE_TASK_ID",)}
 
 
 def read_template_task_id(config_dir: Path) -> int:
-    path = Path(config_dir) / TEMPLATE_CONFIG_FILE
-    text = ini_value(read_ini(path), path, "TEMPLATE_TASK", "TEMPLATE_TASK_ID")
-    return parse_int_setting(text or "", f"{path}: [TEMPLATE_TASK] TEMPLATE_TASK_ID", 1)
+    ini = read_ini(Path(config_dir) / TEMPLATE_CONFIG_FILE, TEMPLATE_SCHEMA, required_sections=("TEMPLATE_TASK",))
+    text = ini.value("TEMPLATE_TASK", "TEMPLATE_TASK_ID")
+    return parse_int_setting(text or "", ini.where("TEMPLATE_TASK", "TEMPLATE_TASK_ID"), 1)
