@@ -42,6 +42,8 @@ AMENDED_BY_FIELD = "DRS_Amend_Task"
 AMEND_FIELDS = ("NEW_DRC_ID", "Proceed_On", "Amend_Status", "Amend_Description", AMENDED_BY_FIELD)
 # The fencing token of the last run that wrote a case, summary row or transaction.
 FENCE_FIELD = "DRS_Amend_Fence"
+# The record of what operators did to a task (batch_monitor.py task): one entry per action, appended.
+OPERATOR_ACTIONS_FIELD = "operator_actions"
 # A summary row an undo removed is left as a tombstone: its _id, the undoer's token, and this field (the
 # batch, DRC and RTOM it was for) instead of the row's fields (update_databases.summary_tombstone).
 TOMBSTONE_FIELD = "DRS_Amend_Removed"
@@ -69,6 +71,7 @@ class TaskStatus(enum.StrEnum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     ERROR = "error"
+    CANCELLED = "cancelled"  # by an operator (batch_monitor.py task cancel): never processed
 
 
 FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.ERROR)

@@ -1,4 +1,5 @@
-"""Operations view of the DRS Amend job: dashboard, health check for monitoring, history export.
+"""Operations view of the DRS Amend job: dashboard, health check for monitoring, history export, and an
+operator's recorded actions on one amend task.
 
     python batch_monitor.py status [--runs N]
     python batch_monitor.py check
@@ -6,6 +7,7 @@
                                  [--group-by reason] [--export csv|json|txt] [--out FILE]
     python batch_monitor.py audit [--batch B]
     python batch_monitor.py report --html FILE [--since T] [--until T]
+    python batch_monitor.py task requeue|cancel|release ID --reason TEXT [--force]
 """
 
 import argparse
@@ -26,6 +28,7 @@ from database_checks import (
     fetch_batch_cases,
     fetch_batch_ids,
     fetch_completed_amend_tasks,
+    fetch_recent_operator_actions,
     fetch_summary_rows,
     fetch_task_status_counts,
     fetch_tasks,
@@ -43,6 +46,7 @@ from ops.audit import (
     summary_findings,
     transaction_findings,
 )
+from ops.backlog import fetch_backlog
 from ops.dashboard import DEFAULT_DAYS, default_period, render, report_context, write_page
 from ops.monitoring import (
     CRITICAL,
@@ -58,6 +62,7 @@ from ops.monitoring import (
     reason_groups,
 )
 from ops.output_files import output_destination, write_atomically
+from ops.task_actions import ACTIONS, RECENT_ACTIONS, ActionRequest, perform, recent_actions_text
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Settings, load_config
 from utils.connectDB import database_session
@@ -94,6 +99,19 @@ def parse_time(text: str) -> datetime:
     return moment
 
 
+MAX_REASON_CHARS = 500
+
+
+def reason_text(text: str) -> str:
+    """--reason: why the operator acts, recorded on the task; not blank, at most MAX_REASON_CHARS."""
+    reason = text.strip()
+    if not reason:
+        raise argparse.ArgumentTypeError("say why, in words: the reason is recorded on the task")
+    if len(reason) > MAX_REASON_CHARS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_REASON_CHARS} characters, got {len(reason)}")
+    return reason
+
+
 def require_ordered_period(since: datetime | None, until: datetime | None) -> None:
     """[since, until) must hold time: --since at or after --until is a mistake, not an empty answer."""
     if since is not None and until is not None and since >= until:
@@ -115,8 +133,14 @@ EXIT_CODES: dict[str, dict[int, str]] = {
               ExitStatus.SETUP_ERROR: f"{_READ_ERROR}: nothing could be audited",
               AUDIT_INCOMPLETE: "no mismatch, but a batch could not be audited (its amend is under way or was "
                                 "left unfinished): audit it again later"},
+    "task": {OK: "done, and recorded on the task",
+             ExitStatus.SETUP_ERROR: f"{_READ_ERROR}, a task that is missing, not an amend task or in a status the "
+                                     f"action does not apply to, or one that changed meanwhile: nothing was changed"},
 }
-STOP_CONSEQUENCE = "it reads only, nothing was changed"
+# Every command but `task` reads only; `task`, once it writes, finishes its action (ops/task_actions.perform).
+STOP_CONSEQUENCE = "nothing was changed"
+# The commands that write (on the embedded default: with the lock, the file saved).
+WRITING_COMMANDS = frozenset({"task"})
 
 
 def exit_codes_epilog() -> str:
@@ -130,7 +154,8 @@ def exit_codes_epilog() -> str:
 
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
-        prog="batch_monitor.py", description="Dashboard, health check and history of the DRS Amend job.",
+        prog="batch_monitor.py",
+        description="Dashboard, health check and history of the DRS Amend job; an operator's actions on a task.",
         epilog=exit_codes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
@@ -169,7 +194,21 @@ def build_parser() -> OneLineArgumentParser:
     report.add_argument("--since", type=parse_time,
                         help=f"runs started at or after this time (UTC; default {DEFAULT_DAYS} days before --until)")
     report.add_argument("--until", type=parse_time, help="runs started before this time (UTC; default now)")
+    add_task_command(commands, config_after)
     return parser
+
+
+def add_task_command(commands: Any, config_after: argparse.ArgumentParser) -> None:
+    task = commands.add_parser("task", parents=[config_after],
+                               help="act on one amend task, recorded on it: requeue (error or cancelled -> open), "
+                                    "cancel (open -> cancelled), release (processing -> open; a live claim only "
+                                    "with --force)")
+    task.add_argument("action", choices=ACTIONS, help="what to do")
+    task.add_argument("task_id", type=bounded_int(), metavar="ID", help="the Task_Id of the amend task")
+    task.add_argument("--reason", type=reason_text, required=True, metavar="TEXT",
+                      help="why: recorded on the task with the OS user, the host and the time")
+    task.add_argument("--force", action="store_true",
+                      help="release: a live claim too; the journal is fenced, so its run's later writes are refused")
 
 
 def batch_ids_to_audit(ids: dict[str, list[Any]], batch: str | None) -> tuple[list[BatchId], list[str]]:
@@ -248,8 +287,8 @@ def report_command(args: argparse.Namespace, store: AmendStore, now: datetime, s
     require_ordered_period(since, until)
     page = render(report_context(fetch_history(store, now, job.clock_skew, since, until), _window(store, now, settings),
                                  fetch_last_successful_run(store, now, job.clock_skew),
-                                 fetch_expired_claims(store, now, job.lease, job.clock_skew), now, since, until,
-                                 settings.thresholds))
+                                 fetch_expired_claims(store, now, job.lease, job.clock_skew), fetch_backlog(store),
+                                 now, since, until, settings.thresholds))
     return page, OK
 
 
@@ -267,29 +306,36 @@ def status_command(args: argparse.Namespace, store: AmendStore, now: datetime, s
     job = settings.job
     text = dashboard(fetch_history(store, now, job.clock_skew, limit=args.runs), _window(store, now, settings),
                      fetch_last_successful_run(store, now, job.clock_skew), fetch_task_status_counts(store),
-                     fetch_expired_claims(store, now, job.lease, job.clock_skew), now, settings.thresholds)
-    return text + "\n", OK
+                     fetch_expired_claims(store, now, job.lease, job.clock_skew), fetch_backlog(store), now,
+                     settings.thresholds)
+    return f"{text}\n{recent_actions_text(fetch_recent_operator_actions(store, RECENT_ACTIONS))}\n", OK
 
 
 def check_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
     job = settings.job
     stuck = fetch_expired_claims(store, now, job.lease, job.clock_skew)
     state, line = evaluate_health(_window(store, now, settings), fetch_last_successful_run(store, now, job.clock_skew),
-                                  len(stuck), now, settings.thresholds)
+                                  len(stuck), fetch_backlog(store), now, settings.thresholds)
     return line + "\n", state
+
+
+def task_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    request = ActionRequest(args.action, args.task_id, args.reason, now, args.force)
+    return perform(store, request, settings.job) + "\n", OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, AmendStore, datetime, Settings], Answer]] = {
     "audit": audit_command, "report": report_command, "logs": logs_command, "status": status_command,
-    "check": check_command}
+    "check": check_command, "task": task_command}
 
 
 def run_command(args: argparse.Namespace, now: datetime) -> tuple[Settings, str, int]:
-    """The settings, and the command's output and exit code, read from the configured database."""
+    """The settings, and the command's output and exit code, from the configured database (read only, but
+    for WRITING_COMMANDS)."""
     if args.command == "logs":
         require_ordered_period(args.since, args.until)
     settings = load_config(args.config_dir)
-    with database_session(settings.database, read_only=True) as database:
+    with database_session(settings.database, read_only=args.command not in WRITING_COMMANDS) as database:
         output, code = COMMANDS[args.command](args, AmendStore(database, settings.job.retry), now, settings)
     return settings, output, code
 

@@ -18,6 +18,7 @@ from amend_store import (
     AMEND_TASK_TYPE,
     AMENDED_BY_FIELD,
     CASES_COLLECTION,
+    OPERATOR_ACTIONS_FIELD,
     SUMMARY_COLLECTION,
     TASKS_COLLECTION,
     TEMPLATES_COLLECTION,
@@ -70,6 +71,14 @@ def amend_tasks_filter(query: Document, task_id: int | None = None) -> Document:
     return query
 
 
+def holds_the_job(store: AmendStore) -> bool:
+    """Whether the database holds any task or template: one without either is not the job's (a wrong
+    DB_NAME or URI, or an embedded file never loaded), and a run there must not pass for a successful one."""
+    def holds_a_document(name: str) -> bool:
+        return store.read(f"looking for a document in {name}", lambda: store[name].find_one({}, {"_id": 1})) is not None
+    return holds_a_document(TASKS_COLLECTION) or holds_a_document(TEMPLATES_COLLECTION)
+
+
 def fetch_open_tasks(store: AmendStore, task_id: int | None = None) -> list[Document]:
     """Open amend tasks, oldest first (created_dtm, then Task_Id); other task types are never read.
     With `task_id`, only the amend task(s) of that Task_Id."""
@@ -79,10 +88,21 @@ def fetch_open_tasks(store: AmendStore, task_id: int | None = None) -> list[Docu
 
 
 def fetch_amend_task_statuses(store: AmendStore, task_id: int) -> list[str]:
-    """The task_status of every amend task with this Task_Id (none when there is no such task)."""
-    return store.read(f"reading the amend tasks {task_id}", lambda: [
+    """The task_status of every amend task with this Task_Id; a TaskValidationError when there is none
+    (main.py --task-id naming no amend task is a mistake, not a run with nothing to do)."""
+    statuses = store.read(f"reading the amend tasks {task_id}", lambda: [
         str(task.get("task_status")) for task in store[TASKS_COLLECTION].find(amend_tasks_filter({}, task_id),
                                                                                {"task_status": 1})])
+    if not statuses:
+        raise TaskValidationError(f"no amend task has Task_Id {task_id} (task_type {AMEND_TASK_TYPE!r}); "
+                                  f"nothing was done")
+    return statuses
+
+
+def fetch_tasks_by_task_id(store: AmendStore, task_id: int) -> list[Document]:
+    """Every task with this Task_Id, of any type (an operator's action names a task by it), oldest first."""
+    return store.read(f"reading the tasks {task_id}", lambda: list(store[TASKS_COLLECTION].find(
+        {"Task_Id": task_id}).sort(OLDEST_FIRST)))
 
 
 def fetch_task(store: AmendStore, task_object_id: object) -> Document | None:
@@ -439,6 +459,18 @@ def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
     return store.read("counting the tasks", lambda: {row["_id"]: row["count"] for row in store[
         TASKS_COLLECTION].aggregate([{"$match": {"task_type": AMEND_TASK_TYPE}},
                                      {"$group": {"_id": "$task_status", "count": {"$sum": 1}}}])})
+
+
+def fetch_recent_operator_actions(store: AmendStore, limit: int) -> list[Document]:
+    """The latest `limit` operator actions recorded on amend tasks (OPERATOR_ACTIONS_FIELD), newest first:
+    {_id, Task_Id, action: the entry}; an entry that is not a document (a hand edit) is left out."""
+    return store.read("reading the operator actions", lambda: list(store[TASKS_COLLECTION].aggregate([
+        {"$match": {"task_type": AMEND_TASK_TYPE}},
+        {"$unwind": f"${OPERATOR_ACTIONS_FIELD}"},
+        {"$match": {OPERATOR_ACTIONS_FIELD: {"$type": "object"}}},
+        {"$sort": {f"{OPERATOR_ACTIONS_FIELD}.action_dtm": -1}},
+        {"$limit": limit},
+        {"$project": {"Task_Id": 1, "action": f"${OPERATOR_ACTIONS_FIELD}"}}])))
 
 
 # --- the audit -----------------------------------------------------------------------

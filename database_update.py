@@ -1,10 +1,13 @@
 """Reset the job's five collections from JSON fixtures (or a generated batch, --generate N) and
-create the indexes the job relies on."""
+create the indexes the job relies on; or, instead, bring the indexes up to date on a database in
+use (--indexes), or back up (--backup FILE) and restore (--restore FILE) the embedded data file."""
 
 import argparse
+import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from pymongo.errors import PyMongoError
 
 from amend_store import (
     CASES_COLLECTION,
+    INDEXES,
     JOB_COLLECTIONS,
     JOURNAL_COLLECTION,
     RUN_HISTORY_COLLECTION,
@@ -25,12 +29,12 @@ from amend_store import (
 )
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
-from history.store import add_runs
+from history.store import RETENTION_INDEX, add_runs, keep_history_within
 from update_databases import reset_collections
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
-from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, load_config
+from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, Settings, load_config
 from utils.connectDB import database_session
-from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+from utils.Custom_Exceptions import ConfigurationError, DatabaseUpdateError, TaskProcessingError
 from utils.documents import Document
 from utils.loggers import get_logger, log_to_console, progress_bar
 from utils.one_line import one_line
@@ -114,30 +118,45 @@ def read_fixtures(data_dir: Path) -> dict[str, list[Document]]:
     return {name: read_fixture(Path(data_dir) / f"{name}.json") for name in JOB_COLLECTIONS}
 
 
-def confirmed(settings: DatabaseSettings, assume_yes: bool, ask: Callable[[str], str] = input,
-              interactive: bool | None = None) -> bool:
-    """Deleting data outside the embedded default needs --yes or an interactive "yes"."""
-    if settings.is_embedded or assume_yes:
-        return True
+def answered_yes(question: str, ask: Callable[[str], str], interactive: bool | None) -> bool:
+    """An interactive "yes" to `question`; without a terminal, or on Ctrl-D, the answer is no."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     if not interactive:
         return False
     try:
-        answer = ask(f"Delete every document of {len(JOB_COLLECTIONS)} collections in {settings.db_name} "
-                     f"on {settings.redacted_uri} and import the fixtures? Type yes: ")
+        answer = ask(question)
     except EOFError:  # Ctrl-D: no answer is a no
         print(file=sys.stderr)
         return False
     return answer.strip().lower() == "yes"
 
 
+def confirmed(settings: DatabaseSettings, assume_yes: bool, ask: Callable[[str], str] = input,
+              interactive: bool | None = None) -> bool:
+    """Deleting data outside the embedded default needs --yes or an interactive "yes"."""
+    if settings.is_embedded or assume_yes:
+        return True
+    return answered_yes(f"Delete every document of {len(JOB_COLLECTIONS)} collections in {settings.db_name} "
+                        f"on {settings.redacted_uri} and import the fixtures? Type yes: ", ask, interactive)
+
+
+def restore_confirmed(data_file: Path, backup: Path, documents: int, assume_yes: bool,
+                      ask: Callable[[str], str] = input, interactive: bool | None = None) -> bool:
+    """Replacing the embedded data file by a backup needs --yes or an interactive "yes"."""
+    return assume_yes or answered_yes(f"Replace the embedded database file {data_file} by the backup {backup} "
+                                      f"({documents} document(s))? The replaced file is kept beside it. Type yes: ",
+                                      ask, interactive)
+
+
 STOP_CONSEQUENCE = "on the embedded default nothing was changed; on a server, run it again"
 EXIT_CODES = {
     ExitStatus.OK: "done",
-    ExitStatus.REFUSED: "refused: a database other than the embedded default, and no --yes nor an interactive yes "
-                        "(Ctrl-D at the question is a no)",
+    ExitStatus.REFUSED: "refused: a reset of a database other than the embedded default, or a --restore, and no "
+                        "--yes nor an interactive yes (Ctrl-D at the question is a no)",
     ExitStatus.SETUP_ERROR: "configuration, fixture or command-line error (checked before anything is deleted: "
-                            "the database is untouched), or a database error (on a server, run it again)",
+                            "the database is untouched), an existing index that conflicts with the job's "
+                            "(--indexes: nothing was changed), a missing or damaged data file or backup, or a "
+                            "database error (on a server, run it again)",
     **stopped_codes(STOP_CONSEQUENCE),
 }
 
@@ -146,14 +165,29 @@ def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="database_update.py",
         description="Delete the documents of the job's five collections, import DIR/<collection>.json "
-                    "for each (MongoDB Extended JSON) and create the indexes the job uses.",
+                    "for each (MongoDB Extended JSON) and create the indexes the job uses; on the embedded "
+                    "default, create the data file if it does not exist (its folder must). Or, instead, one "
+                    "of --indexes, --backup FILE, --restore FILE.",
         epilog=exit_code_lines(EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+    parser.add_argument("--data-dir", type=Path,
                         help="folder of the fixtures (default: data/ of the project)")
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     parser.add_argument("--yes", action="store_true",
-                        help="do not ask before deleting data of a database other than the embedded default")
+                        help="do not ask before deleting data of a database other than the embedded default, nor "
+                             "before a --restore")
+    instead = parser.add_argument_group("instead of a reset").add_mutually_exclusive_group()
+    instead.add_argument("--indexes", action="store_true",
+                         help="create or update the indexes the job uses, and nothing else (no document is "
+                              "deleted, nothing is asked); says per index: created, kept or changed; refuses, "
+                              "changing nothing, when an existing index conflicts with one of the job's")
+    instead.add_argument("--backup", type=Path, metavar="FILE",
+                         help="embedded default only: write a checked copy of the data file, taken under its lock, "
+                              "to FILE (a new file: an existing one is never overwritten)")
+    instead.add_argument("--restore", type=Path, metavar="FILE",
+                         help="embedded default only: check the backup FILE in full, then, once confirmed (--yes), "
+                              "replace the data file by it, keeping the replaced file beside it as "
+                              "<data file>.replaced-<UTC time>")
     generated = parser.add_argument_group(
         "generated batch", "instead of the fixtures of --data-dir, import one generated batch (id GEN) of N cases "
                            "with its open amend task, to try the job at scale; the same arguments give the same data")
@@ -203,34 +237,205 @@ def generated_fixtures(parser: OneLineArgumentParser, args: argparse.Namespace,
 
 
 def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
-    """The reset; `clock` gives the end of a --generate-history."""
+    """The reset, or the task of --indexes, --backup or --restore; `clock` gives the end of a
+    --generate-history, the moment of an --indexes (for the retention it applies) and the name of the file
+    a --restore keeps."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    task = "--indexes" if args.indexes else "--backup" if args.backup else "--restore" if args.restore else None
+    reset_options = [option for option, dest in RESET_OPTIONS if getattr(args, dest) is not None]
+    if task and reset_options:
+        parser.error(f"{', '.join(reset_options)} belong(s) to the reset: not with {task}")
     log_to_console()
     try:
         settings = load_config(args.config_dir)
-        fixtures = generated_fixtures(parser, args, settings.job.template_task_id) or dict(read_fixtures(args.data_dir))
-        database = settings.database
-        if not confirmed(database, args.yes):
-            print(one_line(f"database_update: refused to reset {database.db_name} on {database.redacted_uri} "
-                           f"without confirmation; run it with --yes"), file=sys.stderr)
-            return ExitStatus.REFUSED
-        # The collections about to be replaced are not even loaded from the embedded file.
-        with database_session(database, skip=(*fixtures, JOURNAL_COLLECTION)) as opened:
-            started = time.monotonic()
-            store = AmendStore(opened, settings.job.retry)
-            counts = reset_collections(store, fixtures)
-            log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
-                     len(counts), sum(counts.values()), time.monotonic() - started)
-            if args.generate_history:
-                add_runs(store, generate_history(args.generate_history, end=clock()))
-                counts[RUN_HISTORY_COLLECTION] = args.generate_history
-                log.info("added %d generated run(s) to %s", args.generate_history, RUN_HISTORY_COLLECTION)
+        if args.indexes:
+            return update_indexes(settings, clock)
+        if args.backup:
+            return back_up(settings, args.backup)
+        if args.restore:
+            return restore(settings, args.restore, args.yes, clock)
+        return reset(parser, args, settings, clock)
     except (TaskProcessingError, PyMongoError) as exc:
         print(one_line(scrub(f"database_update: {exc}")), file=sys.stderr)
         return ExitStatus.SETUP_ERROR
+
+
+# (option, dest) of the options that shape the reset, refused with --indexes, --backup or --restore
+RESET_OPTIONS = (("--data-dir", "data_dir"), ("--generate", "generate"), ("--generate-history", "generate_history"),
+                 *((option, option[2:]) for option, *_ in GENERATOR_OPTIONS))
+
+
+def reset(parser: OneLineArgumentParser, args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
+    """The fixtures (or the generated batch) in place of the five collections' documents, after confirmation."""
+    fixtures = (generated_fixtures(parser, args, settings.job.template_task_id)
+                or dict(read_fixtures(args.data_dir or DEFAULT_DATA_DIR)))
+    database = settings.database
+    if not confirmed(database, args.yes):
+        print(one_line(f"database_update: refused to reset {database.db_name} on {database.redacted_uri} "
+                       f"without confirmation; run it with --yes"), file=sys.stderr)
+        return ExitStatus.REFUSED
+    # The collections about to be replaced are not even loaded from the embedded file, which the reset may create.
+    with database_session(database, skip=(*fixtures, JOURNAL_COLLECTION), create=True) as opened:
+        started = time.monotonic()
+        store = AmendStore(opened, settings.job.retry)
+        counts = reset_collections(store, fixtures)
+        log.info("replaced the documents of %d collection(s) by %d and created the indexes in %.2f s",
+                 len(counts), sum(counts.values()), time.monotonic() - started)
+        if args.generate_history:
+            add_runs(store, generate_history(args.generate_history, end=clock()))
+            counts[RUN_HISTORY_COLLECTION] = args.generate_history
+            log.info("added %d generated run(s) to %s", args.generate_history, RUN_HISTORY_COLLECTION)
     imported = ", ".join(f"{name} {count}" for name, count in counts.items())
     print(one_line(f"database_update: {database.db_name} on {database.redacted_uri} reset; imported {imported}"))
+    return ExitStatus.OK
+
+
+# --- --indexes ------------------------------------------------------------------------------------
+
+# The keys of the run history's TTL index (history/store.py keep_history_within creates it).
+RETENTION_KEYS = [("ended_dtm", 1)]
+# What an index's description holds besides its options: its keys, its format version, the namespace older
+# servers add, and `background`, which servers ignore since 4.2.
+NOT_OPTIONS = frozenset({"key", "v", "ns", "background"})
+# (collection, keys, name, options) of an index the job uses
+IndexSpec = tuple[str, list[tuple[str, int]], str, dict[str, Any]]
+
+
+def job_indexes(retention_days: int | None) -> list[IndexSpec]:
+    """amend_store.INDEXES, and the run history's TTL index when a period is given."""
+    indexes: list[IndexSpec] = [(collection, keys, name, {}) for collection, keys, name in INDEXES]
+    if retention_days is not None:
+        indexes.append((RUN_HISTORY_COLLECTION, RETENTION_KEYS, RETENTION_INDEX,
+                        {"expireAfterSeconds": retention_days * 86_400}))
+    return indexes
+
+
+def index_options(description: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of an index as index_information describes it (a flag set to false is no option)."""
+    return {name: value for name, value in description.items() if name not in NOT_OPTIONS and value is not False}
+
+
+def _keys_text(keys: Iterable[tuple[str, Any]]) -> str:
+    return "{" + ", ".join(f"{field}: {direction}" for field, direction in keys) + "}"
+
+
+def index_change(existing: Mapping[str, Mapping[str, Any]], spec: IndexSpec) -> str:
+    """What --indexes does to one index of the job, given the indexes of its collection: created, kept, or
+    changed (a TTL's period, which collMod updates in place); a DatabaseUpdateError when an index conflicts."""
+    collection, keys, name, options = spec
+    for other, description in existing.items():
+        if other != name and list(description["key"]) == keys:
+            raise DatabaseUpdateError(
+                f"index {other} of {collection} has the keys {_keys_text(keys)} of the job's index {name}; nothing "
+                f"was changed: drop it (or rename it {name}), then run --indexes again")
+    if name not in existing:
+        return "created"
+    if list(existing[name]["key"]) != keys:
+        raise DatabaseUpdateError(
+            f"index {name} of {collection} has the keys {_keys_text(existing[name]['key'])} where the job's has "
+            f"{_keys_text(keys)}; nothing was changed: drop it, then run --indexes again")
+    found = index_options(existing[name])
+    if found == options:
+        return "kept"
+    if set(found) == set(options) == {"expireAfterSeconds"}:
+        return "changed"
+    raise DatabaseUpdateError(
+        f"index {name} of {collection} has the options {found or 'none'} where the job's has {options or 'none'}; "
+        f"nothing was changed: drop it, then run --indexes again")
+
+
+def _change_ttl(store: AmendStore, collection: str, name: str, options: dict[str, Any]) -> None:
+    store.write(f"changing the period of index {name} of {collection}",
+                lambda: store.database.command("collMod", collection, index={"name": name, **options}))
+
+
+def ensure_indexes(store: AmendStore, retention_days: int | None, now: datetime) -> list[tuple[IndexSpec, str]]:
+    """The job's indexes (with the run history's TTL index when `retention_days` is given) created or brought
+    up to date, each with what was done to it. Every index is checked before any is touched: a conflict
+    changes nothing. They are created where the reset and the job create them (AmendStore.create_indexes,
+    history/store.py keep_history_within); a TTL's new period is set in place with collMod."""
+    indexes = job_indexes(retention_days)
+    existing = {collection: store.read(f"reading the indexes of {collection}", store[collection].index_information)
+                for collection in {spec[0] for spec in indexes}}
+    changes = [(spec, index_change(existing[spec[0]], spec)) for spec in indexes]
+    for (collection, _, name, options), change in changes:
+        if change == "changed":
+            _change_ttl(store, collection, name, options)
+    store.create_indexes()
+    if retention_days is not None:
+        keep_history_within(store, retention_days, now, ttl_index=True)
+    return changes
+
+
+def update_indexes(settings: Settings, clock: Clock) -> int:
+    """--indexes: print what was done to each index."""
+    database = settings.database
+    # The TTL index of the run history is a server's: on the embedded default a run deletes the old runs itself
+    # (its engine expires nothing between runs, its data file keeps no index option but unique, and mongomock has
+    # no collMod to change a period), so --indexes leaves it out there.
+    retention_days = None if database.is_embedded else settings.job.history_retention_days
+    with database_session(database) as opened:
+        changes = ensure_indexes(AmendStore(opened, settings.job.retry), retention_days, clock())
+    for (collection, _, name, options), change in changes:
+        period = f" (expireAfterSeconds {options['expireAfterSeconds']})" if options and change != "kept" else ""
+        print(f"database_update: index {name} of {collection}: {change}{period}")
+    if retention_days is None:
+        why = ("not used on the embedded default (each run deletes the runs past [HISTORY] RETENTION_DAYS)"
+               if database.is_embedded else "not used: [HISTORY] RETENTION_DAYS is not set (a run drops it)")
+        print(f"database_update: index {RETENTION_INDEX} of {RUN_HISTORY_COLLECTION}: {why}")
+    done = {change: sum(1 for _, other in changes if other == change) for change in ("created", "changed", "kept")}
+    print(one_line(f"database_update: indexes of {database.db_name} on {database.redacted_uri}: "
+                   + ", ".join(f"{count} {change}" for change, count in done.items())))
+    return ExitStatus.OK
+
+
+# --- --backup and --restore of the embedded default ----------------------------------------------
+
+def embedded_only(settings: DatabaseSettings, option: str, tool: str) -> None:
+    if not settings.is_embedded:
+        raise ConfigurationError(f"{option} is for the embedded default; {settings.db_name} on "
+                                 f"{settings.redacted_uri} is a server: use {tool}")
+
+
+def back_up(settings: Settings, target: Path) -> int:
+    """--backup FILE: a checked copy of the data file, under its lock, to a new file."""
+    from embedded.data_file import EmbeddedDatabaseFile
+
+    database = settings.database
+    embedded_only(database, "--backup", "mongodump")
+    if os.path.lexists(target):
+        raise ConfigurationError(f"backup {target} exists already; a backup never overwrites a file: give another "
+                                 f"name")
+    if not target.parent.is_dir():
+        raise ConfigurationError(f"the folder {target.parent} of backup {target.name} does not exist")
+    data_file = EmbeddedDatabaseFile(database.embedded_path, database.db_name, database.lock_timeout_seconds)
+    documents = data_file.back_up(target)
+    print(one_line(f"database_update: backed up {data_file.path} to {target} ({documents} document(s)); restore "
+                   f"it with database_update.py --restore {target}"))
+    return ExitStatus.OK
+
+
+def restore(settings: Settings, backup: Path, assume_yes: bool, clock: Clock) -> int:
+    """--restore FILE: the backup checked in full, then, once confirmed, in place of the data file, which is kept
+    beside it under a name with the time of the restore."""
+    from embedded.data_file import EmbeddedDatabaseFile, document_count, read_backup
+
+    database = settings.database
+    embedded_only(database, "--restore", "mongorestore")
+    data_file = EmbeddedDatabaseFile(database.embedded_path, database.db_name, database.lock_timeout_seconds,
+                                     create=True)
+    data_file.check_location()
+    content = read_backup(backup, database.db_name)
+    documents = document_count(content)
+    if not restore_confirmed(data_file.path, backup, documents, assume_yes):
+        print(one_line(f"database_update: refused to replace {data_file.path} by the backup {backup} without "
+                       f"confirmation; run it with --yes"), file=sys.stderr)
+        return ExitStatus.REFUSED
+    aside = data_file.path.with_name(f"{data_file.path.name}.replaced-{clock():%Y%m%dT%H%M%SZ}")
+    kept = data_file.replace_with(content, aside)
+    print(one_line(f"database_update: restored {data_file.path} from {backup} ({documents} document(s)); "
+                   + (f"the file it replaced is kept as {aside}" if kept else "there was no data file to keep")))
     return ExitStatus.OK
 
 

@@ -15,10 +15,12 @@ from pymongo.errors import PyMongoError
 
 from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, StoppingStore, utc_now
 from coordination.claims import fetch_expired_claims
+from database_checks import fetch_amend_task_statuses, holds_the_job
 from dry_run import dry_run, dry_run_text
 from history.run_report import Outcome, RunReport
 from history.store import fetch_last_successful_run, keep_history_within, record_run
 from ops.alerts import send_alert
+from ops.backlog import Backlog, fetch_backlog
 from ops.metrics import run_metrics, write_metrics
 from task_processor import amend_task_processing
 from utils import __version__
@@ -46,7 +48,7 @@ from utils.config import (
     load_config,
 )
 from utils.connectDB import database_session
-from utils.Custom_Exceptions import DatabaseUpdateError, TaskProcessingError
+from utils.Custom_Exceptions import DatabaseConnectionError, DatabaseUpdateError, TaskProcessingError
 from utils.loggers import get_logger, setup_logging
 from utils.one_line import one_line
 from utils.reports import to_json
@@ -68,7 +70,8 @@ EXIT_CODES = {
     ExitStatus.OK: "every task completed, or there was nothing to do (--dry-run: every task would complete)",
     ExitStatus.TASK_ERROR: "at least one task ended in error (its reason is in its status_description); the other "
                            "tasks were processed (--dry-run: at least one task would be refused)",
-    ExitStatus.SETUP_ERROR: "configuration, connection or command-line error; nothing was written",
+    ExitStatus.SETUP_ERROR: "configuration, connection or command-line error (--task-id naming no amend task "
+                            "included); nothing was written",
     **stopped_codes(STOP_CONSEQUENCE),
     128 + signal.SIGINT: "stopped by Ctrl-C (SIGINT): the task in hand was finished, no other claimed, the run "
                          "recorded; a second signal (or one while the run waits for the lock or loads the file) "
@@ -106,7 +109,8 @@ def build_parser() -> OneLineArgumentParser:
                         help="plan every open task without claiming or writing anything; print, per task, the "
                              "case counts per DRC and RTOM before and after, or why it would be refused")
     parser.add_argument("--task-id", type=bounded_int(), metavar="N",
-                        help="process only the amend task with this Task_Id (still claimed atomically)")
+                        help="process only the amend task with this Task_Id (still claimed atomically); no amend "
+                             "task with it is an error (exit 2)")
     parser.add_argument("--json", action="store_true",
                         help="print the run report (or the dry run) as JSON on stdout; logs stay on stderr")
     parser.add_argument("--max-minutes", type=bounded_int(1, MAX_RUN_MINUTES), metavar="N",
@@ -166,18 +170,19 @@ def keep_history_bounded(store: AmendStore, settings: Settings, now: datetime, l
 
 
 def health_for_metrics(store: AmendStore, settings: Settings, now: datetime,
-                       log: logging.Logger) -> tuple[datetime | None, int] | None:
-    """(end of the last successful run before this one, stuck tasks) for [METRICS] TEXTFILE; None when it
-    is not set, or when they cannot be read (logged)."""
+                       log: logging.Logger) -> tuple[datetime | None, int, Backlog] | None:
+    """(end of the last successful run before this one, stuck tasks, the backlog left) for [METRICS] TEXTFILE;
+    None when it is not set, or when they cannot be read (logged)."""
     if settings.job.metrics_textfile is None:
         return None
     try:
         success = fetch_last_successful_run(store, now, settings.job.clock_skew)
         stuck = fetch_expired_claims(store, now, settings.job.lease, settings.job.clock_skew)
+        backlog = fetch_backlog(store)
     except PyMongoError as exc:
         log.error("the figures of %s could not be read: %s", settings.job.metrics_textfile, scrub(exc))
         return None
-    return (None if success is None else success.ended), len(stuck)
+    return (None if success is None else success.ended), len(stuck), backlog
 
 
 @contextmanager
@@ -192,10 +197,10 @@ def after_the_tasks(what: str, log: logging.Logger) -> Iterator[None]:
 
 
 def write_metrics_quietly(path: Path, run: dict[str, Any], previous_success: datetime | None, stuck: int,
-                          log: logging.Logger) -> None:
+                          backlog: Backlog, log: logging.Logger) -> None:
     last_success = run["ended_dtm"] if run["exit_code"] == ExitStatus.OK else previous_success
     try:
-        write_metrics(path, run_metrics(run, last_success, stuck))
+        write_metrics(path, run_metrics(run, last_success, stuck, backlog))
     except OSError as exc:
         log.error("the metrics file %s could not be written: %s", path, exc.strerror or exc)
 
@@ -240,7 +245,7 @@ class JobRun:
         self.stop = StopRequest()
         self.report: RunReport | None = None
         self.recorded: dict[str, Any] | None = None
-        self.health: tuple[datetime | None, int] | None = None
+        self.health: tuple[datetime | None, int, Backlog] | None = None
         self.results: list[Any] = []
 
     def prepare(self) -> None:
@@ -262,11 +267,15 @@ class JobRun:
         settings, log = self.settings, self.logger
         if not self.args.dry_run:
             self.stop.start_working()
-        if settings.database.is_embedded and not database.list_collection_names():
-            log.warning("the embedded database %s holds no data: did you run database_update.py?",
-                        settings.database.embedded_path)
         store = StoppingStore(database, settings.job.retry, self.stop)
+        if not holds_the_job(store):
+            raise DatabaseConnectionError(
+                f"database {settings.database.db_name} on {settings.database.redacted_uri} holds no System_tasks and "
+                f"no Template_task document: is DB_NAME or MONGO_URI wrong? (the embedded default is loaded with "
+                f"database_update.py)")
         if self.args.dry_run:
+            if self.args.task_id is not None:
+                fetch_amend_task_statuses(store, self.args.task_id)  # refuses a Task_Id no amend task has
             self.results = dry_run(store, settings.job, self.args.task_id)
             return
         log.info("DRS Amend run started on %s (database %s, Template_Task_Id %s)",

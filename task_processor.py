@@ -385,18 +385,18 @@ def amend_task_processing(store: AmendStore, settings: JobSettings, clock: Clock
                           run: RunIdentity | None = None, task_id: int | None = None,
                           started: datetime | None = None, stop: StopRequest = NO_STOP) -> RunReport:
     """Recover interrupted tasks, then process every open amend task once, oldest first
-    (only the amend task(s) with Task_Id `task_id` when given). `started`: when the run began, if
-    before this call (main.py counts the loading of the embedded file). Once `stop` gives a reason
-    (a signal, the time limit), the task in hand is finished and no other is claimed."""
+    (only the amend task(s) with Task_Id `task_id` when given: a TaskValidationError before anything is
+    written when no amend task has it). `started`: when the run began, if before this call (main.py counts
+    the loading of the embedded file). Once `stop` gives a reason (a signal, the time limit), the task in
+    hand is finished and no other is claimed."""
+    statuses = None if task_id is None else fetch_amend_task_statuses(store, task_id)
     run = run or RunIdentity.new()
     report = RunReport(run=run, started=started or clock())
     report.outcomes.extend(recover_interrupted_tasks(store, settings, run, clock, task_id, stop))
     open_tasks = fetch_open_tasks(store, task_id)
     log.info("%d open amend task(s)", len(open_tasks))
-    if task_id is not None and not open_tasks and not report.outcomes:
-        statuses = fetch_amend_task_statuses(store, task_id)
-        log.warning(f"no amend task has Task_Id {task_id}" if not statuses else
-                    f"amend task {task_id} is {', '.join(statuses)}: nothing to do")
+    if statuses is not None and not open_tasks and not report.outcomes:
+        log.warning(f"amend task {task_id} is {', '.join(statuses)}: nothing to do")
     for position, reference in enumerate(open_tasks):
         if reason := stop.reason():
             report.stop_reason, report.not_started = reason, len(open_tasks) - position

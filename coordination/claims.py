@@ -1,8 +1,9 @@
 """Claims: a run's hold on an amend task, in one place (see docs/design.md, "Leases").
 
 A run claims an open task (open -> processing, with its identity and a lease), renews the lease before it
-writes, releases a task that must wait, and takes over a task whose claim is stale. stale_claim_reason is
-the one rule that recovery, `batch_monitor.py check` and `status` apply.
+writes, releases a task that must wait, and takes over a task whose claim is stale (as an operator's release
+does, ops/task_actions.py). stale_claim_reason is the one rule that recovery, `batch_monitor.py check` and
+`status` apply.
 """
 
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
-from amend_store import AMEND_TASK_TYPE, TASKS_COLLECTION, AmendStore, TaskStatus
+from amend_store import AMEND_TASK_TYPE, OPERATOR_ACTIONS_FIELD, TASKS_COLLECTION, AmendStore, TaskStatus
 from database_checks import OLDEST_FIRST, amend_tasks_filter
 from history.run_report import RunIdentity
 from utils.Custom_Exceptions import ClaimLostError
@@ -66,7 +67,8 @@ def _claim_as_read(task: Mapping[str, Any]) -> Document:
 
 def take_over_expired_claim(store: AmendStore, task: Mapping[str, Any], run: RunIdentity, now: datetime,
                             lease: timedelta) -> Document | None:
-    """Take a processing task whose claim was found stale (database_checks.stale_claim_reason).
+    """Take a processing task whose claim was found stale (database_checks.stale_claim_reason), or that an
+    operator releases (batch_monitor.py task release, --force: a live claim too).
 
     Compare-and-set on the claim as it was read, so that a renewal or another run's
     takeover in between makes this one fail (None). A retry after a lost reply finds the
@@ -91,12 +93,24 @@ def renew_claim(store: AmendStore, task_object_id: object, run: RunIdentity, now
 
 
 def release_task(store: AmendStore, task_object_id: object, run: RunIdentity, now: datetime,
-                 description: str) -> None:
-    """processing -> open again, for a task that has to wait for a later run."""
-    store.write(f"releasing task {task_object_id}", lambda: store[TASKS_COLLECTION].update_one(
-        {"_id": task_object_id, "task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id},
-        {"$set": {"task_status": TaskStatus.OPEN, "status_changed_dtm": now, "status_description": description},
-         "$unset": {"claimed_by": "", "claim_expires_dtm": ""}}))
+                 description: str, record: Document | None = None) -> bool:
+    """processing -> open again, for a task that has to wait for a later run, or that an operator releases
+    (`record` appended to its OPERATOR_ACTIONS_FIELD). False when the run no longer held it."""
+    update: Document = {
+        "$set": {"task_status": TaskStatus.OPEN, "status_changed_dtm": now, "status_description": description},
+        "$unset": {"claimed_by": "", "claim_expires_dtm": ""}}
+    if record is not None:
+        update["$push"] = {OPERATOR_ACTIONS_FIELD: record}
+    result = store.write(f"releasing task {task_object_id}", lambda: store[TASKS_COLLECTION].update_one(
+        {"_id": task_object_id, "task_status": TaskStatus.PROCESSING, "claimed_by.run_id": run.run_id}, update))
+    return bool(result.matched_count == 1)
+
+
+def status_as_read(task: Mapping[str, Any]) -> Document:
+    """A filter condition that matches a task (not in processing: take_over_expired_claim compares its
+    claim) only while its status is as it was read: the same task_status and status_changed_dtm, so that
+    a change and back in between makes it fail too."""
+    return {field: _as_read(task.get(field)) for field in ("task_status", "status_changed_dtm")}
 
 
 

@@ -170,6 +170,15 @@ def fetch_journal(store: AmendStore, batch_id: BatchId) -> Document | None:
         {"_id": batch_id}, JOURNAL_FIELDS))
 
 
+def fetch_journal_of_task(store: AmendStore, task_object_id: object, batch_id: BatchId | None) -> Document | None:
+    """A journal of the task, or of its batch (None: the task names no valid batch), if any is left."""
+    held: list[Document] = [{"task_object_id": task_object_id}]
+    if batch_id is not None:
+        held.append({"_id": batch_id})
+    return store.read(f"reading the journals of task {task_object_id}", lambda: store[JOURNAL_COLLECTION].find_one(
+        {"$or": held}, JOURNAL_FIELDS))
+
+
 def fetch_journals(store: AmendStore) -> list[Document]:
     return store.read("reading the journals", lambda: list(store[JOURNAL_COLLECTION].find(
         {}, JOURNAL_FIELDS)))

@@ -11,6 +11,10 @@ a save checks that the lock path still names the lock file the run holds and tha
 loaded (identity, size, modification time), so a lock file removed during a run never lets a second run's
 work be overwritten. A data file with several hard links (one lock per name) is refused. A signal
 is acted on at the check points of the lock wait, the load and the save (utils/shutdown.py).
+
+Only database_update.py creates a data file (`create`): to any other script a missing file is an error, never an
+empty database; and nothing creates a folder. A backup is a data file written under the lock (so consistent, and
+checksummed like any); a restore checks the backup in full before it replaces the data file, which it keeps beside.
 """
 
 import hashlib
@@ -20,6 +24,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -69,12 +74,31 @@ class LockLostError(DatabaseConnectionError):
     lock and saved; the run's save is refused, and the other process's file left as it is."""
 
 
-class DamagedFileError(DatabaseConnectionError):
+class UnreadableFileError(DatabaseConnectionError):
+    """A file that cannot be loaded as a data file; `reason` says why, for a message about a backup."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class DamagedFileError(UnreadableFileError):
     """The embedded data file is not intact; it is never written over."""
 
     def __init__(self, path: Path, reason: str):
         super().__init__(f"embedded database file {path} is damaged ({reason}); it was left unchanged: restore it "
-                         f"from a backup, or move it aside and run database_update.py to start afresh")
+                         f"from a backup, or move it aside and run database_update.py to start afresh",
+                         f"it is damaged ({reason})")
+
+
+def new_database(db_name: str) -> Any:
+    """An empty database of the embedded engine, adapted when it opens (on the proven mongomock only)."""
+    patch_mongomock()
+    return mongomock.MongoClient()[db_name]
+
+
+def document_count(database: Any) -> int:
+    return sum(stored_count(database[name]) for name in database.list_collection_names())
 
 
 def _index_specs(collection: Any) -> list[dict[str, Any]]:
@@ -145,12 +169,14 @@ def _records_to_save(database: Any, final_write: FinalWrite | None) -> Iterator[
 
 
 def save_database(database: Any, path: Path | str, final_write: FinalWrite | None = None,
-                  before_replace: Callable[[], None] | None = None) -> None:
+                  before_replace: Callable[[], None] | None = None, overwrite: bool = True) -> None:
     """Write every collection of `database` to `path` atomically (temporary file, then rename), keeping
     the file's permissions and owner, and a symlink pointing to it. The documents are taken as
     mongomock holds them (no query). `final_write` (collection, write) is made after every other
     collection is written, just before that collection is, so that it can report the whole save.
-    `before_replace` is called just before the rename: an exception it raises keeps the previous file."""
+    `before_replace` is called just before the rename: an exception it raises keeps the previous file.
+    Without `overwrite` (a backup), the file is linked into place instead: a file of that name, even one
+    created meanwhile, is a FileExistsError and stays as it is."""
     started = time.monotonic()
     target = data_file(path)
     mode, owner = _mode_and_owner(target)
@@ -187,7 +213,11 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
         check_point()  # the last one: once renamed, the file is saved, and a signal changes nothing of it
         if before_replace is not None:
             before_replace()
-        os.replace(handle.name, target)
+        if overwrite:
+            os.replace(handle.name, target)
+        else:
+            os.link(handle.name, target)
+            os.unlink(handle.name)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
@@ -220,8 +250,8 @@ def _file_body(path: Path) -> tuple[bytes, int | None]:
     except BSONError:
         header = None
     if not header or header.get("format") != FILE_FORMAT:
-        raise DatabaseConnectionError(
-            f"embedded database file {path} cannot be read: it is not a DRS Amend data file; it was left unchanged")
+        raise UnreadableFileError(f"embedded database file {path} cannot be read: it is not a DRS Amend data file; it "
+                                  f"was left unchanged", "it is not a DRS Amend data file")
     if header.get("version") == FILE_VERSION:
         return _verified_body(data, path)
     if header.get("version") == LEGACY_VERSION:
@@ -264,7 +294,8 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
             bar.update()  # the file's header
             documents = _fill(database, body, spans[1:], path, skip, bar)
     except OSError as exc:
-        raise DatabaseConnectionError(f"embedded database file {path} cannot be read: {exc.strerror}") from exc
+        raise UnreadableFileError(f"embedded database file {path} cannot be read: {exc.strerror}",
+                                  f"it cannot be read: {exc.strerror}") from exc
     except BSONError as exc:
         raise DamagedFileError(path, f"a record cannot be decoded: {exc}") from exc
     except (KeyError, TypeError, ValueError, PyMongoError) as exc:
@@ -305,6 +336,20 @@ def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, 
     return loaded
 
 
+def read_backup(path: Path, db_name: str) -> Any:
+    """The content of a backup, loaded in full (its checksum and every record checked) into a new database,
+    before anything is replaced by it."""
+    if not os.path.exists(path):
+        raise DatabaseConnectionError(f"backup {path} does not exist; nothing was restored")
+    database = new_database(db_name)
+    try:
+        load_database(database, path)
+    except UnreadableFileError as exc:
+        raise DatabaseConnectionError(f"backup {path} cannot be restored: {exc.reason}; nothing was "
+                                      f"restored") from exc
+    return database
+
+
 class EmbeddedDatabaseFile:
     """Context manager: lock, load, yield the database, save when the block ends without an exception.
 
@@ -312,31 +357,53 @@ class EmbeddedDatabaseFile:
     together, never half of them. Read only: no lock, no save; the file is read as the last
     save left it (saves are atomic renames), so a reader never waits for a writer and never
     changes the file. `skip`: collections whose documents are not loaded (about to be replaced).
+    `create`: a missing data file is an empty database, created by the save (database_update.py
+    only); otherwise it is an error. The folder of the file must exist: nothing creates one.
     """
 
     def __init__(self, path: Path, db_name: str, lock_timeout_seconds: int, read_only: bool = False,
-                 skip: Collection[str] = (), final_write: FinalWrite | None = None):
+                 skip: Collection[str] = (), final_write: FinalWrite | None = None, create: bool = False):
         self.path = data_file(path)
         self.db_name = db_name
         self.lock_timeout_seconds = lock_timeout_seconds
         self.read_only = read_only
         self.skip = skip
         self.final_write = final_write
+        self.create = create
         self._lock = filelock.FileLock(f"{self.path}.lock", timeout=lock_timeout_seconds,
                                        on_acquired=self._note_held_lock)
         self._held_lock: FileIdentity | None = None
         self._loaded: FileState = None
         self._database: Any = None
+        self._session = ExitStack()
 
     def _note_held_lock(self, descriptor: int) -> None:
         """filelock's on_acquired: which file this run locked (the lock path may name another one later)."""
         status = os.fstat(descriptor)
         self._held_lock = status.st_dev, status.st_ino
 
+    def _missing(self) -> DatabaseConnectionError:
+        return DatabaseConnectionError(
+            f"embedded database file {self.path} does not exist: create it with database_update.py (or correct "
+            f"the path of MONGO_URI / DRS_MONGO_URI)")
+
+    def check_location(self) -> None:
+        """Before anything is written (a lock file included): the folder exists, and so does the file unless it
+        may be created."""
+        if not os.path.isdir(self.path.parent):
+            raise DatabaseConnectionError(
+                f"the folder {self.path.parent} of embedded database file {self.path.name} does not exist: create "
+                f"it, or correct the path of MONGO_URI / DRS_MONGO_URI")
+        if not self.create and not os.path.exists(self.path):
+            raise self._missing()
+
     def _state_before_loading(self) -> FileState:
         """The data file's state as this lock holder loads it. A file with other hard links is refused: each
-        name would take a lock of its own, so two runs could load it together and one overwrite the other."""
+        name would take a lock of its own, so two runs could load it together and one overwrite the other.
+        A file removed while this run waited for the lock is missing as it would have been before."""
         status = _status(self.path)
+        if status is None and not self.create:
+            raise self._missing()
         if status is not None and status.st_nlink > 1:
             raise DatabaseConnectionError(
                 f"embedded database file {self.path} has {status.st_nlink} hard links, each of which would be locked "
@@ -357,19 +424,12 @@ class EmbeddedDatabaseFile:
                 f"embedded database file {self.path} was replaced or changed while this run held its lock: another "
                 f"process wrote it; nothing of this run was saved (run the job again)")
 
-    def __enter__(self) -> Any:
-        patch_mongomock()  # the embedded engine is adapted when it opens (on the proven mongomock only)
-        database: Any = mongomock.MongoClient()[self.db_name]
-        if self.read_only:
-            load_database(database, self.path, self.skip)
-            self._database = database
-            return database
+    @contextmanager
+    def _holding_lock(self) -> Iterator[None]:
+        """The data file's lock for the block (the wait for it a check point at each poll), the file's state
+        noted as it was when the lock was taken."""
+        self.check_location()
         work_in_hand()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseConnectionError(
-                f"folder of embedded database file {self.path} cannot be created: {exc.strerror}") from exc
         try:
             self._lock.acquire(poll_interval=LOCK_POLL_SECONDS, cancel_check=stop_requested)
         except filelock.Timeout:
@@ -382,9 +442,22 @@ class EmbeddedDatabaseFile:
         try:
             self._loaded = self._state_before_loading()
             remove_stale_temporary_files(self.path)
+            yield
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> Any:
+        database = new_database(self.db_name)
+        if self.read_only:
+            self.check_location()
+            load_database(database, self.path, self.skip)
+            self._database = database
+            return database
+        self._session.enter_context(self._holding_lock())
+        try:
             load_database(database, self.path, self.skip)
         except BaseException:
-            self._lock.release()
+            self._session.close()
             raise
         self._database = database
         return database
@@ -393,12 +466,41 @@ class EmbeddedDatabaseFile:
                  traceback: TracebackType | None) -> None:
         if self.read_only:
             return
-        try:
+        with self._session:
             if exc_type is None:
                 try:
                     save_database(self._database, self.path, self.final_write, self._confirm_still_held)
                 except OSError as err:
                     raise DatabaseConnectionError(
                         f"embedded database file {self.path} cannot be written: {err.strerror}") from err
-        finally:
-            self._lock.release()
+
+    def back_up(self, target: Path) -> int:
+        """Copy the data file to `target`, a new file, under the lock (so that no run is halfway): loaded in
+        full (checked) and saved, a data file of this format with its checksum. The number of documents."""
+        with self._holding_lock():
+            database = new_database(self.db_name)
+            load_database(database, self.path)
+            try:
+                save_database(database, target, overwrite=False)
+            except OSError as exc:
+                raise DatabaseConnectionError(f"backup {target} cannot be written: {exc.strerror}; the data file "
+                                              f"was left unchanged") from exc
+        return document_count(database)
+
+    def replace_with(self, database: Any, aside: Path) -> bool:
+        """Under the lock, save `database` (a backup read_backup checked) as the data file; the file it replaces
+        is kept as `aside` (a link made just before the rename). Whether there was a file to keep."""
+        with self._holding_lock():
+            existed = self._loaded is not None
+
+            def keep_aside() -> None:
+                self._confirm_still_held()
+                if existed:
+                    os.link(self.path, aside)
+            try:
+                save_database(database, self.path, before_replace=keep_aside)
+            except OSError as exc:
+                target = aside if isinstance(exc, FileExistsError) else self.path
+                raise DatabaseConnectionError(f"{target} cannot be written: {exc.strerror}; nothing was "
+                                              f"restored") from exc
+        return existed

@@ -17,6 +17,7 @@ import jinja2
 from database_checks import batch_of
 from history.records import History, RunRecord
 from history.run_report import Outcome
+from ops.backlog import Backlog
 from ops.monitoring import (
     STATE_NAMES,
     State,
@@ -120,12 +121,12 @@ def _state(code: State) -> str:
 
 
 def report_context(period: History, window: History, success: RunRecord | None,
-                   stuck: Sequence[Document], now: datetime, since: datetime, until: datetime,
+                   stuck: Sequence[Document], backlog: Backlog, now: datetime, since: datetime, until: datetime,
                    thresholds: Thresholds) -> dict[str, Any]:
     """Every figure of the page: `period` is the history of [since, until), `window` that of check's
-    window before `now`, `success` the last successful run, `stuck` the stuck tasks."""
+    window before `now`, `success` the last successful run, `stuck` the stuck tasks, `backlog` the open ones."""
     runs = period.runs
-    figures, _ = health_figures(window, success, len(stuck), now, thresholds)
+    figures, _ = health_figures(window, success, len(stuck), backlog, now, thresholds)
     state, check_line = overall(figures)
     points = chart_points(runs)
     period_errors, period_ended = failure_rate(runs)

@@ -15,6 +15,7 @@ from typing import Any
 from database_checks import batch_of
 from history.records import History, RunRecord
 from history.run_report import Outcome
+from ops.backlog import Backlog
 from utils.config import Thresholds
 from utils.documents import Document
 from utils.one_line import one_line
@@ -76,11 +77,21 @@ class HealthFigure:
     limits: str
 
 
-def health_figures(window: History, success: RunRecord | None, stuck_tasks: int, now: datetime,
+def backlog_figure(backlog: Backlog, now: datetime, thresholds: Thresholds) -> HealthFigure:
+    """The backlog judged: the worse of the number of open tasks and the wait of the oldest."""
+    hours = backlog.oldest_open_hours(now)
+    state = max(level(backlog.open_tasks, thresholds.open_tasks_warning, thresholds.open_tasks_critical),
+                level(hours or 0.0, thresholds.oldest_open_warning_hours, thresholds.oldest_open_critical_hours))
+    return HealthFigure("Backlog", state, backlog.text(now),
+                        f"warning {thresholds.open_tasks_warning} task(s) or {thresholds.oldest_open_warning_hours:g} "
+                        f"h, critical {thresholds.open_tasks_critical} or {thresholds.oldest_open_critical_hours:g} h")
+
+
+def health_figures(window: History, success: RunRecord | None, stuck_tasks: int, backlog: Backlog, now: datetime,
                    thresholds: Thresholds) -> tuple[list[HealthFigure], str]:
-    """The five figures of `check` (last success, failure rate, speed, stuck tasks, run records set apart)
-    from the history of the window (its runs newest first, and what was set apart), the last successful
-    run (or None) and the number of stuck tasks; and their performance data."""
+    """The six figures of `check` (last success, failure rate, speed, stuck tasks, backlog, run records set
+    apart) from the history of the window (its runs newest first, and what was set apart), the last
+    successful run (or None), the number of stuck tasks and the backlog; and their performance data."""
     window_runs = window.runs
     errors, ended = failure_rate(window_runs)
     rate = errors / ended if ended else 0.0
@@ -106,20 +117,22 @@ def health_figures(window: History, success: RunRecord | None, stuck_tasks: int,
         HealthFigure("Stuck tasks", level(stuck_tasks, thresholds.stuck_tasks_warning, thresholds.stuck_tasks_critical),
                      f"{stuck_tasks} stuck task(s)",
                      f"warning {thresholds.stuck_tasks_warning}, critical {thresholds.stuck_tasks_critical}"),
+        backlog_figure(backlog, now, thresholds),
         HealthFigure("Run records set apart", WARNING if window.set_apart else OK,
                      window.anomalies() or "0 run record(s) set apart",
                      "warning 1: a record that cannot be read, or dated in the future, is never evidence of health"),
     ]
     perfdata = (f"last_success_hours={_perfdata(age_hours, 2)} failure_rate={rate:.3f} stuck_tasks={stuck_tasks}"
                 f" seconds_per_1000_cases={_perfdata(per_thousand, 3)} slowdown={_perfdata(ratio, 2)}"
+                f" open_tasks={backlog.open_tasks} oldest_open_hours={_perfdata(backlog.oldest_open_hours(now), 2)}"
                 f" records_set_apart={window.set_apart}")
     return figures, perfdata
 
 
-def evaluate_health(window: History, success: RunRecord | None, stuck_tasks: int, now: datetime,
+def evaluate_health(window: History, success: RunRecord | None, stuck_tasks: int, backlog: Backlog, now: datetime,
                     thresholds: Thresholds) -> tuple[State, str]:
     """(state, one status line with performance data): the worst of the health figures decides."""
-    figures, perfdata = health_figures(window, success, stuck_tasks, now, thresholds)
+    figures, perfdata = health_figures(window, success, stuck_tasks, backlog, now, thresholds)
     state, verdict = overall(figures)
     return state, one_line(f"{verdict} | {perfdata}")
 
@@ -178,7 +191,7 @@ def export(rows: Sequence[Mapping[str, Any]], form: str, columns: Sequence[str] 
 
 
 def dashboard(recent: History, window: History, success: RunRecord | None,
-              status_counts: Mapping[str, int], stuck: Sequence[Document], now: datetime,
+              status_counts: Mapping[str, int], stuck: Sequence[Document], backlog: Backlog, now: datetime,
               thresholds: Thresholds) -> str:
     """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
     runs, window_runs = recent.runs, window.runs
@@ -194,6 +207,7 @@ def dashboard(recent: History, window: History, success: RunRecord | None,
             break
     lines += ["", "Amend tasks by status: " + (", ".join(f"{one_line(status)} {count}" for status, count in
                                                        sorted(status_counts.items())) or "none")]
+    lines += [f"Backlog: {backlog.text(now)}"]
     lines += ["Stuck in processing (lease expired): " + (str(len(stuck)) if stuck else "none")]
     if stuck:
         lines.append(text_table(("Task_Id", "_id", "batch", "since", "claimed by"),

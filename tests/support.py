@@ -29,6 +29,7 @@ from amend_store import (
 )
 from database_update import read_fixtures
 from history.records import History, parse_run
+from ops.backlog import Backlog
 from task_processor import amend_task_processing
 from tests.instruments import InstrumentedDatabase
 from update_databases import reset_collections
@@ -376,6 +377,9 @@ class After(threading.Thread):
 
     def cancel(self):
         self.cancelled = True
+
+
+NO_BACKLOG = Backlog(open_tasks=0, oldest_open=None)  # no amend task open
 
 
 def history_of(documents):

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from history.records import parse_run
 from ops.monitoring import CRITICAL, OK, WARNING, evaluate_health, export, log_rows
-from tests.support import PROJECT_ROOT, history_of, load, one_line
+from tests.support import NO_BACKLOG, PROJECT_ROOT, history_of, load, one_line
 from utils.config import Thresholds, load_alert_settings, load_thresholds
 
 NOW = datetime(2026, 11, 25, 12, 0)
@@ -68,7 +68,7 @@ def task(outcome, task_id=1, batch="005"):
 ])
 def test_evaluate_health(window_runs, success_hours, stuck, state, text):
     success = None if success_hours is None else parse_run(run_record(success_hours))
-    got_state, line = evaluate_health(history_of(window_runs), success, stuck, NOW, Thresholds())
+    got_state, line = evaluate_health(history_of(window_runs), success, stuck, NO_BACKLOG, NOW, Thresholds())
     assert got_state == state
     assert line.startswith(text) or text in line
     assert "| last_success_hours=" in line and f"stuck_tasks={stuck}" in line

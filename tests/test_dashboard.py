@@ -17,7 +17,7 @@ from embedded.data_file import save_database
 from fixture_generator import generate_history
 from history.records import parse_run
 from ops.dashboard import MAX_POINTS, render, report_context
-from tests.support import PROJECT_ROOT, TASK_006, Clock, history_of, load, one_line
+from tests.support import NO_BACKLOG, PROJECT_ROOT, TASK_006, Clock, history_of, load, one_line
 from utils.config import Thresholds
 
 NOW = datetime(2026, 11, 26, 12, 0)
@@ -60,7 +60,7 @@ def page_of(history, stuck=()):
     window = [r for r in newest_first if r["started_dtm"] >= NOW - timedelta(hours=thresholds.window_hours)]
     success = next((r for r in newest_first if r["exit_code"] == 0), None)
     return render(report_context(history_of(history), history_of(window), success and parse_run(success), list(stuck),
-                                 NOW, NOW - timedelta(days=28), NOW, thresholds))
+                                 NO_BACKLOG, NOW, NOW - timedelta(days=28), NOW, thresholds))
 
 
 def test_the_page_is_valid_html_holding_the_figures_of_a_known_history():

@@ -37,8 +37,9 @@ def test_round_trip_keeps_types_collections_and_indexes(tmp_path):
 
 
 def test_session_saves_on_success_only(tmp_path):
+    (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "db.bson"
-    with database_session(settings_for(path)) as db:
+    with database_session(settings_for(path), create=True) as db:
         db["t"].insert_one({"x": 1})
         assert get_db_connection() is db and get_collection("t").count_documents({}) == 1
     with pytest.raises(RuntimeError):
@@ -53,7 +54,7 @@ def test_session_saves_on_success_only(tmp_path):
 
 def test_a_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "db.bson"
-    with database_session(settings_for(path)) as db:
+    with database_session(settings_for(path), create=True) as db:
         db["t"].insert_one({"x": 1})
     before = path.read_bytes()
 
@@ -83,11 +84,11 @@ def test_an_unreadable_file_is_a_clear_error(tmp_path, content, message):
 
 def test_a_second_process_waits_for_the_lock(tmp_path):
     path = tmp_path / "db.bson"
-    holder = EmbeddedDatabaseFile(path, "drs", lock_timeout_seconds=5)
+    holder = EmbeddedDatabaseFile(path, "drs", lock_timeout_seconds=5, create=True)
     holder.__enter__()
     try:
         with pytest.raises(DatabaseConnectionError, match="stayed locked by another process"):
-            with database_session(settings_for(path, lock_timeout=0)):
+            with database_session(settings_for(path, lock_timeout=0), create=True):
                 pass
     finally:
         holder.__exit__(None, None, None)
@@ -95,7 +96,7 @@ def test_a_second_process_waits_for_the_lock(tmp_path):
 
 def test_concurrent_sessions_never_lose_an_update(tmp_path):
     path = tmp_path / "db.bson"
-    with database_session(settings_for(path)) as db:
+    with database_session(settings_for(path), create=True) as db:
         db["counter"].insert_one({"_id": 1, "n": 0})
 
     def increment():
@@ -331,7 +332,7 @@ def test_the_embedded_default_patches_mongomock_each_time_it_opens(tmp_path, mon
     calls = []
     monkeypatch.setattr(data_file, "patch_mongomock", lambda: calls.append("patched") or True)
     for read_only in (False, True, False):
-        with EmbeddedDatabaseFile(tmp_path / "db.bson", "drs", 5, read_only=read_only) as database:
+        with EmbeddedDatabaseFile(tmp_path / "db.bson", "drs", 5, read_only=read_only, create=True) as database:
             assert calls == ["patched"]
             database["c"].insert_one({"x": 1})
         calls.clear()

@@ -12,7 +12,7 @@ import main
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION, utc_now
 from embedded.data_file import save_database
 from history.records import MalformedRecord, parse_run, read_history
-from tests.support import TASK_006, load
+from tests.support import NO_BACKLOG, TASK_006, load
 
 
 def record(now, **changes):
@@ -71,7 +71,7 @@ def test_a_success_within_the_allowed_skew_ahead_is_a_success_of_now_and_no_figu
                    duration_seconds=1e308, batch_cases=2**63 - 1,
                    tasks=[{"outcome": "completed", "cases_moved": 2, "batch_cases": 2**63 - 1}])
     history = read_history([ahead], NOW, timedelta(minutes=5))
-    state, line = evaluate_health(history, history.runs[0], 0, NOW, Thresholds())
+    state, line = evaluate_health(history, history.runs[0], 0, NO_BACKLOG, NOW, Thresholds())
     assert "last successful run 0.0 h ago" in line and "last_success_hours=0.00 " in line
     assert "inf" not in line and "seconds_per_1000_cases=U" in line
 

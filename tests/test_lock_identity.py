@@ -30,9 +30,9 @@ def settings_for(path):
     return DatabaseSettings(uri=f"embedded://{path}", db_name=DB_NAME, lock_timeout_seconds=2)
 
 
-def first_run_holding_the_lock(path):
+def first_run_holding_the_lock(path, create=False):
     """A run that has taken the lock and loaded the file, and writes something of its own."""
-    first = EmbeddedDatabaseFile(path, DB_NAME, lock_timeout_seconds=2)
+    first = EmbeddedDatabaseFile(path, DB_NAME, lock_timeout_seconds=2, create=create)
     first.__enter__()["first_run"].insert_one({"saved": True})
     return first
 
@@ -89,7 +89,7 @@ def test_a_data_file_replaced_under_a_held_lock_is_not_saved_over(path):
 
 def test_a_data_file_created_under_a_held_lock_is_not_saved_over(tmp_path):
     path = tmp_path / "db.bson"
-    first = first_run_holding_the_lock(path)
+    first = first_run_holding_the_lock(path, create=True)  # as database_update.py creates the file
     intruder = load(path)
     intruder["intruder"].insert_one({"saved": True})
     save_database(intruder, path)

@@ -176,7 +176,9 @@ def test_the_status_failure_patterns_forge_no_line(script, hostile_database, tmp
     status = script("batch_monitor.py", "status", env=hostile_database)
     assert status.returncode == 0 and forged_lines(status.stdout) == [], status.stdout
     lines = status.stdout.splitlines()
-    patterns = lines[next(i for i, line in enumerate(lines) if line.startswith("Failure patterns over")) + 1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Failure patterns over")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("Recent operator actions"))
+    patterns = lines[start:end]
     assert len(patterns) == 2 and patterns[0].startswith("  1 x ") and patterns[1].startswith("      latest (")
     assert f": TaskValidationError: batch {one_line(FAILED_BATCH)} has no cases in " in patterns[1]
 

@@ -15,6 +15,7 @@ from amend_store import (
     TEMPLATES_COLLECTION,
     TRANSACTIONS_COLLECTION,
 )
+from embedded.data_file import save_database
 from tests.mutations import (
     assert_task_101_fails_cleanly,
     drop_distribution_key,
@@ -36,6 +37,7 @@ from tests.support import (
     cells,
     current_drc,
     disturbed,
+    new_database,
     normalized,
     run_job,
     snapshot,
@@ -445,18 +447,25 @@ def test_a_seq_that_moved_in_the_array_while_the_task_ran_is_not_closed_blindly(
 
 # --- what main.py says when there is nothing to do (issue 10) --------------------------------------
 
-def test_main_on_an_empty_embedded_database_says_database_update_was_not_run(tmp_path, script):
-    result = script("main.py", "--log-dir", str(tmp_path / "logs"),
-                    env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'missing.bson'}"})
-    assert result.returncode == 0
-    assert "holds no data: did you run database_update.py?" in result.stderr
+def test_main_on_a_database_without_the_jobs_documents_is_an_error_not_a_successful_run(tmp_path, script):
+    save_database(new_database(), tmp_path / "empty.bson")
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'empty.bson'}"}
+    before = (tmp_path / "empty.bson").read_bytes()
+    result = script("main.py", "--log-dir", str(tmp_path / "logs"), env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        "holds no System_tasks and no Template_task document: is DB_NAME or MONGO_URI wrong? (the embedded default "
+        "is loaded with database_update.py)")
+    assert (tmp_path / "empty.bson").read_bytes() == before  # no run recorded: it did not pass for one
+    check = script("batch_monitor.py", "check", env=env)
+    assert check.returncode == 2 and check.stdout.startswith("DRS-AMEND CRITICAL")
 
 
 def test_main_names_a_task_id_that_does_not_exist_or_has_nothing_to_do(tmp_path, script):
     env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
     assert script("database_update.py", env=env).returncode == 0
     missing = script("main.py", "--task-id", "999", "--log-dir", str(tmp_path / "logs"), env=env)
-    assert missing.returncode == 0 and "no amend task has Task_Id 999" in missing.stderr
+    assert missing.returncode == 2 and "no amend task has Task_Id 999" in missing.stderr
     assert script("main.py", "--task-id", "101", "--log-dir", str(tmp_path / "logs"), env=env).returncode == 0
     again = script("main.py", "--task-id", "101", "--log-dir", str(tmp_path / "logs"), env=env)
     assert "amend task 101 is completed: nothing to do" in again.stderr

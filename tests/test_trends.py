@@ -20,7 +20,7 @@ from ops.monitoring import (
     seconds_per_thousand_cases,
     slowdown,
 )
-from tests.support import Clock, history_of
+from tests.support import NO_BACKLOG, Clock, history_of
 from utils.config import Thresholds
 
 NOW = datetime(2026, 11, 26, 12, 0)
@@ -55,7 +55,7 @@ def test_a_run_slower_per_thousand_cases_than_the_windows_median_is_flagged(last
     judged, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (judged, per_thousand, ratio) == (state, pytest.approx(last_seconds), pytest.approx(last_seconds))
     assert text == f"last comparable run {last_seconds:.1f}x the median time per 1,000 cases"
-    check_state, line = evaluate_health(History(runs=runs), runs[0], 0, NOW, Thresholds())
+    check_state, line = evaluate_health(History(runs=runs), runs[0], 0, NO_BACKLOG, NOW, Thresholds())
     assert check_state == state
     assert f"seconds_per_1000_cases={last_seconds:.3f} slowdown={last_seconds:.2f}" in line
 
@@ -67,7 +67,8 @@ def test_speed_is_not_judged_without_enough_comparable_runs():
     state, text, per_thousand, ratio = slowdown(runs, Thresholds())
     assert (state, text, per_thousand, ratio) == (OK, "speed not judged (4 of 5 earlier runs)", 100.0, None)
     assert slowdown(runs, Thresholds(comparable_runs=4))[0] == CRITICAL
-    assert "seconds_per_1000_cases=U slowdown=U" in evaluate_health(history_of([]), None, 0, NOW, Thresholds())[1]
+    empty = evaluate_health(history_of([]), None, 0, NO_BACKLOG, NOW, Thresholds())[1]
+    assert "seconds_per_1000_cases=U slowdown=U" in empty
     assert seconds_per_thousand_cases(parse_run(run(1, batch_cases=0))) is None
 
 

@@ -284,6 +284,11 @@ class Thresholds:
     slowdown_critical: float = 10
     comparable_runs: int = 5  # fewer earlier comparable runs in the window: not judged
     comparable_cases: int = 10_000  # a run of fewer cases is not compared: its fixed costs dominate
+    # The backlog: open amend tasks, and how long the oldest has waited (a run every 10 minutes takes them)
+    open_tasks_warning: int = 100
+    open_tasks_critical: int = 1000
+    oldest_open_warning_hours: float = 1
+    oldest_open_critical_hours: float = 6
 
 
 # (name, parse as integer, lower bound, upper bound) of each [CHECK] key of monitor.ini
@@ -292,7 +297,9 @@ THRESHOLD_KEYS = (("window_hours", True, 1, 8760), ("failure_rate_warning", Fals
                   ("last_success_critical_hours", False, 0, 8760), ("stuck_tasks_warning", True, 0, 1_000_000),
                   ("stuck_tasks_critical", True, 0, 1_000_000), ("slowdown_warning", False, 1, 1_000_000),
                   ("slowdown_critical", False, 1, 1_000_000), ("comparable_runs", True, 1, 10_000),
-                  ("comparable_cases", True, 1, 10**9))
+                  ("comparable_cases", True, 1, 10**9), ("open_tasks_warning", True, 0, 10**9),
+                  ("open_tasks_critical", True, 0, 10**9), ("oldest_open_warning_hours", False, 0, 87600),
+                  ("oldest_open_critical_hours", False, 0, 87600))
 
 
 MONITOR_SCHEMA: IniSchema = {"CHECK": tuple(name.upper() for name, *_ in THRESHOLD_KEYS)}
@@ -313,7 +320,7 @@ def load_thresholds(config_dir: Path) -> Thresholds:
         values[name] = (parse_int_setting(text, where, int(minimum), int(maximum)) if integral
                         else parse_float_setting(text, where, minimum, maximum))
     thresholds = Thresholds(**values)  # type: ignore[arg-type]
-    for figure in ("failure_rate", "last_success", "stuck_tasks", "slowdown"):
+    for figure in ("failure_rate", "last_success", "stuck_tasks", "slowdown", "open_tasks", "oldest_open"):
         warning, critical = (name for name, *_ in THRESHOLD_KEYS if name.startswith(figure))
         if getattr(thresholds, warning) > getattr(thresholds, critical):
             raise ConfigurationError(f"{path}: [CHECK] {warning.upper()} ({getattr(thresholds, warning)}) is above "

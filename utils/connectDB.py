@@ -53,11 +53,13 @@ def _server_database(settings: DatabaseSettings) -> Iterator[Any]:
 
 @contextmanager
 def database_session(settings: DatabaseSettings, read_only: bool = False, skip: Collection[str] = (),
-                     final_write: "FinalWrite | None" = None) -> Iterator[Any]:
+                     final_write: "FinalWrite | None" = None, create: bool = False) -> Iterator[Any]:
     """Open the configured database for the duration of a script; get_db_connection() returns it.
 
     On the embedded default: `read_only` reads the last saved file without its lock and never
-    saves; `skip` names collections whose documents are not loaded (about to be replaced).
+    saves; `skip` names collections whose documents are not loaded (about to be replaced);
+    `create` (database_update.py only) lets a missing data file be created, which is otherwise
+    an error saying to run database_update.py. Nothing creates the file's folder.
     `final_write` (collection, write) is made when the block ends without an exception: on a
     server right then, on the embedded default while the file is saved, after every other
     collection, so that it can report the whole session.
@@ -68,7 +70,7 @@ def database_session(settings: DatabaseSettings, read_only: bool = False, skip: 
         from embedded.data_file import EmbeddedDatabaseFile
 
         opened = EmbeddedDatabaseFile(settings.embedded_path, settings.db_name, settings.lock_timeout_seconds,
-                                      read_only, skip, final_write)
+                                      read_only, skip, final_write, create)
     else:
         opened = _server_database(settings)
     with opened as database:
