@@ -56,6 +56,7 @@ class RunRecord:
     batch_cases: int = 0
     stop_reason: str | None = None
     tasks: tuple[TaskRecord, ...] = ()
+    lock_wait_seconds: float = 0.0  # of duration_seconds, the wait for another process's lock (embedded default)
 
     @property
     def succeeded(self) -> bool:
@@ -120,6 +121,7 @@ def parse_run(document: Document) -> RunRecord:
     run = RunRecord(
         run_id=run_id, host=_text(document.get("host")), started=started, ended=ended,
         duration_seconds=_seconds(document, "duration_seconds", where, (ended - started).total_seconds()),
+        lock_wait_seconds=_seconds(document, "lock_wait_seconds", where, 0.0),
         exit_code=exit_code, **{name: _count(document, name, where) for name in COUNTS},
         stop_reason=None if stop_reason is None else str(stop_reason),
         tasks=tuple(parse_task(task, where) for task in tasks))

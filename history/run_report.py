@@ -69,6 +69,7 @@ class RunReport:
     stop_reason: str | None = None  # why the run ended before every open task was processed
     not_started: int = 0  # open tasks it left for the next run
     stop_signal: int | None = None  # the SIGTERM or SIGINT that asked it to stop
+    lock_wait_seconds: float = 0.0  # of its duration, the wait for another process's lock (embedded default)
 
     def count(self, status: Outcome) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
@@ -94,6 +95,7 @@ class RunReport:
         return {"run_id": self.run.run_id, "host": self.run.host, "pid": self.run.pid,
                 "started_dtm": self.started, "ended_dtm": ended,
                 "duration_seconds": round((ended - self.started).total_seconds(), 3),
+                "lock_wait_seconds": round(self.lock_wait_seconds, 3),
                 "exit_code": self.exit_code, "completed": self.count(Outcome.COMPLETED),
                 "errored": self.count(Outcome.ERROR), "deferred": self.count(Outcome.DEFERRED),
                 "skipped": self.skipped, "cases_moved": self.cases_moved, "batch_cases": self.batch_cases,
