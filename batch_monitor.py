@@ -1,5 +1,5 @@
-"""Operations view of the DRS Amend job: dashboard, health check for monitoring, history export, and an
-operator's recorded actions on one amend task.
+"""Operations view of the DRS Amend job: dashboard, health check for monitoring, history export, an
+operator's recorded actions on one amend task, and the settings in effect.
 
     python batch_monitor.py status [--runs N]
     python batch_monitor.py check
@@ -8,9 +8,12 @@ operator's recorded actions on one amend task.
     python batch_monitor.py audit [--batch B]
     python batch_monitor.py report --html FILE [--since T] [--until T]
     python batch_monitor.py task requeue|cancel|release ID --reason TEXT [--force]
+    python batch_monitor.py config [--json]
 """
 
 import argparse
+import dataclasses
+import os
 import smtplib
 import sys
 import textwrap
@@ -61,14 +64,23 @@ from ops.monitoring import (
     log_rows,
     reason_groups,
 )
-from ops.output_files import output_destination, write_atomically
+from ops.output_files import file_name, output_destination, write_atomically
 from ops.task_actions import ACTIONS, RECENT_ACTIONS, ActionRequest, perform, recent_actions_text
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
-from utils.config import DEFAULT_CONFIG_DIR, MONITOR_CONFIG_FILE, JobSettings, Settings, load_config
+from utils.config import (
+    DEFAULT_CONFIG_DIR,
+    MONITOR_CONFIG_FILE,
+    JobSettings,
+    Settings,
+    SettingValue,
+    load_config,
+    setting_sources,
+)
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
 from utils.documents import BatchId, Document
 from utils.one_line import one_line
+from utils.reports import text_table, to_json
 from utils.secrets import scrub
 
 # --- the shell ---------------------------------------------------------------------------
@@ -136,6 +148,7 @@ EXIT_CODES: dict[str, dict[int, str]] = {
     "task": {OK: "done, and recorded on the task",
              ExitStatus.SETUP_ERROR: f"{_READ_ERROR}, a task that is missing, not an amend task or in a status the "
                                      f"action does not apply to, or one that changed meanwhile: nothing was changed"},
+    "config": {OK: "done", ExitStatus.SETUP_ERROR: "configuration or command-line error"},
 }
 # Every command but `task` reads only; `task`, once it writes, finishes its action (ops/task_actions.perform).
 STOP_CONSEQUENCE = "nothing was changed"
@@ -174,7 +187,7 @@ def build_parser() -> OneLineArgumentParser:
                                help="run and task history, filtered, optionally exported")
     logs.add_argument("--since", type=parse_time, help="runs started at or after this time (UTC)")
     logs.add_argument("--until", type=parse_time, help="runs started before this time (UTC)")
-    logs.add_argument("--status", choices=tuple(Outcome), help="task outcome")
+    logs.add_argument("--status", choices=[outcome.value for outcome in Outcome], help="task outcome")
     logs.add_argument("--batch", help="Case_Distribution_Batch_ID")
     logs.add_argument("--task-id", type=bounded_int(), help="Task_Id")
     logs.add_argument("--export", choices=("csv", "json", "txt"), default="txt", help="format (default txt)")
@@ -182,7 +195,7 @@ def build_parser() -> OneLineArgumentParser:
                       help="one row per failure pattern (outcome and message, ids and counts folded) of the tasks "
                            "that did not complete (or of the --status asked for), with its count, first and last "
                            "time and latest example, most frequent first")
-    logs.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    logs.add_argument("--out", type=file_name, help="write to this file instead of stdout")
     audit = commands.add_parser("audit", parents=[config_after],
                                 help="recompute each batch's summary from its cases, check its amend seqs against its "
                                      "tasks (reads only); exit 0 consistent, 1 mismatches, 2 cannot read")
@@ -190,11 +203,15 @@ def build_parser() -> OneLineArgumentParser:
     report = commands.add_parser("report", parents=[config_after],
                                  help="write the HTML dashboard: runs over time, health, failure patterns, stuck "
                                       "tasks, latest runs; one self-contained file")
-    report.add_argument("--html", type=Path, required=True, metavar="FILE", help="the page to write")
+    report.add_argument("--html", type=file_name, required=True, metavar="FILE", help="the page to write")
     report.add_argument("--since", type=parse_time,
                         help=f"runs started at or after this time (UTC; default {DEFAULT_DAYS} days before --until)")
     report.add_argument("--until", type=parse_time, help="runs started before this time (UTC; default now)")
     add_task_command(commands, config_after)
+    config = commands.add_parser("config", parents=[config_after],
+                                 help="the settings in effect (secrets as ***), each with where it comes from: a key "
+                                      "of an INI file, an environment variable, or the default; reads no database")
+    config.add_argument("--json", action="store_true", help="as JSON: a list of {setting, value, source}")
     return parser
 
 
@@ -324,19 +341,49 @@ def task_command(args: argparse.Namespace, store: AmendStore, now: datetime, set
     return perform(store, request, settings.job) + "\n", OK
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, AmendStore, datetime, Settings], Answer]] = {
-    "audit": audit_command, "report": report_command, "logs": logs_command, "status": status_command,
-    "check": check_command, "task": task_command}
+def setting_text(value: SettingValue) -> str:
+    """A setting's value in config's table: none, yes or no, a list comma-separated, a number as written."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_command(args: argparse.Namespace, now: datetime, settings: Settings) -> Answer:
+    """The settings in effect, each with where it comes from (utils/config.setting_sources)."""
+    found = setting_sources(settings, args.config_dir, os.environ)
+    if args.json:
+        return to_json([dataclasses.asdict(setting) for setting in found]) + "\n", OK
+    return text_table(("setting", "value", "from"), [(setting.setting, setting_text(setting.value), setting.source)
+                                                     for setting in found]) + "\n", OK
+
+
+Command = Callable[[argparse.Namespace, datetime, Settings], Answer]
+
+
+def in_session(command: Callable[[argparse.Namespace, AmendStore, datetime, Settings], Answer]) -> Command:
+    """`command` on the configured database, read only but for WRITING_COMMANDS."""
+    def run(args: argparse.Namespace, now: datetime, settings: Settings) -> Answer:
+        with database_session(settings.database, read_only=args.command not in WRITING_COMMANDS) as database:
+            return command(args, AmendStore(database, settings.job.retry), now, settings)
+    return run
+
+
+COMMANDS: dict[str, Command] = {
+    "audit": in_session(audit_command), "report": in_session(report_command), "logs": in_session(logs_command),
+    "status": in_session(status_command), "check": in_session(check_command), "task": in_session(task_command),
+    "config": config_command}
 
 
 def run_command(args: argparse.Namespace, now: datetime) -> tuple[Settings, str, int]:
-    """The settings, and the command's output and exit code, from the configured database (read only, but
-    for WRITING_COMMANDS)."""
+    """The settings, and the command's output and exit code."""
     if args.command == "logs":
         require_ordered_period(args.since, args.until)
     settings = load_config(args.config_dir)
-    with database_session(settings.database, read_only=args.command not in WRITING_COMMANDS) as database:
-        output, code = COMMANDS[args.command](args, AmendStore(database, settings.job.retry), now, settings)
+    output, code = COMMANDS[args.command](args, now, settings)
     return settings, output, code
 
 

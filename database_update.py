@@ -4,6 +4,7 @@ use (--indexes), or back up (--backup FILE) and restore (--restore FILE) the emb
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +32,16 @@ from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
 from history.store import RETENTION_INDEX, add_runs, keep_history_within
 from update_databases import reset_collections
-from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
+from utils.cli import (
+    ExitStatus,
+    Interrupted,
+    OneLineArgumentParser,
+    StoppedBeforeWork,
+    bounded_int,
+    exit_code_lines,
+    run_script,
+    stopped_codes,
+)
 from utils.config import DEFAULT_CONFIG_DIR, PROJECT_ROOT, DatabaseSettings, Settings, load_config
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, DatabaseUpdateError, TaskProcessingError
@@ -119,7 +129,8 @@ def read_fixtures(data_dir: Path) -> dict[str, list[Document]]:
 
 
 def answered_yes(question: str, ask: Callable[[str], str], interactive: bool | None) -> bool:
-    """An interactive "yes" to `question`; without a terminal, or on Ctrl-D, the answer is no."""
+    """An interactive "yes" to `question`; without a terminal, or on Ctrl-D, the answer is no. Ctrl-C or SIGTERM
+    at the question stops the script (StoppedBeforeWork: its line says that nothing was changed)."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     if not interactive:
         return False
@@ -128,6 +139,9 @@ def answered_yes(question: str, ask: Callable[[str], str], interactive: bool | N
     except EOFError:  # Ctrl-D: no answer is a no
         print(file=sys.stderr)
         return False
+    except (KeyboardInterrupt, Interrupted) as stop:
+        print(file=sys.stderr)  # the line that says so goes below the question, not after it
+        raise StoppedBeforeWork(stop.signal_number if isinstance(stop, Interrupted) else signal.SIGINT) from None
     return answer.strip().lower() == "yes"
 
 
@@ -149,6 +163,8 @@ def restore_confirmed(data_file: Path, backup: Path, documents: int, assume_yes:
 
 
 STOP_CONSEQUENCE = "on the embedded default nothing was changed; on a server, run it again"
+# --help's word on a stop: at a confirmation question the line says only that nothing was changed.
+STOP_HELP = f"{STOP_CONSEQUENCE} (at a confirmation question: nothing was changed)"
 EXIT_CODES = {
     ExitStatus.OK: "done",
     ExitStatus.REFUSED: "refused: a reset of a database other than the embedded default, or a --restore, and no "
@@ -157,7 +173,7 @@ EXIT_CODES = {
                             "the database is untouched), an existing index that conflicts with the job's "
                             "(--indexes: nothing was changed), a missing or damaged data file or backup, or a "
                             "database error (on a server, run it again)",
-    **stopped_codes(STOP_CONSEQUENCE),
+    **stopped_codes(STOP_HELP),
 }
 
 

@@ -198,7 +198,7 @@ def generate_history(runs: int, end: datetime, seed: int = 1, every: timedelta =
         history.append({
             "run_id": f"{rng.getrandbits(128):032x}", "host": host, "pid": rng.randint(1000, 60000),
             "started_dtm": started, "ended_dtm": started + timedelta(seconds=round(seconds, 3)),
-            "duration_seconds": round(seconds, 3), "exit_code": 1 if counts["error"] else 0,
+            "duration_seconds": round(seconds, 3), "lock_wait_seconds": 0.0, "exit_code": 1 if counts["error"] else 0,
             "completed": counts["completed"], "errored": counts["error"], "deferred": counts["deferred"],
             "skipped": 0, "cases_moved": sum(task["cases_moved"] for task in tasks),
             "batch_cases": sum(task["batch_cases"] for task in tasks), "stop_reason": None, "not_started": 0,

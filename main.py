@@ -49,7 +49,7 @@ from utils.config import (
 )
 from utils.connectDB import database_session
 from utils.Custom_Exceptions import DatabaseConnectionError, DatabaseUpdateError, TaskProcessingError
-from utils.loggers import get_logger, setup_logging
+from utils.loggers import get_logger, log_to_console, setup_logging
 from utils.one_line import one_line
 from utils.reports import to_json
 from utils.secrets import scrub
@@ -63,9 +63,12 @@ closes the amend request and records the task as completed or error. A task's wr
 either all land or are all undone."""
 
 PROGRAM = "drs-amend"  # how its one-line messages name it
-# What a second signal, or one before the run holds anything, leaves behind (see docs/design.md, "Crash recovery").
+# What a second signal leaves behind once the run works on its tasks (see docs/design.md, "Crash recovery").
 STOP_CONSEQUENCE = ("a task it was writing is finished or undone by a later run (see docs/design.md, "
                     "\"Crash recovery\"); on the embedded default nothing of this run was saved")
+# What a stop at once leaves, by the phase it came in: while the run works on its tasks, STOP_CONSEQUENCE;
+# before (the configuration, the wait for the lock, the load) nothing was changed.
+STOP_CONSEQUENCES = {Phase.WORKING: STOP_CONSEQUENCE}
 EXIT_CODES = {
     ExitStatus.OK: "every task completed, or there was nothing to do (--dry-run: every task would complete)",
     ExitStatus.TASK_ERROR: "at least one task ended in error (its reason is in its status_description); the other "
@@ -74,8 +77,9 @@ EXIT_CODES = {
                             "included); nothing was written",
     **stopped_codes(STOP_CONSEQUENCE),
     128 + signal.SIGINT: "stopped by Ctrl-C (SIGINT): the task in hand was finished, no other claimed, the run "
-                         "recorded; a second signal (or one while the run waits for the lock or loads the file) "
-                         f"stops it at once, one line, no traceback: {STOP_CONSEQUENCE}. Once the run is recorded, "
+                         f"recorded; a second signal stops it at once, one line, no traceback: {STOP_CONSEQUENCE}; "
+                         "one while the run waits for the lock or loads the file stops it at once too: nothing was "
+                         "changed. Once the run is recorded, "
                          "a signal changes no exit code: the run ends with the one it was recorded with",
 }
 
@@ -89,7 +93,8 @@ configuration (in --config-dir, default config/ of the project):
                            INITIAL_DELAY_SECONDS (0.5), MAX_DELAY_SECONDS (8),
                            [RUN] MAX_MINUTES (no limit), [METRICS] TEXTFILE (none),
                            [HISTORY] RETENTION_DAYS (kept for ever)
-  {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files)
+  {LOGGING_CONFIG_FILE:<24} logging.config.fileConfig file (console + rotating files); a dry run
+                           keeps no log file (it logs on stderr only)
   alerts.ini               optional: [SMTP] e-mail when a task ends in error
 
 {exit_code_lines(EXIT_CODES)}
@@ -104,7 +109,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR,
-                        help="folder of the log files, created when missing (default: logs/ of the project)")
+                        help="folder of the log files, created when missing (default: logs/ of the project); a "
+                             "dry run keeps no log file: it logs on stderr only")
     parser.add_argument("--dry-run", action="store_true",
                         help="plan every open task without claiming or writing anything; print, per task, the "
                              "case counts per DRC and RTOM before and after, or why it would be refused")
@@ -250,9 +256,13 @@ class JobRun:
 
     def prepare(self) -> None:
         """Settings, logging and the stop request; from here a signal waits for a check point (not in a dry
-        run, which writes nothing: a signal stops it at once, wherever it is)."""
+        run, which writes nothing, no log file or folder either: it logs on stderr only, and a signal stops it
+        at once, wherever it is)."""
         self.settings = load_config(self.args.config_dir)
-        setup_logging(self.args.config_dir, self.args.log_dir, quiet=self.args.quiet)
+        if self.args.dry_run:
+            log_to_console(quiet=self.args.quiet)
+        else:
+            setup_logging(self.args.config_dir, self.args.log_dir, quiet=self.args.quiet)
         self.log = get_logger()
         self.stop = StopRequest(self.args.max_minutes or self.settings.job.max_minutes, signals=self.signals)
         if not self.args.dry_run:
@@ -289,16 +299,28 @@ class JobRun:
 
     def record_the_run(self, database: Any) -> None:
         """The run's last write (on the embedded default, made while the file is saved): its duration
-        covers loading, the job and saving; a signal that came by then marks it as stopped, one that
-        comes later changes neither the record nor the exit code."""
+        covers the wait for the lock, loading, the job and saving, and the wait is recorded apart too; a
+        signal that came by then marks it as stopped, one that comes later changes neither the record nor
+        the exit code."""
         report = self.finished_report
         self.stop.check()
         if self.stop.signal_number is not None:
             report.stop_signal = self.stop.signal_number
             report.stop_reason = report.stop_reason or self.stop.reason()
         report.ended = self.clock()
+        report.lock_wait_seconds = self.lock_wait(report)
         self.recorded = run_document(report, self.settings, self.args.task_id)
         record_run_quietly(AmendStore(database, self.settings.job.retry), self.recorded, get_logger())
+
+    def lock_wait(self, report: RunReport) -> float:
+        """The seconds the run waited for another process's lock of the embedded data file (0 on a server),
+        as the data file measured it, never more than the duration its clock gives the run."""
+        if not self.settings.database.is_embedded:
+            return 0.0
+        from embedded.data_file import held_lock_wait  # loaded already: a run on a server never loads it
+
+        duration = ((report.ended or report.started) - report.started).total_seconds()
+        return max(0.0, min(held_lock_wait(self.settings.database.embedded_path), duration))
 
     @property
     def logger(self) -> logging.Logger:
@@ -354,4 +376,4 @@ class JobRun:
 
 
 if __name__ == "__main__":
-    run_script(main, PROGRAM, STOP_CONSEQUENCE)
+    run_script(main, PROGRAM, STOP_CONSEQUENCES)

@@ -12,19 +12,31 @@ loaded (identity, size, modification time), so a lock file removed during a run 
 work be overwritten. A data file with several hard links (one lock per name) is refused. A signal
 is acted on at the check points of the lock wait, the load and the save (utils/shutdown.py).
 
+Who holds the lock is written beside it, in `PATH.lock.holder` (program, pid, host, since when), right after
+the lock is taken and removed just before it is released: a run that has to wait names the holder once the wait
+lasts (LOCK_SLICE_SECONDS), logs its progress every LOCK_PROGRESS_SECONDS, and names the holder when it gives up
+after LOCK_TIMEOUT_SECONDS; the time it waited is kept for its run record (held_lock_wait). A holder file left by a
+process that died is overwritten by the next holder, and shown as stale to a waiting one.
+
 Only database_update.py creates a data file (`create`): to any other script a missing file is an error, never an
 empty database; and nothing creates a folder. A backup is a data file written under the lock (so consistent, and
 checksummed like any); a restore checks the backup in full before it replaces the data file, which it keeps beside.
 """
 
 import hashlib
+import json
 import logging
 import os
+import re
+import socket
 import stat
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,7 +52,7 @@ from tqdm import tqdm
 from embedded.mongomock_compat import patch_mongomock, store_documents, stored_count, stored_documents
 from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
-from utils.loggers import progress_counter
+from utils.loggers import permission_refusal, progress_counter
 from utils.shutdown import check_point, stop_requested, work_in_hand
 
 FILE_FORMAT = "drs-amend-embedded"
@@ -52,6 +64,15 @@ TEMPORARY_SUFFIX = ".tmp"
 SAVE_CHUNK = 10_000
 # Seconds between two attempts to take the lock, each a check point.
 LOCK_POLL_SECONDS = 0.05
+# The lock is waited for in slices of this many seconds, so that the wait can be reported between two: the holder
+# is named after the first one (a wait of a few milliseconds is not worth a line), then the time waited every
+# LOCK_PROGRESS_SECONDS.
+LOCK_SLICE_SECONDS = 1.0
+LOCK_PROGRESS_SECONDS = 10.0
+# Beside the lock file: who holds it (LockHolder), as JSON.
+HOLDER_SUFFIX = ".holder"
+HOLDER_MAX_BYTES = 4096
+LOCK_FILE_REMEDY = "chown it, or remove it while no job runs"
 
 log = logging.getLogger("drs_amend.embedded")
 # A write made at the very end of a session: (collection, write), see save_database.
@@ -89,6 +110,148 @@ class DamagedFileError(UnreadableFileError):
         super().__init__(f"embedded database file {path} is damaged ({reason}); it was left unchanged: restore it "
                          f"from a backup, or move it aside and run database_update.py to start afresh",
                          f"it is damaged ({reason})")
+
+
+def _wall_clock() -> datetime:
+    """When a holder took the lock, as its holder file tells the operator (UTC, like the time of a log line)."""
+    return datetime.now(UTC)
+
+
+def program_name(argv: Sequence[str] | None = None) -> str:
+    """The script this process runs, with its subcommand ("batch_monitor.py task requeue"), for the holder file:
+    at most two words after the script's name, lower-case words only (never an option or its value)."""
+    argv = sys.argv if argv is None else argv
+    words = [Path(argv[0]).name if argv and argv[0] else "python"]
+    for word in argv[1:3]:
+        if not re.fullmatch(r"[a-z][a-z-]{0,30}", word):
+            break
+        words.append(word)
+    return " ".join(words)[:100]
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this host (one of another account does: it may not be signalled)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the lock of a data file, as its holder file records it."""
+    program: str
+    pid: int
+    host: str
+    since: datetime
+
+    @classmethod
+    def this_process(cls) -> "LockHolder":
+        return cls(program_name(), os.getpid(), socket.gethostname()[:255], _wall_clock().astimezone(UTC))
+
+    def document(self) -> dict[str, Any]:
+        return {"program": self.program, "pid": self.pid, "host": self.host, "since": self.since.isoformat()}
+
+    @classmethod
+    def parse(cls, data: bytes) -> "LockHolder":
+        """The holder a holder file names; ValueError saying why it names none."""
+        document = json.loads(data)
+        if not isinstance(document, dict):
+            raise ValueError("it is not a JSON object")
+        program, pid, host, since = (document.get(key) for key in ("program", "pid", "host", "since"))
+        if not (isinstance(program, str) and isinstance(host, str) and isinstance(since, str)
+                and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0):
+            raise ValueError("it does not hold a program, a pid, a host and a time")
+        moment = datetime.fromisoformat(since)
+        return cls(program[:100], pid, host[:255], moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+    def describe(self) -> str:
+        return (f"{self.program} pid {self.pid} on host {self.host} since "
+                f"{self.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+
+    def gone(self) -> bool:
+        """Whether it ran on this host and runs no more (it died holding the lock: its file is stale)."""
+        return self.host == socket.gethostname() and self.pid != os.getpid() and _process_gone(self.pid)
+
+
+def holder_file(lock_path: Path | str) -> Path:
+    return Path(f"{lock_path}{HOLDER_SUFFIX}")
+
+
+def read_holder(lock_path: Path | str) -> LockHolder:
+    """The holder the holder file of `lock_path` names; ValueError saying why it names none."""
+    path = holder_file(lock_path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(HOLDER_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing (a process of an earlier release, or another program, or one that "
+                         f"took the lock this instant)") from None
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read ({exc.strerror})") from None
+    if len(data) > HOLDER_MAX_BYTES:
+        raise ValueError(f"{path} is not a holder file (over {HOLDER_MAX_BYTES} bytes)")
+    try:
+        return LockHolder.parse(data)
+    except ValueError as exc:
+        raise ValueError(f"{path} is unreadable ({str(exc).splitlines()[0][:200]})") from None
+
+
+def lock_holder(lock_path: Path | str) -> str:
+    """Who holds the lock of `lock_path`, for a message: "held by main.py pid 123 on host h since ...", or why
+    that is unknown."""
+    try:
+        holder = read_holder(lock_path)
+    except ValueError as unknown:
+        return f"held by an unknown process: {unknown}"
+    if holder.gone():
+        return (f"held by an unknown process: {holder_file(lock_path)} names {holder.describe()}, which runs no "
+                f"more (a stale file, left by a process that died)")
+    return f"held by {holder.describe()}"
+
+
+def write_holder(lock_path: Path | str) -> LockHolder:
+    """Record this process as the holder of `lock_path` (which it holds); a file another account left there
+    that this process may not write is a DatabaseConnectionError naming its owner."""
+    path, holder = holder_file(lock_path), LockHolder.this_process()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(path, flags, 0o644)
+    except PermissionError as exc:
+        raise DatabaseConnectionError(permission_refusal("lock holder file", path, "written")) from exc
+    except OSError as exc:
+        raise DatabaseConnectionError(f"lock holder file {path} cannot be written: {exc.strerror}") from exc
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(json.dumps(holder.document()).encode())
+    return holder
+
+
+def remove_holder(lock_path: Path | str, holder: LockHolder | None) -> None:
+    """Remove the holder file of `lock_path` if it names `holder` (this process), before the lock is released:
+    one another process wrote (its lock file was removed under this one) stays."""
+    path = holder_file(lock_path)
+    try:
+        if holder is None or read_holder(lock_path) != holder:
+            return
+    except ValueError:
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("%s cannot be removed (%s); the next holder of the lock overwrites it", path, exc.strerror)
+
+
+# The seconds this process waited for the lock of each data file it holds (see held_lock_wait).
+_held_lock_waits: dict[Path, float] = {}
+
+
+def held_lock_wait(path: Path | str) -> float:
+    """The seconds this process waited for another's lock of the data file `path`, which it holds now (0 when
+    it holds none, or took it at once): main.py records it apart from the run's duration."""
+    return _held_lock_waits.get(data_file(path), 0.0)
 
 
 def new_database(db_name: str) -> Any:
@@ -136,6 +299,8 @@ def remove_stale_temporary_files(target: Path) -> None:
             log.warning("removing %s, left by a save that was interrupted", candidate)
             try:
                 candidate.unlink(missing_ok=True)
+            except PermissionError:
+                log.warning("%s", permission_refusal("temporary file", candidate, "removed", "remove it by hand"))
             except OSError as exc:
                 log.warning("%s cannot be removed (%s); remove it by hand", candidate, exc.strerror)
 
@@ -373,14 +538,18 @@ class EmbeddedDatabaseFile:
         self._lock = filelock.FileLock(f"{self.path}.lock", timeout=lock_timeout_seconds,
                                        on_acquired=self._note_held_lock)
         self._held_lock: FileIdentity | None = None
+        self._holder: LockHolder | None = None
+        self.lock_wait_seconds = 0.0  # how long the lock was waited for (0: taken at once, or not taken)
         self._loaded: FileState = None
         self._database: Any = None
         self._session = ExitStack()
 
     def _note_held_lock(self, descriptor: int) -> None:
-        """filelock's on_acquired: which file this run locked (the lock path may name another one later)."""
+        """filelock's on_acquired: which file this run locked (the lock path may name another one later), and who
+        holds it, in the holder file (written here, so only by a holder; an error gives the lock back)."""
         status = os.fstat(descriptor)
         self._held_lock = status.st_dev, status.st_ino
+        self._holder = write_holder(self._lock.lock_file)
 
     def _missing(self) -> DatabaseConnectionError:
         return DatabaseConnectionError(
@@ -424,27 +593,67 @@ class EmbeddedDatabaseFile:
                 f"embedded database file {self.path} was replaced or changed while this run held its lock: another "
                 f"process wrote it; nothing of this run was saved (run the job again)")
 
-    @contextmanager
-    def _holding_lock(self) -> Iterator[None]:
-        """The data file's lock for the block (the wait for it a check point at each poll), the file's state
-        noted as it was when the lock was taken."""
-        self.check_location()
-        work_in_hand()
+    def _try_lock(self, seconds: float) -> bool:
+        """One slice of the wait for the lock (each poll a check point): whether it was taken."""
         try:
-            self._lock.acquire(poll_interval=LOCK_POLL_SECONDS, cancel_check=stop_requested)
+            self._lock.acquire(timeout=seconds, poll_interval=LOCK_POLL_SECONDS, cancel_check=stop_requested)
         except filelock.Timeout:
             check_point()  # a stop request cancelled the wait
-            raise DatabaseConnectionError(
-                f"embedded database file {self.path} stayed locked by another process for "
-                f"{self.lock_timeout_seconds} s (LOCK_TIMEOUT_SECONDS)") from None
+            return False
+        except PermissionError as exc:
+            raise DatabaseConnectionError(permission_refusal("lock file", exc.filename or self._lock.lock_file,
+                                                             "opened", LOCK_FILE_REMEDY)) from exc
         except OSError as exc:
             raise DatabaseConnectionError(f"cannot lock embedded database file {self.path}: {exc.strerror}") from exc
+        return True
+
+    def _wait_for_lock(self) -> float:
+        """Take the lock: at once (0 s waited), or in slices of LOCK_SLICE_SECONDS up to LOCK_TIMEOUT_SECONDS,
+        naming the holder after the first and logging the time waited every LOCK_PROGRESS_SECONDS. The seconds
+        waited (monotonic time); a DatabaseConnectionError naming the holder at the timeout."""
+        started, timeout, lock_path = time.monotonic(), self.lock_timeout_seconds, self._lock.lock_file
+        if self._try_lock(0):
+            return 0.0
+        holder, next_report = None, LOCK_PROGRESS_SECONDS
+        while (waited := time.monotonic() - started) < timeout:
+            if self._try_lock(min(LOCK_SLICE_SECONDS, timeout - waited)):
+                waited = time.monotonic() - started
+                log.info("took the lock of %s after waiting %.1f s", self.path, waited)
+                return waited
+            waited = time.monotonic() - started
+            if holder is None:
+                holder = lock_holder(lock_path)
+                log.info("waiting for the lock of %s, %s (for up to %d s, LOCK_TIMEOUT_SECONDS)", self.path, holder,
+                         timeout)
+            elif waited >= next_report:
+                now_held = lock_holder(lock_path)
+                next_report = (waited // LOCK_PROGRESS_SECONDS + 1) * LOCK_PROGRESS_SECONDS
+                log.info("still waiting for the lock of %s: %.0f s of %d s (LOCK_TIMEOUT_SECONDS)%s", self.path,
+                         waited, timeout, "" if now_held == holder else f", now {now_held}")
+                holder = now_held
+        raise DatabaseConnectionError(
+            f"embedded database file {self.path} stayed locked by another process for {timeout} s "
+            f"(LOCK_TIMEOUT_SECONDS), {lock_holder(lock_path)}: let it finish, or stop it if it hangs")
+
+    @contextmanager
+    def _holding_lock(self) -> Iterator[None]:
+        """The data file's lock for the block (the wait for it a check point at each poll, and measured), the
+        file's state noted as it was when the lock was taken; the holder file removed before the release."""
+        self.check_location()
+        work_in_hand()
+        self.lock_wait_seconds = self._wait_for_lock()
+        _held_lock_waits[self.path] = self.lock_wait_seconds
         try:
             self._loaded = self._state_before_loading()
             remove_stale_temporary_files(self.path)
             yield
         finally:
-            self._lock.release()
+            _held_lock_waits.pop(self.path, None)
+            try:
+                remove_holder(self._lock.lock_file, self._holder)
+            finally:
+                self._holder = None
+                self._lock.release()
 
     def __enter__(self) -> Any:
         database = new_database(self.db_name)
@@ -470,6 +679,10 @@ class EmbeddedDatabaseFile:
             if exc_type is None:
                 try:
                     save_database(self._database, self.path, self.final_write, self._confirm_still_held)
+                except PermissionError as err:
+                    raise DatabaseConnectionError(
+                        f"embedded database file {self.path} cannot be written: "
+                        f"{permission_refusal('temporary file', err.filename or self.path, 'written')}") from err
                 except OSError as err:
                     raise DatabaseConnectionError(
                         f"embedded database file {self.path} cannot be written: {err.strerror}") from err

@@ -59,6 +59,11 @@ class RunRecord:
     lock_wait_seconds: float = 0.0  # of duration_seconds, the wait for another process's lock (embedded default)
 
     @property
+    def working_seconds(self) -> float:
+        """The run's duration without its wait for the lock: what its speed is judged on."""
+        return self.duration_seconds - self.lock_wait_seconds
+
+    @property
     def succeeded(self) -> bool:
         return self.exit_code == 0
 
@@ -133,7 +138,10 @@ def parse_run(document: Document) -> RunRecord:
 def _disagreement(run: RunRecord) -> str | None:
     """How the figures of a run contradict one another or its exit code (None: they agree), as main.py
     records them: the counts are those of its tasks, the exit code 1 exactly when a task ended in error,
-    unless a signal stopped the run (128 + its number)."""
+    unless a signal stopped the run (128 + its number), and its wait for the lock is part of its duration."""
+    if run.lock_wait_seconds > run.duration_seconds:
+        return (f"its lock_wait_seconds is {run.lock_wait_seconds:g}, more than its duration_seconds "
+                f"{run.duration_seconds:g}")
     outcomes = [task.outcome for task in run.tasks]
     for name, outcome in (("completed", Outcome.COMPLETED), ("errored", Outcome.ERROR),
                           ("deferred", Outcome.DEFERRED)):

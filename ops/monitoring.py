@@ -9,7 +9,7 @@ import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from database_checks import batch_of
@@ -19,7 +19,7 @@ from ops.backlog import Backlog
 from utils.config import Thresholds
 from utils.documents import Document
 from utils.one_line import one_line
-from utils.reports import text_table, to_json
+from utils.reports import text_table, timestamp, to_json
 
 
 class State(enum.IntEnum):
@@ -48,8 +48,9 @@ def failure_rate(runs: Iterable[RunRecord]) -> tuple[int, int]:
 
 
 def seconds_per_thousand_cases(run: RunRecord) -> float | None:
-    """A run's duration per 1,000 cases of the batches it processed; None for a run without cases."""
-    return run.duration_seconds * 1000 / run.batch_cases if run.batch_cases > 0 else None
+    """A run's working time (its duration without its wait for the lock) per 1,000 cases of the batches it
+    processed; None for a run without cases."""
+    return run.working_seconds * 1000 / run.batch_cases if run.batch_cases > 0 else None
 
 
 def slowdown(window_runs: Sequence[RunRecord], thresholds: Thresholds) -> tuple[State, str, float | None,
@@ -168,26 +169,21 @@ def log_rows(runs: Iterable[RunRecord], status: str | None = None, batch: str | 
     return [{column: row.get(column) for column in LOG_COLUMNS} for row in rows]
 
 
-def with_utc_offset(value: object) -> object:
-    """A date of the database (naive UTC) as an ISO 8601 time that says it is UTC; anything else as it is."""
-    return value.replace(tzinfo=UTC).isoformat() if isinstance(value, datetime) and value.tzinfo is None else value
-
-
 def _cell(value: object) -> str:
-    return str(with_utc_offset(value)) if isinstance(value, datetime) else "" if value is None else str(value)
+    return timestamp(value) if isinstance(value, datetime) else "" if value is None else one_line(value)
 
 
 def export(rows: Sequence[Mapping[str, Any]], form: str, columns: Sequence[str] = LOG_COLUMNS) -> str:
-    """The rows (with the given columns) as csv, json or txt."""
+    """The rows (with the given columns) as csv, json or txt; times as utils/reports.timestamp writes them."""
     if form == "json":
-        return to_json([{column: with_utc_offset(value) for column, value in row.items()} for row in rows]) + "\n"
+        return to_json(list(rows)) + "\n"
     if form == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(columns)
-        writer.writerows([one_line(_cell(row[column])) for column in columns] for row in rows)
+        writer.writerows([_cell(row[column]) for column in columns] for row in rows)
         return buffer.getvalue()
-    return text_table(columns, [[_cell(row[column]) for column in columns] for row in rows]) + "\n"
+    return text_table(columns, [[row[column] for column in columns] for row in rows]) + "\n"
 
 
 def dashboard(recent: History, window: History, success: RunRecord | None,
@@ -196,10 +192,10 @@ def dashboard(recent: History, window: History, success: RunRecord | None,
     """The text of `status`: the given recent runs, then the state of the tasks and the health figures."""
     runs, window_runs = recent.runs, window.runs
     errors, ended = failure_rate(window_runs)
-    lines = [f"DRS Amend at {now:%Y-%m-%d %H:%M:%S} UTC", "", "Last runs:"]
+    lines = [f"DRS Amend at {timestamp(now)}", "", "Last runs:"]
     lines.append(text_table(
         ("started", "duration s", "exit", "completed", "errored", "deferred", "moved", "host", "run id"),
-        [(f"{run.started:%Y-%m-%d %H:%M:%S}", run.duration_seconds, run.exit_code, run.completed, run.errored,
+        [(run.started, run.duration_seconds, run.exit_code, run.completed, run.errored,
           run.deferred, run.cases_moved, run.host, run.run_id[:12]) for run in runs]) if runs else "  none recorded")
     for history in (recent, window):
         if history.set_apart:
@@ -220,7 +216,7 @@ def dashboard(recent: History, window: History, success: RunRecord | None,
         if success else "none recorded"))
     groups = reason_groups(log_rows(window_runs, status=Outcome.ERROR))
     lines.append(f"Failure patterns over {thresholds.window_hours} h:" + ("" if groups else " none"))
-    lines += [f"  {group.count} x {one_line(group.pattern)}\n      latest ({group.last_seen:%Y-%m-%d %H:%M}): "
+    lines += [f"  {group.count} x {one_line(group.pattern)}\n      latest ({timestamp(group.last_seen)}): "
               f"{one_line(group.latest_example)}" for group in groups[:TOP_PATTERNS]]
     return "\n".join(lines)
 

@@ -1,13 +1,15 @@
 """The files a read-only command writes (`batch_monitor.py report --html FILE`, `logs --out FILE`).
 
-A destination is resolved (symlinks, `..`) and refused when it is the embedded data file or one of
-the files the job keeps beside it under its name (`PATH.lock`, the `PATH.*.tmp` of a save), by path
-or by identity (a hard link); when it is not a regular file (a folder, a device, a FIFO, a socket);
-and when it exists, is not empty and is not, as a whole, this tool's own earlier output (is_own_output).
-So a mistyped name never replaces the database, its lock, a configuration or anyone's document; a file
-replaced keeps its permissions.
+An empty name is refused as the option is read (file_name). A destination is resolved (symlinks,
+`..`) and refused when it is the embedded data file or one of the files the job keeps beside it
+under its name (`PATH.lock`, the `PATH.*.tmp` of a save), by path or by identity (a hard link); when
+it is not a regular file (a folder, a device, a FIFO, a socket); and when it exists, is not empty
+and is not, as a whole, this tool's own earlier output (is_own_output). So a mistyped name never
+replaces the database, its lock, a configuration or anyone's document; a file replaced keeps its
+permissions.
 """
 
+import argparse
 import csv
 import io
 import json
@@ -95,12 +97,19 @@ def _text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
+def file_name(text: str) -> Path:
+    """An argparse type: the name of a file to write. An empty one is refused: Path("") would name the current
+    folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("the name is empty; give the name of a file to write")
+    return Path(text)
+
+
 def output_destination(option: str, destination: Path, database_file: Path | None) -> Path:
     """The file to write for `option destination` (symlinks followed: a link stays a link), or a
     ConfigurationError saying why it may not be written and what to do. `database_file`: the embedded
     data file of the configuration (None for a server)."""
-    # Path("") is Path("."): an empty option value names the current folder.
-    shown = f"{option} {destination}" if str(destination) != "." else f"{option} '.' (or an empty name)"
+    shown = f"{option} {destination}"
     target = Path(os.path.realpath(destination))
     status = _status(target)
     if database_file is not None:

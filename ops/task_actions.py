@@ -198,10 +198,6 @@ def perform(store: AmendStore, request: ActionRequest, job: JobSettings) -> str:
     return PERFORMERS[request.action](store, task, request, job)
 
 
-def _time(value: object) -> object:
-    return f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime) else value
-
-
 def _shortened(text: object) -> object:
     if isinstance(text, str) and len(text) > REASON_SHOWN:
         return text[:REASON_SHOWN - 1] + "…"
@@ -214,6 +210,6 @@ def recent_actions_text(rows: Sequence[Document]) -> str:
         return "Recent operator actions: none"
     return "Recent operator actions:\n" + text_table(
         ("time", "action", "Task_Id", "was", "by", "reason"),
-        [(_time(entry.get("action_dtm")), entry.get("action"), row.get("Task_Id"), entry.get("previous_status"),
+        [(entry.get("action_dtm"), entry.get("action"), row.get("Task_Id"), entry.get("previous_status"),
           f"{entry.get('user')}@{entry.get('host')}", _shortened(entry.get("reason")))
          for row in rows for entry in (row["action"],)])

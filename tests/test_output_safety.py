@@ -67,10 +67,6 @@ def a_folder(tmp_path):
     return str(tmp_path)
 
 
-def an_empty_name(tmp_path):
-    return ""
-
-
 def a_fifo(tmp_path):
     os.mkfifo(tmp_path / "pipe")
     return str(tmp_path / "pipe")
@@ -90,7 +86,6 @@ REFUSED = [
     (a_hard_link_to_the_lock_file, "is a hard link to"),
     (a_temporary_file_name_of_a_save, "the names db.bson.* beside the embedded database file are the job's"),
     (a_folder, "is a folder; give the name of a file"),
-    (an_empty_name, "'.' (or an empty name) is a folder"),
     (a_fifo, "is not a regular file (a device, FIFO or socket)"),
     (someone_elses_file, "exists and is not an earlier output of batch_monitor"),
 ]

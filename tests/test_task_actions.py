@@ -35,6 +35,7 @@ from tests.support import (
     store_of,
 )
 from utils.Custom_Exceptions import ConfigurationError, DatabaseUpdateError, TaskValidationError
+from utils.reports import timestamp
 from utils.shutdown import recording_signals
 
 LATER = FIXED_NOW + SETTINGS.lease + timedelta(minutes=1)  # every claim taken at FIXED_NOW is stale by then
@@ -405,9 +406,9 @@ def test_recent_actions_are_the_latest_five_newest_first_reasons_cut():
     assert len(fetch_recent_operator_actions(store_of(db), 10)) == 6
     lines = recent_actions_text(fetch_recent_operator_actions(store_of(db), 5)).splitlines()
     assert lines[:2] == ["Recent operator actions:",
-                         "time              action   Task_Id  was        by           reason"]
-    assert [line.split()[2] for line in lines[2:]] == ["requeue", "cancel", "requeue", "cancel", "requeue"]
-    assert lines[2].startswith(f"{FIXED_NOW + timedelta(minutes=5):%Y-%m-%d %H:%M}  requeue  101      cancelled  "
+                         "time                       action   Task_Id  was        by           reason"]
+    assert [line.split()[1] for line in lines[2:]] == ["requeue", "cancel", "requeue", "cancel", "requeue"]
+    assert lines[2].startswith(f"{timestamp(FIXED_NOW + timedelta(minutes=5))}  requeue  101      cancelled  "
                                f"alice@ops-1  reason 5 xxx")
     assert lines[2].endswith("x…") and len(lines[2].split("alice@ops-1  ")[1]) == 60
 
@@ -435,7 +436,7 @@ def test_task_cancel_from_the_command_line_then_main_skips_the_task_and_status_s
     assert task(db)["task_status"] == "cancelled"
     status = script("batch_monitor.py", "status", env=embedded["env"], clock=Clock(when))
     assert "Amend tasks by status: cancelled 1, completed 2" in status.stdout
-    assert f"{when:%Y-%m-%d %H:%M}  cancel  101      open  " in status.stdout
+    assert f"{timestamp(when)}  cancel  101      open  " in status.stdout
     assert status.stdout.rstrip().endswith("withdrawn by the DRC")
 
 

@@ -146,3 +146,11 @@ def test_status_and_logs_group_by_reason(tmp_path, script):
     assert as_json[1]["latest_example"] == "template 3 missing"
     text = script("batch_monitor.py", "logs", "--group-by", "reason", "--batch", "nope", env=env).stdout
     assert text.splitlines() == ["outcome  count  first_seen  last_seen  pattern  latest_example"]
+
+
+def test_the_speed_is_judged_on_the_working_time_not_the_wait_for_the_lock():
+    waited = dict(run(1, duration=61.0, batch_cases=20_000), lock_wait_seconds=60.0)
+    assert seconds_per_thousand_cases(parse_run(waited)) == 0.05
+    earlier = [run(10 * minutes, duration=1.0, batch_cases=20_000) for minutes in range(1, 7)]
+    state, _, _, ratio = slowdown(history_of([waited, *earlier]).runs, Thresholds())
+    assert (state, ratio) == (OK, 1.0)

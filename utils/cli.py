@@ -31,6 +31,20 @@ class ExitStatus(enum.IntEnum):
 
 
 OUTPUT_CLOSED = 128 + signal.SIGPIPE
+NOTHING_CHANGED = "nothing was changed"
+# What a stop at once leaves behind: one text whatever the phase, or one per phase the script may be stopped in
+# (utils/shutdown.Phase); a phase it leaves out is one before the script's work began: nothing was changed.
+Consequence = str | Mapping[Phase, str]
+
+
+class StoppedBeforeWork(Interrupted):
+    """A signal stopped the script before its work began (at a confirmation question, say): the line says that
+    nothing was changed, whatever a stop of the script leaves otherwise."""
+
+
+def consequence_of(consequence: Consequence, phase: Phase) -> str:
+    """What the stop line says of a stop at once in `phase`."""
+    return consequence if isinstance(consequence, str) else consequence.get(phase, NOTHING_CHANGED)
 
 
 def stopped_codes(consequence: str) -> dict[int, str]:
@@ -78,13 +92,14 @@ def bounded_int(minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> Callable[
     return parse
 
 
-def run_script(main: Callable[[], int], name: str, consequence: str = "nothing was changed") -> NoReturn:
+def run_script(main: Callable[[], int], name: str, consequence: Consequence = NOTHING_CHANGED) -> NoReturn:
     """sys.exit(main()), where a signal that stops the script prints one line and exits 128 + its number.
 
     SIGINT and SIGTERM are recorded for the whole script, and acted on as utils/shutdown.py says for
     each phase. A stop before the script's work is committed unwinds it as a crash does: an
     embedded database is not saved, a task in hand on a server is recovered by a later run (see
-    docs/design.md, "Crash recovery"); the line says `consequence`. Once main returned, its exit code
+    docs/design.md, "Crash recovery"); the line says `consequence` (of the phase the signal came in; nothing
+    was changed for a StoppedBeforeWork). Once main returned, its exit code
     stands: a first signal while its output is flushed lets the flush finish, a second one ends it
     with one line, and the exit code is still main's. When `main` is the program's own (`python
     SCRIPT`), the process ends with run_script: once the exit code is decided, SIGINT and SIGTERM
@@ -103,17 +118,19 @@ def run_script(main: Callable[[], int], name: str, consequence: str = "nothing w
     sys.exit(code)
 
 
-def _exit_code(main: Callable[[], int], name: str, consequence: str, signals: SignalRecord) -> int:
+def _exit_code(main: Callable[[], int], name: str, consequence: Consequence, signals: SignalRecord) -> int:
     try:
         code = main()
         signals.commit(code)
         signals.check()  # a second signal came by then: what is left to print is given up
         sys.stdout.flush()
     except KeyboardInterrupt:  # raised by code itself: the handler records SIGINT, it never raises this
-        return _stopped(name, signal.SIGINT, consequence)
+        return _stopped(name, signal.SIGINT, consequence_of(consequence, signals.phase))
+    except StoppedBeforeWork as interruption:
+        return _stopped(name, interruption.signal_number, NOTHING_CHANGED)
     except Interrupted as interruption:
         if signals.exit_code is None:
-            return _stopped(name, interruption.signal_number, consequence)
+            return _stopped(name, interruption.signal_number, consequence_of(consequence, signals.phase))
         return stopped_after_work(name, interruption.signal_number, signals.exit_code)
     except BrokenPipeError:
         # The reader of stdout went away (`... | head`): nothing left to tell it. Python would

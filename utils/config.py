@@ -3,7 +3,7 @@ them, read once by load_config into one immutable Settings object."""
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from fractions import Fraction
@@ -14,7 +14,7 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 
 from balance_resources import DEFAULT_MIN_SHARE_KEPT
 from utils.Custom_Exceptions import ConfigurationError
-from utils.ini_files import IniSchema, parse_float_setting, parse_int_setting, read_ini
+from utils.ini_files import IniFile, IniSchema, parse_float_setting, parse_int_setting, read_ini
 from utils.read_template_task_id_ini import TEMPLATE_CONFIG_FILE, TEMPLATE_SCHEMA, read_template_task_id
 from utils.retry import RetryPolicy
 from utils.secrets import check_uri_userinfo, redact_uri, register_secret, register_uri_secrets, scrub
@@ -426,3 +426,100 @@ def load_config(config_dir: Path = DEFAULT_CONFIG_DIR, environ: Mapping[str, str
                     job=load_job_settings(read_template_task_id(config_dir), config_dir),
                     thresholds=load_thresholds(config_dir),
                     alerts=load_alert_settings(config_dir, environ))
+
+
+# --- where each setting comes from (batch_monitor.py config) -------------------------------
+
+# The environment variables that take precedence over a key of an INI file (load_database_settings).
+ENVIRONMENT_OVERRIDES = {"MONGO_URI": ENV_MONGO_URI, "DB_NAME": ENV_DB_NAME}
+# The keys of alerts.ini that name the environment variable holding a credential (_credential).
+CREDENTIAL_KEYS = ("USERNAME_ENV", "PASSWORD_ENV")
+ALERTS_OFF = "not used: alerts are off"
+
+SettingValue = str | int | float | bool | list[str] | None
+
+
+def _alert(pick: Callable[[AlertSettings], SettingValue]) -> Callable[[Settings], SettingValue]:
+    """The value of an [SMTP] key: None while alerts are off."""
+    return lambda settings: None if settings.alerts is None else pick(settings.alerts)
+
+
+def _threshold(name: str) -> Callable[[Settings], SettingValue]:
+    """The value of a [CHECK] key of monitor.ini."""
+    return lambda settings: getattr(settings.thresholds, name)
+
+
+def _hidden(secret: str | None) -> str | None:
+    return None if secret is None else "***"
+
+
+# The effective value of each key INI_SCHEMAS declares (keys are unique across the files), secrets as ***.
+SETTING_VALUES: dict[str, Callable[[Settings], SettingValue]] = {
+    "MONGO_URI": lambda settings: settings.database.redacted_uri,
+    "DB_NAME": lambda settings: settings.database.db_name,
+    "SERVER_SELECTION_TIMEOUT_MS": lambda settings: settings.database.server_selection_timeout_ms,
+    "LOCK_TIMEOUT_SECONDS": lambda settings: settings.database.lock_timeout_seconds,
+    "TEMPLATE_TASK_ID": lambda settings: settings.job.template_task_id,
+    "MIN_SHARE_KEPT": lambda settings: float(settings.job.min_share_kept),
+    "LEASE_MINUTES": lambda settings: settings.job.lease // timedelta(minutes=1),
+    "MAX_CLOCK_SKEW_SECONDS": lambda settings: settings.job.clock_skew // timedelta(seconds=1),
+    "ATTEMPTS": lambda settings: settings.job.retry.attempts,
+    "INITIAL_DELAY_SECONDS": lambda settings: settings.job.retry.initial_delay_seconds,
+    "MAX_DELAY_SECONDS": lambda settings: settings.job.retry.max_delay_seconds,
+    "MAX_MINUTES": lambda settings: settings.job.max_minutes,
+    "TEXTFILE": lambda settings: None if settings.job.metrics_textfile is None else str(settings.job.metrics_textfile),
+    "RETENTION_DAYS": lambda settings: settings.job.history_retention_days,
+    **{name.upper(): _threshold(name) for name, *_ in THRESHOLD_KEYS},
+    "ENABLED": lambda settings: settings.alerts is not None,
+    "HOST": _alert(lambda alerts: alerts.host),
+    "PORT": _alert(lambda alerts: alerts.port),
+    "SENDER": _alert(lambda alerts: alerts.sender),
+    "RECIPIENTS": _alert(lambda alerts: list(alerts.recipients)),
+    "STARTTLS": _alert(lambda alerts: alerts.starttls),
+    "CA_FILE": _alert(lambda alerts: alerts.ca_file),
+    "USERNAME_ENV": _alert(lambda alerts: _hidden(alerts.username)),
+    "PASSWORD_ENV": _alert(lambda alerts: _hidden(alerts.password)),
+}
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """One setting as `batch_monitor.py config` shows it: its key, its effective value, where that comes from."""
+    setting: str  # [SECTION] KEY
+    value: SettingValue
+    source: str  # environment VARIABLE, file PATH [SECTION] KEY, default, or why it is not used
+
+
+def shown_path(path: Path) -> Path:
+    """A path as an operator reads it: relative to the project when it lies in it."""
+    absolute = path.resolve()
+    return absolute.relative_to(PROJECT_ROOT) if absolute.is_relative_to(PROJECT_ROOT) else path
+
+
+def _source(ini: IniFile | None, section: str, key: str, environ: Mapping[str, str], alerts_on: bool) -> str:
+    """Where the value of one key comes from, read as load_config reads it."""
+    variable = ENVIRONMENT_OVERRIDES.get(key)
+    if variable is not None and variable in environ:
+        return f"environment {variable}"
+    if key in ALERTS_SCHEMA["SMTP"] and key != "ENABLED" and not alerts_on:
+        return ALERTS_OFF
+    text = None if ini is None else ini.value(section, key, required=False)
+    if ini is None or text is None:
+        return "default"
+    where = f"file {shown_path(ini.path)} [{section}] {key}"
+    return f"environment {text} (named by {where})" if key in CREDENTIAL_KEYS else where
+
+
+def setting_sources(settings: Settings, config_dir: Path = DEFAULT_CONFIG_DIR,
+                    environ: Mapping[str, str] | None = None) -> list[SettingSource]:
+    """Every key of INI_SCHEMAS, in their order, with its value in `settings` (load_config's of the same folder
+    and environment) and where that comes from; the INI files are read again for it."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for name, schema in INI_SCHEMAS.items():
+        path = Path(config_dir) / name
+        ini = read_ini(path, schema) if path.is_file() else None
+        found += [SettingSource(f"[{section}] {key}", SETTING_VALUES[key](settings),
+                                _source(ini, section, key, environ, settings.alerts is not None))
+                  for section, keys in schema.items() for key in keys]
+    return found

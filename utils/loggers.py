@@ -1,7 +1,11 @@
-"""Logging set up from config/loggers.ini (logging.config.fileConfig)."""
+"""Logging set up from config/loggers.ini (logging.config.fileConfig); and the one-line message naming the
+owner of a file the job creates (a log file, the embedded file's lock and holder files, a save's temporary
+file) that another account left behind and this process cannot open."""
 
 import logging
 import logging.config
+import os
+import pwd
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,24 +22,65 @@ LOGGER_NAME = "drs_amend"
 Item = TypeVar("Item")
 
 
+def account_name(uid: int) -> str:
+    """The name of the account `uid`, or "uid N" when no account has it."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def permission_refusal(kind: str, path: Path | str, verb: str, remedy: str = "remove it or chown it") -> str:
+    """Why this process may not open `path` (a `kind`: "log file", "lock file"), in one line naming its owner:
+    "log file logs/drs_amend.log belongs to root and cannot be written by drs: remove it or chown it". A file
+    that does not exist cannot be created in its folder: the folder and its owner are named instead."""
+    me = account_name(os.geteuid())
+    try:
+        owner = account_name(os.stat(path).st_uid)
+    except FileNotFoundError:
+        folder = Path(path).parent
+        try:
+            folder_owner = account_name(os.stat(folder).st_uid)
+        except OSError:
+            return f"{kind} {path} cannot be created by {me}: permission denied in its folder {folder}"
+        if folder_owner == me:
+            return f"{kind} {path} cannot be created: its folder {folder} is not writable (check its permissions)"
+        return (f"{kind} {path} cannot be created: its folder {folder} belongs to {folder_owner} and cannot be "
+                f"written by {me}: chown it, or give the job another folder")
+    except OSError as exc:
+        return f"{kind} {path} cannot be {verb} by {me}: {exc.strerror}"
+    if owner == me:
+        return f"{kind} {path} cannot be {verb} by {me}, its owner: permission denied (check its permissions)"
+    return f"{kind} {path} belongs to {owner} and cannot be {verb} by {me}: {remedy}"
+
+
+def _denied(error: BaseException) -> PermissionError | None:
+    """The PermissionError naming a file that `error` is or was raised from (fileConfig raises it as it is)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PermissionError) and current.filename:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT_LOG_DIR, quiet: bool = False) -> None:
     """Apply loggers.ini; its handlers may write under %(logdir)s, created here when missing. `quiet`: the
-    console (any handler that is not a file) shows warnings and errors only; the files keep everything."""
+    console (any handler that is not a file) shows warnings and errors only; the files keep everything. A log
+    file (or folder) this process may not write is named with its owner, not blamed on loggers.ini."""
     path = Path(config_dir) / LOGGING_CONFIG_FILE
     if not path.is_file():
         raise ConfigurationError(f"logging configuration {path} is missing")
     log_dir = Path(log_dir)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
+    except PermissionError as exc:
+        raise ConfigurationError(permission_refusal("log folder", exc.filename or log_dir, "created")) from exc
     except OSError as exc:
         raise ConfigurationError(f"log folder {log_dir} cannot be created: {exc.strerror}") from exc
-    # fileConfig interpolates its defaults, so a % in the folder name must be doubled.
-    defaults = {"logdir": str(log_dir).replace("%", "%%")}
-    try:
-        logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False, encoding="utf-8-sig")
-    except Exception as exc:  # fileConfig evaluates the file: any error it raises means the file is unusable
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc
+    _apply(path, log_dir)
     # Set here, whatever the file says: no secret written, and every message on one line (utils/one_line.py).
     secret_filter, one_line_filter = SecretFilter(), OneLineFilter(scrub)
     loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
@@ -47,6 +92,19 @@ def setup_logging(config_dir: Path = DEFAULT_CONFIG_DIR, log_dir: Path = DEFAULT
         for handler in logger.handlers:
             if quiet and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(max(handler.level, logging.WARNING))
+
+
+def _apply(path: Path, log_dir: Path) -> None:
+    """fileConfig of `path`, %(logdir)s being `log_dir`; a ConfigurationError naming the file at fault."""
+    # fileConfig interpolates its defaults, so a % in the folder name must be doubled.
+    defaults = {"logdir": str(log_dir).replace("%", "%%")}
+    try:
+        logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False, encoding="utf-8-sig")
+    except Exception as exc:  # fileConfig evaluates the file: any error it raises means the file is unusable
+        if (denied := _denied(exc)) is not None:
+            raise ConfigurationError(permission_refusal("log file", str(denied.filename), "written")) from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigurationError(f"logging configuration {path} is not usable: {reason}") from exc
 
 
 def progress_bar(iterable: Iterable[Item], description: str, unit: str, stream: TextIO | None = None,
@@ -82,13 +140,16 @@ class _CurrentStderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def log_to_console(stream: TextIO | None = None) -> None:
-    """The job's INFO lines on `stream` (stderr): for the tools an operator runs by hand, which keep no
-    log files. Nothing changes when logging is set up already."""
+def log_to_console(stream: TextIO | None = None, quiet: bool = False) -> None:
+    """The job's INFO lines (warnings and errors only when `quiet`) on `stream` (stderr): for the tools an
+    operator runs by hand and main.py --dry-run, which keep no log files. Nothing changes when logging is set
+    up already."""
     logger = get_logger()
     if logger.handlers:
         return
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
+    if quiet:
+        handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     handler.addFilter(SecretFilter())
     handler.addFilter(OneLineFilter(scrub))
