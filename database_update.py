@@ -258,20 +258,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
     a --restore keeps."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    task = "--indexes" if args.indexes else "--backup" if args.backup else "--restore" if args.restore else None
-    reset_options = [option for option, dest in RESET_OPTIONS if getattr(args, dest) is not None]
-    if task and reset_options:
-        parser.error(f"{', '.join(reset_options)} belong(s) to the reset: not with {task}")
+    refuse_reset_options_with_a_task(parser, args)
     log_to_console()
     try:
-        settings = load_config(args.config_dir)
-        if args.indexes:
-            return update_indexes(settings, clock)
-        if args.backup:
-            return back_up(settings, args.backup)
-        if args.restore:
-            return restore(settings, args.restore, args.yes, clock)
-        return reset(parser, args, settings, clock)
+        return run_task(parser, args, load_config(args.config_dir), clock)
     except (TaskProcessingError, PyMongoError) as exc:
         print(one_line(scrub(f"database_update: {exc}")), file=sys.stderr)
         return ExitStatus.SETUP_ERROR
@@ -280,6 +270,25 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
 # (option, dest) of the options that shape the reset, refused with --indexes, --backup or --restore
 RESET_OPTIONS = (("--data-dir", "data_dir"), ("--generate", "generate"), ("--generate-history", "generate_history"),
                  *((option, option[2:]) for option, *_ in GENERATOR_OPTIONS))
+
+
+def refuse_reset_options_with_a_task(parser: OneLineArgumentParser, args: argparse.Namespace) -> None:
+    """--indexes, --backup and --restore take none of the options that shape a reset."""
+    task = "--indexes" if args.indexes else "--backup" if args.backup else "--restore" if args.restore else None
+    reset_options = [option for option, dest in RESET_OPTIONS if getattr(args, dest) is not None]
+    if task and reset_options:
+        parser.error(f"{', '.join(reset_options)} belong(s) to the reset: not with {task}")
+
+
+def run_task(parser: OneLineArgumentParser, args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
+    """The task the options name: --indexes, --backup, --restore, else the reset."""
+    if args.indexes:
+        return update_indexes(settings, clock)
+    if args.backup:
+        return back_up(settings, args.backup)
+    if args.restore:
+        return restore(settings, args.restore, args.yes, clock)
+    return reset(parser, args, settings, clock)
 
 
 def reset(parser: OneLineArgumentParser, args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
