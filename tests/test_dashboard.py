@@ -16,7 +16,7 @@ from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from embedded.data_file import save_database
 from fixture_generator import generate_history
 from history.records import parse_run
-from ops.dashboard import MAX_POINTS, render, report_context
+from ops.dashboard import MAX_BARS, render, report_context
 from tests.support import NO_BACKLOG, PROJECT_ROOT, TASK_006, Clock, history_of, load, one_line
 from utils.config import Thresholds
 
@@ -72,20 +72,27 @@ def test_the_page_is_valid_html_holding_the_figures_of_a_known_history():
     assert "3 runs 2 tasks completed 2 errored 1 deferred 19 cases moved failure rate 50%" in text
     assert "failure rate 67% over 24 h (2 of 3 task(s))" in text  # the window: the last 24 hours
     assert "last successful run 2.0 h ago" in text and "1 stuck task(s)" in text
-    # the charts: one bar per run and series, each with its numbers on hover
-    tips = re.findall(r'<rect class="(\w+)"[^>]*data-tip="([^"]*)"', page)
-    assert ("duration", "2026-11-25 06:00: 3.50 s, 12 case(s) moved, 1 completed, 0 errored, 0 deferred") in tips
-    assert [css for css, tip in tips if tip.startswith("2026-11-25 16:00")] == [
-        "duration", "errored", "deferred"]  # no bar of height 0
-    assert len(tips) == 3 + 2 + 4
     # failure patterns, grouped, with the count and the latest example
     assert "2 ResourceBalanceError: donor DRC '…' holds <n> '…' case(s)" in text
     assert "ResourceBalanceError: donor DRC 'D7' holds 5 'AD' case(s)" in text
     # the stuck task and the latest runs with their tasks, newest first
     assert "777 6740a0000000000000000777 008" in text and "old-host" in text
-    assert text.index("cccccccccccc") < text.index("bbbbbbbbbbbb") < text.index("aaaaaaaaaaaa")
+    latest = text[text.index("Latest runs"):]
+    assert latest.index("cccccccccccc") < latest.index("bbbbbbbbbbbb") < latest.index("aaaaaaaaaaaa")
     assert "batch 006 is being amended by amend task 9" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+
+
+def test_the_charts_of_a_known_history_draw_a_bar_per_run_and_series_with_its_numbers_on_hover():
+    columns = chart_columns(page_of(KNOWN_HISTORY, STUCK))
+    assert list(columns) == ["Working time of each run", "Cases moved by each run", "Tasks of each run, by outcome"]
+    assert all(len(chart) == 3 for chart in columns.values())
+    tip = ("2026-11-25 06:00, run aaaaaaaaaaaa: working 3.50 s, 12 case(s) moved, 1 completed, 0 errored, "
+           "0 deferred")
+    assert [bars for chart in columns.values() for column_tip, bars in chart if column_tip == tip] == [
+        ["duration"], ["moved"], ["completed"]]
+    assert [bars for chart in columns.values() for column_tip, bars in chart
+            if column_tip.startswith("2026-11-25 16:00")] == [["duration"], [], ["errored", "deferred"]]  # no bar of 0
 
 
 def test_the_page_fetches_nothing():
@@ -95,20 +102,34 @@ def test_the_page_fetches_nothing():
     assert re.findall(r"<script[^>]*>", page) == ["<script>"]  # one script, inline
 
 
+def chart_columns(page):
+    """{chart title: [(a column's tip, the css classes of its bars)]} of a page."""
+    charts = re.findall(r'<figcaption>([^<]*)(.*?)</figure>', page, re.DOTALL)
+    return {html.unescape(title.strip()): [
+        (html.unescape(tip), re.findall(r'<rect class="(?!hit|cut)(\w+)"', bars))
+        for tip, bars in re.findall(r'<g class="column(?: partial)?" data-tip="([^"]*)">(.*?)</g>', body, re.DOTALL)]
+        for title, body in charts}
+
+
 def test_beyond_its_limit_of_bars_the_page_draws_one_bar_per_day():
-    history = generate_history(MAX_POINTS + 100, NOW, every=timedelta(hours=1))
+    history = generate_history(MAX_BARS * 4, NOW, every=timedelta(hours=1))
     page = page_of(history)
-    days = {f"{r['started_dtm']:%Y-%m-%d}" for r in history}
-    duration_bars = re.findall(r'<rect class="duration"[^>]*data-tip="(\d{4}-\d\d-\d\d): (\d+) runs, median', page)
-    assert {day for day, _ in duration_bars} == days
-    assert sum(int(runs) for _, runs in duration_bars) == len(history)
-    assert "each bar is one day" in page
+    columns = chart_columns(page)
+    assert list(columns) == ["Median working time per day", "Cases moved per day", "Tasks per day, by outcome"]
+    days = [re.fullmatch(r"(\d{4}-\d\d-\d\d)( \(only part of it in the period\))?: (?:(\d+) run.*|no run)", tip)
+            for tip, _ in columns["Median working time per day"]]
+    assert len(days) == 29  # every day of the period, from 2026-10-29 (12:00) to 2026-11-26 (12:00)
+    assert [bool(day[2]) for day in days] == [True] + [False] * 27 + [True]
+    assert {day[1] for day in days if day[3]} == {f"{r['started_dtm']:%Y-%m-%d}" for r in history}
+    assert sum(int(day[3] or 0) for day in days) == len(history)
+    assert "each run" not in page
 
 
 def test_an_empty_history_is_a_page_too():
     page = page_of([])
     html5lib.HTMLParser(strict=True, namespaceHTMLElements=False).parse(page)
-    assert "no successful run recorded" in page and "No task ended in error in the period." in page
+    assert "no successful run recorded" in page and "<p>No run in the period.</p>" in page
+    assert "<svg" not in page and "<figure" not in page and "Latest runs" not in page
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -153,12 +174,14 @@ def test_the_report_command_writes_the_page_and_nothing_else(history_file, scrip
 
 # --- in a real browser -----------------------------------------------------------------------
 
-def open_in_browser(page: Path, profile: Path, screenshot: Path | None = None) -> tuple[str, list[str]]:
-    """Chromium, headless, opens the page: (the document as its script left it, the console's errors)."""
+def open_in_browser(page: Path, profile: Path, screenshot: Path | None = None,
+                    height: int = 2600) -> tuple[str, list[str]]:
+    """Chromium, headless, opens the page in a window 1280 pixels wide and `height` high: (the document as its
+    script left it, the console's errors); its screenshot, if asked for, of the window."""
     assert CHROMIUM is not None
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1280,2600", "--enable-logging=stderr", "--v=0"]
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             f"--user-data-dir={profile}", f"--window-size=1280,{height}", "--enable-logging=stderr", "--v=0"]
     if screenshot is not None:
         subprocess.run([CHROMIUM, *flags, f"--screenshot={screenshot}", page.as_uri()], capture_output=True,
                        timeout=120, check=True)
@@ -203,7 +226,7 @@ def test_the_dashboard_renders_in_a_real_browser_without_script_errors(history_f
     assert errors == []
     assert 'data-ready="yes"' in dom  # the script ran to its end
     bars = int(re.search(r'data-bars="(\d+)"', dom)[1])
-    assert bars == page.read_text().count("data-tip=") > 300
+    assert bars == page.read_text().count("data-tip=") == 3 * 29  # a column per day of the period in each chart
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
 
 
