@@ -225,7 +225,8 @@ def add_task_command(commands: Any, config_after: argparse.ArgumentParser) -> No
     task.add_argument("--reason", type=reason_text, required=True, metavar="TEXT",
                       help="why: recorded on the task with the OS user, the host and the time")
     task.add_argument("--force", action="store_true",
-                      help="release: a live claim too; the journal is fenced, so its run's later writes are refused")
+                      help="release: a live claim too; that run can then no longer end the task, the next run finishes "
+                           "its journal")
 
 
 def batch_ids_to_audit(ids: dict[str, list[Any]], batch: str | None) -> tuple[list[BatchId], list[str]]:

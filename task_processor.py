@@ -300,10 +300,13 @@ def recover_task(attempt: TaskAttempt, requeued: bool = False) -> TaskOutcome:
 def finish_orphaned_journal(store: AmendStore, journal: Document, task_status: str | None,
                             run: RunIdentity) -> None:
     """A journal whose task already ended (or is gone) is finished, never just deleted: rolled forward
-    when its task completed, otherwise restored, so the batch agrees with what the task says."""
+    when its task completed, otherwise restored, so the batch agrees with what the task says (`task_status`,
+    read with the journal: a journal that changed since is left to the next run)."""
     fence = issue_fence(store)
-    taken = take_over_journal(store, {"_id": journal["_id"], "task_object_id": journal.get("task_object_id")},
-                              run, fence)
+    # Only the journal as it was read (its token), or this run's own takeover retried after a lost reply: a
+    # newer journal of the same task (re-queued and processed meanwhile) is judged by a status read before it.
+    taken = take_over_journal(store, {"_id": journal["_id"], "task_object_id": journal.get("task_object_id"),
+                                      "$or": [{"fence": journal.get("fence")}, {"fence": fence}]}, run, fence)
     if taken is None:
         held = journal.get("fence")
         if isinstance(held, int) and not isinstance(held, bool) and held > fence:

@@ -8,8 +8,9 @@
   as that of a task in error is: the batch is restored.
 - release: a task in processing back to open. Its claim is taken over as the job's recovery takes a stale
   one (a compare-and-set on the claim as it was read), its journal, if any, is taken over with a new fencing
-  token, so that the run that held it writes nothing more, and the task is released: the next run finishes
-  that journal first, as it does for a re-queued task. A live claim is released only with --force.
+  token, and the task is released: the run that held it can no longer end the task, and the next run finishes
+  that journal first, as it does for a re-queued task (a write the old run still makes is one of that
+  journal's, and is refused once a newer run wrote the document). A live claim is released only with --force.
 
 Each action is a compare-and-set on the task as it was read: a task that changed in between is left as it
 is, and the operator is told. Each is appended to the task's OPERATOR_ACTIONS_FIELD: what, why, who (OS user
@@ -153,7 +154,8 @@ def live_claim(task: Document) -> TaskValidationError:
     return TaskValidationError(
         f"{task_label(task)} is processing, claimed by {who}, whose lease is live (claim_expires_dtm "
         f"{task.get('claim_expires_dtm')}): its run may still be working on it; wait until the lease ends (the "
-        f"next run then recovers the task), or release it with --force (that run's later writes are then refused)")
+        f"next run then recovers the task), or release it with --force (that run can then no longer end the task; "
+        f"the next run finishes its journal)")
 
 
 def release(store: AmendStore, task: Document, request: ActionRequest, job: JobSettings) -> str:

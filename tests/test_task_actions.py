@@ -17,6 +17,7 @@ from amend_store import COUNTERS_COLLECTION, JOURNAL_COLLECTION, RUN_HISTORY_COL
 from database_checks import fetch_recent_operator_actions
 from ops import task_actions
 from ops.task_actions import ActionRequest, perform, recent_actions_text
+from tests.simulation import Run
 from tests.support import (
     FIXED_NOW,
     SETTINGS,
@@ -229,8 +230,9 @@ def test_release_of_a_live_claim_is_refused_without_force():
         act(db, "release", now=FIXED_NOW + timedelta(minutes=1))
     assert f"amend task 101 ({TASK_101}) is processing, claimed by run {before['claimed_by']['run_id']}" in \
         str(refused.value)
-    assert str(refused.value).endswith("wait until the lease ends (the next run then recovers the task), or "
-                                       "release it with --force (that run's later writes are then refused)")
+    assert str(refused.value).endswith(
+        "wait until the lease ends (the next run then recovers the task), or release it with --force (that run can "
+        "then no longer end the task; the next run finishes its journal)")
     assert task(db) == before and db[JOURNAL_COLLECTION].find_one() == journal
 
 
@@ -468,3 +470,25 @@ def test_main_with_a_task_id_no_amend_task_has_is_an_error(embedded, script, dry
                           "done")
     assert embedded["path"].read_bytes() == before  # not even the run's record
     assert load(embedded["path"])[RUN_HISTORY_COLLECTION].count_documents({}) == 0
+
+
+def test_a_run_that_read_an_errored_tasks_journal_before_it_was_requeued_and_completed_undoes_nothing():
+    """A run reads task 101 in error with its unfinished journal, then stalls before taking that journal over;
+    meanwhile another run restores and closes it, the operator re-queues the task and a third run completes it,
+    stalling before it closes its new journal. The first run wakes: the journal it would take over is not the
+    one it read, so it leaves it (hostile review of issue 17: it used to undo the completed amend)."""
+    db = crashed_after_the_case_writes()
+    set_status(db, "error")
+    clock = Clock(FIXED_NOW + timedelta(minutes=1))
+    stale = Run("stale", db, clock)
+    stale.step_until(COUNTERS_COLLECTION, "find_one_and_update")  # read the journal and the task, in error
+    run_job(db, clock=clock)  # restores and closes that journal
+    act(db, "requeue", now=clock())
+    completing = Run("completing", db, clock)
+    completing.step_until(JOURNAL_COLLECTION, "delete_one")  # task 101 completed, its new journal not closed yet
+    assert task(db)["task_status"] == "completed"
+    stale.finish()
+    completing.finish()
+    assert task(db)["task_status"] == "completed"
+    assert batch_state(db, "005") == amended_batch_005()
+    assert db[JOURNAL_COLLECTION].count_documents({}) == 0
