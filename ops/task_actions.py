@@ -21,7 +21,7 @@ import getpass
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from amend_store import AMEND_TASK_TYPE, OPERATOR_ACTIONS_FIELD, TASKS_COLLECTION, AmendStore, TaskStatus
 from coordination.claims import release_task, stale_claim_reason, status_as_read, take_over_expired_claim
@@ -166,7 +166,9 @@ def release(store: AmendStore, task: Document, request: ActionRequest, job: JobS
     if stale is None and not request.force:
         raise live_claim(task)
     run = RunIdentity.new()
-    if take_over_expired_claim(store, task, run, request.now, job.lease) is None:
+    # A hold that ends at once: should a later step fail (a server gone), the next job run recovers the task
+    # without waiting for a lease of this command, which holds no task.
+    if take_over_expired_claim(store, task, run, request.now, timedelta(0)) is None:
         raise changed_meanwhile(store, task, "released")
     journal = take_over_journal(store, {"task_object_id": task["_id"]}, run, issue_fence(store))
     record = request.record(task, previous_claim=task.get("claimed_by"), forced=stale is None)

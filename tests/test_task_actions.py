@@ -492,3 +492,19 @@ def test_a_run_that_read_an_errored_tasks_journal_before_it_was_requeued_and_com
     assert task(db)["task_status"] == "completed"
     assert batch_state(db, "005") == amended_batch_005()
     assert db[JOURNAL_COLLECTION].count_documents({}) == 0
+
+
+def test_a_release_that_fails_midway_leaves_the_task_for_the_next_run_at_once(monkeypatch):
+    """A server gone after the release took the claim over: the task stays in processing, held by no lease, so
+    the next job run recovers it at once instead of waiting a lease (hostile review of issue 17)."""
+    db = crashed_after_the_case_writes()
+
+    def server_gone(*_args, **_kwargs):
+        raise DatabaseUpdateError("releasing task 101 failed: the server is gone")
+    monkeypatch.setattr(task_actions, "release_task", server_gone)
+    with pytest.raises(DatabaseUpdateError):
+        act(db, "release", now=LATER)
+    assert task(db)["task_status"] == "processing" and task(db)["claim_expires_dtm"] == LATER
+    report = run_job(db, clock=lambda: LATER + timedelta(seconds=1))
+    assert [(o.task_id, o.status) for o in report.outcomes][0] == (101, "completed")
+    assert batch_state(db, "005") == amended_batch_005()
