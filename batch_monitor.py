@@ -306,7 +306,8 @@ def report_command(args: argparse.Namespace, store: AmendStore, now: datetime, s
     page = render(report_context(fetch_history(store, now, job.clock_skew, since, until), _window(store, now, settings),
                                  fetch_last_successful_run(store, now, job.clock_skew),
                                  fetch_expired_claims(store, now, job.lease, job.clock_skew), fetch_backlog(store),
-                                 now, since, until, settings.thresholds))
+                                 now, since, until, settings.thresholds,
+                                 fetch_recent_operator_actions(store, RECENT_ACTIONS)))
     return page, OK
 
 

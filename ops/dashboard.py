@@ -531,9 +531,10 @@ def _latest(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
 
 def report_context(period: History, window: History, success: RunRecord | None,
                    stuck: Sequence[Document], backlog: Backlog, now: datetime, since: datetime, until: datetime,
-                   thresholds: Thresholds) -> dict[str, Any]:
+                   thresholds: Thresholds, actions: Sequence[Document] = ()) -> dict[str, Any]:
     """Every figure of the page: `period` is the history of [since, until), `window` that of check's
-    window before `now`, `success` the last successful run, `stuck` the stuck tasks, `backlog` the open ones."""
+    window before `now`, `success` the last successful run, `stuck` the stuck tasks, `backlog` the open ones,
+    `actions` the latest operator actions (database_checks.fetch_recent_operator_actions)."""
     runs = period.runs
     figures, _ = health_figures(window, success, len(stuck), backlog, now, thresholds)
     state, check_line = overall(figures)
@@ -559,6 +560,10 @@ def report_context(period: History, window: History, success: RunRecord | None,
                    "since": _minute(task.get("status_changed_dtm")), "claimed_by": claim_host(task)}
                   for task in stuck],
         "latest": _latest(runs),
+        "actions": [{"time": _minute(entry.get("action_dtm")), "action": entry.get("action"),
+                     "task_id": row.get("Task_Id"), "was": entry.get("previous_status"),
+                     "by": f"{entry.get('user')}@{entry.get('host')}", "reason": entry.get("reason")}
+                    for row in actions for entry in (row["action"],)],
     }
 
 

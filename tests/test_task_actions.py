@@ -508,3 +508,16 @@ def test_a_release_that_fails_midway_leaves_the_task_for_the_next_run_at_once(mo
     report = run_job(db, clock=lambda: LATER + timedelta(seconds=1))
     assert [(o.task_id, o.status) for o in report.outcomes][0] == (101, "completed")
     assert batch_state(db, "005") == amended_batch_005()
+
+
+def test_the_dashboard_lists_the_recent_operator_actions(embedded, script, tmp_path):
+    when = FIXED_NOW + timedelta(days=3)
+    assert script("batch_monitor.py", "task", "cancel", "101", "--reason", "withdrawn <by> the DRC",
+                  env=embedded["env"], clock=Clock(when)).returncode == 0
+    page = tmp_path / "report.html"
+    assert script("batch_monitor.py", "report", "--html", str(page), env=embedded["env"],
+                  clock=Clock(when)).returncode == 0
+    html = page.read_text()
+    assert "<h2>Recent operator actions</h2>" in html
+    assert (f"<td>{when:%Y-%m-%d %H:%M}</td><td>cancel</td><td>101</td><td>open</td>" in html
+            and "withdrawn &lt;by&gt; the DRC" in html)
