@@ -31,6 +31,7 @@ from database_checks import (
     fetch_batch_cases,
     fetch_batch_ids,
     fetch_completed_amend_tasks,
+    fetch_operator_actions,
     fetch_recent_operator_actions,
     fetch_summary_rows,
     fetch_task_status_counts,
@@ -65,7 +66,15 @@ from ops.monitoring import (
     reason_groups,
 )
 from ops.output_files import file_name, output_destination, write_atomically
-from ops.task_actions import ACTIONS, RECENT_ACTIONS, ActionRequest, perform, recent_actions_text
+from ops.task_actions import (
+    ACTION_COLUMNS,
+    ACTIONS,
+    RECENT_ACTIONS,
+    ActionRequest,
+    action_rows,
+    perform,
+    recent_actions_text,
+)
 from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
 from utils.config import (
     DEFAULT_CONFIG_DIR,
@@ -196,6 +205,9 @@ def build_parser() -> OneLineArgumentParser:
                            "that did not complete (or of the --status asked for), with its count, first and last "
                            "time and latest example, most frequent first")
     logs.add_argument("--out", type=file_name, help="write to this file instead of stdout")
+    logs.add_argument("--actions", action="store_true",
+                      help="the operator actions (batch_monitor.py task) instead of the runs, newest first: time, "
+                           "action, Task_Id, the status it had, who, why; --since, --until and --task-id apply")
     audit = commands.add_parser("audit", parents=[config_after],
                                 help="recompute each batch's summary from its cases, check its amend seqs against its "
                                      "tasks (reads only); exit 0 consistent, 1 mismatches, 2 cannot read")
@@ -312,6 +324,12 @@ def report_command(args: argparse.Namespace, store: AmendStore, now: datetime, s
 
 
 def logs_command(args: argparse.Namespace, store: AmendStore, now: datetime, settings: Settings) -> Answer:
+    if args.actions:
+        if args.status or args.batch or args.group_by:
+            raise ConfigurationError("--actions lists the operator actions: --status, --batch and --group-by apply "
+                                     "to the runs, not to them")
+        return export(action_rows(fetch_operator_actions(store, args.since, args.until, args.task_id)), args.export,
+                      ACTION_COLUMNS), OK
     history = fetch_history(store, now, settings.job.clock_skew, args.since, args.until)
     if history.set_apart:
         print(one_line(f"batch_monitor: WARNING: {history.anomalies()}"), file=sys.stderr)

@@ -9,6 +9,7 @@ the document and the field to fix.
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -464,13 +465,29 @@ def fetch_task_status_counts(store: AmendStore) -> dict[str, int]:
 def fetch_recent_operator_actions(store: AmendStore, limit: int) -> list[Document]:
     """The latest `limit` operator actions recorded on amend tasks (OPERATOR_ACTIONS_FIELD), newest first:
     {_id, Task_Id, action: the entry}; an entry that is not a document (a hand edit) is left out."""
-    return store.read("reading the operator actions", lambda: list(store[TASKS_COLLECTION].aggregate([
-        {"$match": {"task_type": AMEND_TASK_TYPE}},
+    return fetch_operator_actions(store, limit=limit)
+
+
+def fetch_operator_actions(store: AmendStore, since: datetime | None = None, until: datetime | None = None,
+                           task_id: int | None = None, limit: int | None = None) -> list[Document]:
+    """The operator actions recorded on amend tasks, newest first, taken in [since, until) and on the amend
+    task(s) `task_id` when given: {_id, Task_Id, action: the entry}; an entry that is not a document is left
+    out."""
+    taken: Document = {"$type": "date"}
+    if since is not None:
+        taken["$gte"] = since
+    if until is not None:
+        taken["$lt"] = until
+    pipeline: list[Document] = [
+        {"$match": amend_tasks_filter({}, task_id)},
         {"$unwind": f"${OPERATOR_ACTIONS_FIELD}"},
-        {"$match": {OPERATOR_ACTIONS_FIELD: {"$type": "object"}}},
+        {"$match": {OPERATOR_ACTIONS_FIELD: {"$type": "object"}} if since is None and until is None else
+         {OPERATOR_ACTIONS_FIELD: {"$type": "object"}, f"{OPERATOR_ACTIONS_FIELD}.action_dtm": taken}},
         {"$sort": {f"{OPERATOR_ACTIONS_FIELD}.action_dtm": -1}},
-        {"$limit": limit},
-        {"$project": {"Task_Id": 1, "action": f"${OPERATOR_ACTIONS_FIELD}"}}])))
+        *([{"$limit": limit}] if limit is not None else []),
+        {"$project": {"Task_Id": 1, "action": f"${OPERATOR_ACTIONS_FIELD}"}}]
+    return store.read("reading the operator actions",
+                      lambda: list(store[TASKS_COLLECTION].aggregate(pipeline)))
 
 
 # --- the audit -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from amend_store import AMEND_TASK_TYPE, OPERATOR_ACTIONS_FIELD, TASKS_COLLECTION, AmendStore, TaskStatus
 from coordination.claims import release_task, stale_claim_reason, status_as_read, take_over_expired_claim
@@ -208,12 +209,20 @@ def _shortened(text: object) -> object:
     return text
 
 
+ACTION_COLUMNS = ("time", "action", "Task_Id", "was", "by", "reason")
+
+
+def action_rows(rows: Sequence[Document]) -> list[dict[str, Any]]:
+    """The operator actions (database_checks.fetch_operator_actions) as rows of ACTION_COLUMNS."""
+    return [{"time": entry.get("action_dtm"), "action": entry.get("action"), "Task_Id": row.get("Task_Id"),
+             "was": entry.get("previous_status"), "by": f"{entry.get('user')}@{entry.get('host')}",
+             "reason": entry.get("reason")} for row in rows for entry in (row["action"],)]
+
+
 def recent_actions_text(rows: Sequence[Document]) -> str:
-    """`status`'s table of the latest operator actions (database_checks.fetch_recent_operator_actions)."""
+    """`status`'s table of the latest operator actions, each reason cut to REASON_SHOWN characters."""
     if not rows:
         return "Recent operator actions: none"
     return "Recent operator actions:\n" + text_table(
-        ("time", "action", "Task_Id", "was", "by", "reason"),
-        [(entry.get("action_dtm"), entry.get("action"), row.get("Task_Id"), entry.get("previous_status"),
-          f"{entry.get('user')}@{entry.get('host')}", _shortened(entry.get("reason")))
-         for row in rows for entry in (row["action"],)])
+        ACTION_COLUMNS, [[_shortened(row[column]) if column == "reason" else row[column] for column in ACTION_COLUMNS]
+                         for row in action_rows(rows)])

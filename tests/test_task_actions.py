@@ -3,7 +3,10 @@ compare-and-set on the task as it was read and recorded on it; a cancelled task 
 released task is finished by the next run, its former holder fenced out; main.py --task-id naming no amend
 task is an error."""
 
+import csv
 import getpass
+import io
+import json
 import os
 import shutil
 import signal
@@ -521,3 +524,22 @@ def test_the_dashboard_lists_the_recent_operator_actions(embedded, script, tmp_p
     assert "<h2>Recent operator actions</h2>" in html
     assert (f"<td>{when:%Y-%m-%d %H:%M}</td><td>cancel</td><td>101</td><td>open</td>" in html
             and "withdrawn &lt;by&gt; the DRC" in html)
+
+
+def test_logs_exports_the_operator_actions_filtered_by_time_and_task(embedded, script):
+    first, second = FIXED_NOW + timedelta(days=3), FIXED_NOW + timedelta(days=4)
+    for when, action in ((first, "cancel"), (second, "requeue")):
+        assert script("batch_monitor.py", "task", action, "101", "--reason", f"{action}, asked by the desk",
+                      env=embedded["env"], clock=Clock(when)).returncode == 0
+    listed = script("batch_monitor.py", "logs", "--actions", "--export", "csv", env=embedded["env"])
+    rows = list(csv.DictReader(io.StringIO(listed.stdout)))
+    assert [(row["time"], row["action"], row["Task_Id"], row["was"], row["reason"]) for row in rows] == [
+        (timestamp(second), "requeue", "101", "cancelled", "requeue, asked by the desk"),
+        (timestamp(first), "cancel", "101", "open", "cancel, asked by the desk")]
+    since = script("batch_monitor.py", "logs", "--actions", "--since", f"{second:%Y-%m-%dT%H:%M}", "--export", "json",
+                   env=embedded["env"])
+    assert [row["action"] for row in json.loads(since.stdout)] == ["requeue"]
+    other = script("batch_monitor.py", "logs", "--actions", "--task-id", "102", env=embedded["env"])
+    assert other.returncode == 0 and "requeue" not in other.stdout
+    mixed = script("batch_monitor.py", "logs", "--actions", "--status", "error", env=embedded["env"])
+    assert mixed.returncode == 2 and "--status, --batch and --group-by apply to the runs" in mixed.stderr
