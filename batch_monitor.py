@@ -19,7 +19,6 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -75,7 +74,15 @@ from ops.task_actions import (
     perform,
     recent_actions_text,
 )
-from utils.cli import ExitStatus, OneLineArgumentParser, bounded_int, exit_code_lines, run_script, stopped_codes
+from utils.cli import (
+    ExitStatus,
+    OneLineArgumentParser,
+    bounded_int,
+    exit_code_lines,
+    named_path,
+    run_script,
+    stopped_codes,
+)
 from utils.config import (
     DEFAULT_CONFIG_DIR,
     MONITOR_CONFIG_FILE,
@@ -179,12 +186,13 @@ def build_parser() -> OneLineArgumentParser:
         prog="batch_monitor.py",
         description="Dashboard, health check and history of the DRS Amend job; an operator's actions on a task.",
         epilog=exit_codes_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
+    parser.add_argument("--config-dir", type=named_path("a folder"), default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     commands = parser.add_subparsers(dest="command", required=True)
     # --config-dir is accepted after the command too; there it must not reset the value given before it.
     config_after = OneLineArgumentParser(add_help=False)
-    config_after.add_argument("--config-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    config_after.add_argument("--config-dir", type=named_path("a folder"), default=argparse.SUPPRESS,
+                              help=argparse.SUPPRESS)
     status = commands.add_parser("status", parents=[config_after],
                                  help="dashboard: last runs, tasks by status, stuck tasks, failure rate")
     status.add_argument("--runs", type=bounded_int(1, 10_000), default=10,

@@ -39,6 +39,7 @@ from utils.cli import (
     StoppedBeforeWork,
     bounded_int,
     exit_code_lines,
+    named_path,
     run_script,
     stopped_codes,
 )
@@ -185,9 +186,9 @@ def build_parser() -> OneLineArgumentParser:
                     "default, create the data file if it does not exist (its folder must). Or, instead, one "
                     "of --indexes, --backup FILE, --restore FILE.",
         epilog=exit_code_lines(EXIT_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path,
+    parser.add_argument("--data-dir", type=named_path("a folder"),
                         help="folder of the fixtures (default: data/ of the project)")
-    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
+    parser.add_argument("--config-dir", type=named_path("a folder"), default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
     parser.add_argument("--yes", action="store_true",
                         help="do not ask before deleting data of a database other than the embedded default, nor "
@@ -197,10 +198,10 @@ def build_parser() -> OneLineArgumentParser:
                          help="create or update the indexes the job uses, and nothing else (no document is "
                               "deleted, nothing is asked); says per index: created, kept or changed; refuses, "
                               "changing nothing, when an existing index conflicts with one of the job's")
-    instead.add_argument("--backup", type=Path, metavar="FILE",
+    instead.add_argument("--backup", type=named_path("a file"), metavar="FILE",
                          help="embedded default only: write a checked copy of the data file, taken under its lock, "
                               "to FILE (a new file: an existing one is never overwritten)")
-    instead.add_argument("--restore", type=Path, metavar="FILE",
+    instead.add_argument("--restore", type=named_path("a file"), metavar="FILE",
                          help="embedded default only: check the backup FILE in full, then, once confirmed (--yes), "
                               "replace the data file by it, keeping the replaced file beside it as "
                               "<data file>.replaced-<UTC time>")

@@ -29,6 +29,7 @@ from utils.cli import (
     OneLineArgumentParser,
     bounded_int,
     exit_code_lines,
+    named_path,
     run_script,
     stopped_after_work,
     stopped_codes,
@@ -106,9 +107,9 @@ batch_monitor.py shows, checks and exports that history."""
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="main.py", description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR,
+    parser.add_argument("--config-dir", type=named_path("a folder"), default=DEFAULT_CONFIG_DIR,
                         help="folder of the INI files (default: config/ of the project)")
-    parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR,
+    parser.add_argument("--log-dir", type=named_path("a folder"), default=DEFAULT_LOG_DIR,
                         help="folder of the log files, created when missing (default: logs/ of the project); a "
                              "dry run keeps no log file: it logs on stderr only")
     parser.add_argument("--dry-run", action="store_true",

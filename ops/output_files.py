@@ -9,7 +9,6 @@ replaces the database, its lock, a configuration or anyone's document; a file re
 permissions.
 """
 
-import argparse
 import csv
 import io
 import json
@@ -20,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ops.monitoring import GROUP_COLUMNS, LOG_COLUMNS
+from utils.cli import named_path
 from utils.Custom_Exceptions import ConfigurationError
 
 # In the dashboard's head (html_report.write_page puts it there): a later report may replace a page carrying it.
@@ -97,12 +97,8 @@ def _text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
-def file_name(text: str) -> Path:
-    """An argparse type: the name of a file to write. An empty one is refused: Path("") would name the current
-    folder."""
-    if not text:
-        raise argparse.ArgumentTypeError("the name is empty; give the name of a file to write")
-    return Path(text)
+# An argparse type: the name of a file to write (an empty one is refused).
+file_name = named_path("a file to write")
 
 
 def output_destination(option: str, destination: Path, database_file: Path | None) -> Path:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import filelock
 import pytest
@@ -278,3 +279,14 @@ def test_main_stopped_at_once_while_it_works_says_what_becomes_of_the_task(tmp_p
     code, _, stderr = program(lambda: main_script.main(["--log-dir", str(tmp_path / "logs")]), "drs-amend",
                               main_script.STOP_CONSEQUENCES, env={"DRS_MONGO_URI": f"embedded://{path}"})
     assert (code, stderr.splitlines()[-1]) == (143, f"drs-amend: stopped by SIGTERM; {main_script.STOP_CONSEQUENCE}")
+
+
+@pytest.mark.parametrize("script_name, arguments", [
+    ("main.py", ["--log-dir", ""]), ("main.py", ["--config-dir", ""]),
+    ("batch_monitor.py", ["--config-dir", "", "status"]), ("batch_monitor.py", ["status", "--config-dir", ""]), ("database_update.py", ["--data-dir", ""]),
+    ("database_update.py", ["--backup", ""]), ("database_update.py", ["--restore", ""]),
+])
+def test_an_empty_folder_or_file_name_is_refused_as_the_option_is_read(script, tmp_path, script_name, arguments):
+    result = script(script_name, *arguments, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
+    assert result.returncode in (2, 3) and "the name is empty; give the name of a" in one_line(result.stderr)
+    assert not (tmp_path / "db.bson").exists() and not list(Path.cwd().glob("drs_amend*.log"))

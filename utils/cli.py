@@ -9,6 +9,7 @@ import signal
 import sys
 import textwrap
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import NoReturn
 
 from utils.documents import INT64_MAX
@@ -69,6 +70,16 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(ExitStatus.SETUP_ERROR, one_line(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+
+def named_path(what: str) -> Callable[[str], Path]:
+    """An argparse type: a path naming `what`; an empty one is refused, since Path("") names the current
+    folder (logs written there, a folder read as a file)."""
+    def parse(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"the name is empty; give the name of {what}")
+        return Path(text)
+    return parse
 
 
 def bounded_int(minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> Callable[[str], int]:
