@@ -283,8 +283,9 @@ def test_main_stopped_at_once_while_it_works_says_what_becomes_of_the_task(tmp_p
 
 @pytest.mark.parametrize("script_name, arguments", [
     ("main.py", ["--log-dir", ""]), ("main.py", ["--config-dir", ""]),
-    ("batch_monitor.py", ["--config-dir", "", "status"]), ("batch_monitor.py", ["status", "--config-dir", ""]), ("database_update.py", ["--data-dir", ""]),
-    ("database_update.py", ["--backup", ""]), ("database_update.py", ["--restore", ""]),
+    ("batch_monitor.py", ["--config-dir", "", "status"]), ("batch_monitor.py", ["status", "--config-dir", ""]),
+    ("database_update.py", ["--data-dir", ""]), ("database_update.py", ["--backup", ""]),
+    ("database_update.py", ["--restore", ""]),
 ])
 def test_an_empty_folder_or_file_name_is_refused_as_the_option_is_read(script, tmp_path, script_name, arguments):
     result = script(script_name, *arguments, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"})
