@@ -1,5 +1,6 @@
 """Fixtures of the suite (the helpers they build on are in tests/support.py)."""
 
+import gc
 import logging
 import os
 import sys
@@ -23,6 +24,13 @@ from utils import secrets  # noqa: E402
 from utils.loggers import get_logger  # noqa: E402
 
 SCRIPTS = {"main.py": main_script, "batch_monitor.py": batch_monitor, "database_update.py": database_update}
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_objects():
+    """What a test froze (utils/collector.py) is collectable again after it: the suite is one long process."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -380,6 +380,17 @@ def test_the_collector_is_paused_only_while_reading_and_planning(db, settings, m
     gc.enable()
 
 
+def test_what_was_built_while_the_collector_was_paused_is_frozen_when_it_resumes():
+    import gc
+
+    from utils.collector import collector_paused
+
+    gc.unfreeze()
+    with collector_paused():
+        built = [[index] for index in range(1000)]
+    assert gc.get_freeze_count() >= len(built) and gc.isenabled()
+
+
 # --- a reused batch_seq number (issue 8, item 3) -------------------------------------------
 
 EARLIER_CLOSE = FIXED_NOW.replace(year=2025)
