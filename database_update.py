@@ -31,6 +31,7 @@ from amend_store import (
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
 from history.store import RETENTION_INDEX, add_runs, keep_history_within
+from ops.output_files import refuse_a_file_of_the_database
 from update_databases import reset_collections
 from utils.cli import (
     ExitStatus,
@@ -435,6 +436,7 @@ def back_up(settings: Settings, target: Path) -> int:
                                  f"name")
     if not target.parent.is_dir():
         raise ConfigurationError(f"the folder {target.parent} of backup {target.name} does not exist")
+    refuse_a_file_of_the_database(f"backup {target}", target, database.embedded_path)
     data_file = EmbeddedDatabaseFile(database.embedded_path, database.db_name, database.lock_timeout_seconds)
     documents = data_file.back_up(target)
     print(one_line(f"database_update: backed up {data_file.path} to {target} ({documents} document(s)); restore "
@@ -452,6 +454,9 @@ def restore(settings: Settings, backup: Path, assume_yes: bool, clock: Clock) ->
     data_file = EmbeddedDatabaseFile(database.embedded_path, database.db_name, database.lock_timeout_seconds,
                                      create=True)
     data_file.check_location()
+    if backup.exists() and data_file.path.exists() and backup.samefile(data_file.path):
+        raise ConfigurationError(f"backup {backup} is the data file itself; nothing was restored: give the backup's "
+                                 f"name")
     content = read_backup(backup, database.db_name)
     documents = document_count(content)
     if not restore_confirmed(data_file.path, backup, documents, assume_yes):

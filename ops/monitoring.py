@@ -273,6 +273,8 @@ def reason_groups(rows: Iterable[Mapping[str, Any]]) -> list[ReasonGroup]:
 
 
 TOP_PATTERNS = 5  # in `status`; `logs --group-by reason` lists them all
+# The columns of `logs --actions` (ops/task_actions.action_rows).
+ACTION_COLUMNS = ("time", "action", "Task_Id", "was", "by", "reason")
 GROUP_COLUMNS = ("outcome", "count", "first_seen", "last_seen", "pattern", "latest_example")
 
 

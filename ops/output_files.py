@@ -18,7 +18,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from ops.monitoring import GROUP_COLUMNS, LOG_COLUMNS
+from ops.monitoring import ACTION_COLUMNS, GROUP_COLUMNS, LOG_COLUMNS
 from utils.cli import named_path
 from utils.Custom_Exceptions import ConfigurationError
 
@@ -28,17 +28,19 @@ DASHBOARD_MARKER = '<meta name="generator" content="DRS Amend batch_monitor">'
 HEAD_BYTES = 64 * 1024
 # Readable by a web server or a mail job, as the page always was.
 OUTPUT_MODE = 0o644
+# The columns of each export of `logs`: its rows, its failure patterns, the operator actions.
+EXPORTS = (LOG_COLUMNS, GROUP_COLUMNS, ACTION_COLUMNS)
 
 
 def is_own_output(text: str) -> bool:
     """Whether `text` (a whole file) is this tool's output: the dashboard (its marker in the head), or an
-    export of `logs`, rows or failure patterns as a whole (csv: every row of its columns; txt: its header
-    line, then lines of the table; json: a list of objects with exactly its keys). An empty json export
+    export of `logs` (rows, failure patterns or operator actions) as a whole (csv: every row of its columns;
+    txt: its header line, then lines of the table; json: a list of objects with exactly its keys). An empty json export
     (`[]`) cannot be told from another file holding `[]`; it is taken as the tool's."""
     if DASHBOARD_MARKER in text[:HEAD_BYTES]:
         return True
     header_line = text.partition("\n")[0].rstrip("\r")
-    for columns in (LOG_COLUMNS, GROUP_COLUMNS):
+    for columns in EXPORTS:
         if header_line == ",".join(columns):
             return all(len(row) == len(columns) for row in csv.reader(io.StringIO(text)))
         if header_line.split() == list(columns):
@@ -51,7 +53,7 @@ def is_own_output(text: str) -> bool:
     except ValueError:
         return False
     return isinstance(rows, list) and all(
-        isinstance(row, dict) and set(row) in (set(LOG_COLUMNS), set(GROUP_COLUMNS)) for row in rows)
+        isinstance(row, dict) and set(row) in [set(columns) for columns in EXPORTS] for row in rows)
 
 
 def _identity(status: os.stat_result) -> tuple[int, int]:
@@ -91,6 +93,13 @@ def _refuse_a_file_of_the_database(shown: str, target: Path, status: os.stat_res
         if kept_status is not None and _identity(kept_status) == _identity(status):
             raise ConfigurationError(f"{shown} is a hard link to {kept}, a file the embedded database keeps (its "
                                      f"lock, or a temporary file of a save); give another name")
+
+
+def refuse_a_file_of_the_database(shown: str, target: Path, database_file: Path) -> None:
+    """A ConfigurationError when `target` is the embedded data file, a file the job keeps beside it (which a
+    run may remove), or a hard link to one of them."""
+    _refuse_a_file_of_the_database(shown, Path(os.path.realpath(target)), _status(target),
+                                   Path(os.path.realpath(database_file)))
 
 
 def _text(path: Path) -> str:

@@ -30,6 +30,7 @@ from coordination.fences import issue_fence
 from coordination.journal import fetch_journal_of_task, take_over_journal
 from database_checks import batch_of, fetch_task, fetch_tasks_by_task_id
 from history.run_report import RunIdentity
+from ops.monitoring import ACTION_COLUMNS
 from task_processor import task_label
 from utils.config import JobSettings
 from utils.Custom_Exceptions import ConfigurationError, DatabaseUpdateError, TaskValidationError
@@ -207,9 +208,6 @@ def _shortened(text: object) -> object:
     if isinstance(text, str) and len(text) > REASON_SHOWN:
         return text[:REASON_SHOWN - 1] + "…"
     return text
-
-
-ACTION_COLUMNS = ("time", "action", "Task_Id", "was", "by", "reason")
 
 
 def action_rows(rows: Sequence[Document]) -> list[dict[str, Any]]:

@@ -225,3 +225,25 @@ def test_backup_and_restore_are_for_the_embedded_default_only(script, tmp_path, 
     assert one_line(result.stderr) == (f"database_update: {task[0]} is for the embedded default; "
                                        f"drs_case_distribution_db on mongodb://db.example.org/ is a server: use {tool}")
     assert (tmp_path / "b.bson").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("name", ["db.bson.mybackup.tmp", "db.bson.lock.holder", "db.bson.saved", "db.bson"])
+def test_a_backup_never_takes_a_name_the_data_file_keeps_beside_it(data, script, tmp_path, name):
+    """A run removes what a save left (db.bson.*.tmp): a backup there would be deleted by the next run
+    (found by an operator's trial of issue 17)."""
+    path, env = data
+    before = path.read_bytes()
+    result = script("database_update.py", "--backup", str(tmp_path / name), env=env)
+    assert result.returncode == 2 and "give another name" in last_line(result)
+    assert path.read_bytes() == before
+    assert name == "db.bson" or not (tmp_path / name).exists()
+
+
+def test_the_data_file_is_not_restored_onto_itself(data, script):
+    path, env = data
+    before = path.read_bytes()
+    result = script("database_update.py", "--restore", str(path), "--yes", env=env)
+    assert result.returncode == 2
+    assert last_line(result).endswith(f"backup {path} is the data file itself; nothing was restored: give the "
+                                      f"backup's name")
+    assert path.read_bytes() == before and not list(path.parent.glob("db.bson.replaced-*"))

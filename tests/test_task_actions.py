@@ -543,3 +543,15 @@ def test_logs_exports_the_operator_actions_filtered_by_time_and_task(embedded, s
     assert other.returncode == 0 and "requeue" not in other.stdout
     mixed = script("batch_monitor.py", "logs", "--actions", "--status", "error", env=embedded["env"])
     assert mixed.returncode == 2 and "--status, --batch and --group-by apply to the runs" in mixed.stderr
+
+
+@pytest.mark.parametrize("form", ["csv", "json", "txt"])
+def test_an_export_of_the_operator_actions_is_written_over_by_the_next(embedded, script, tmp_path, form):
+    assert script("batch_monitor.py", "task", "cancel", "101", "--reason", "withdrawn", env=embedded["env"],
+                  clock=Clock(FIXED_NOW)).returncode == 0
+    out = tmp_path / f"actions.{form}"
+    for _ in range(2):
+        result = script("batch_monitor.py", "logs", "--actions", "--export", form, "--out", str(out),
+                        env=embedded["env"])
+        assert result.returncode == 0, result.stderr
+    assert "withdrawn" in out.read_text()

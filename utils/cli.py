@@ -74,10 +74,11 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 def named_path(what: str) -> Callable[[str], Path]:
     """An argparse type: a path naming `what`; an empty one is refused, since Path("") names the current
-    folder (logs written there, a folder read as a file)."""
+    folder (logs written there, a folder read as a file), and so is one of spaces only (a typing slip)."""
     def parse(text: str) -> Path:
-        if not text:
-            raise argparse.ArgumentTypeError(f"the name is empty; give the name of {what}")
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"the name is empty{' (only spaces)' if text else ''}; give the name "
+                                             f"of {what}")
         return Path(text)
     return parse
 
