@@ -557,12 +557,16 @@ class EmbeddedDatabaseFile:
             f"the path of MONGO_URI / DRS_MONGO_URI)")
 
     def check_location(self) -> None:
-        """Before anything is written (a lock file included): the folder exists, and so does the file unless it
-        may be created."""
+        """Before anything is written (a lock file included): the folder exists, the path is no folder, and the
+        file exists unless it may be created."""
         if not os.path.isdir(self.path.parent):
             raise DatabaseConnectionError(
                 f"the folder {self.path.parent} of embedded database file {self.path.name} does not exist: create "
                 f"it, or correct the path of MONGO_URI / DRS_MONGO_URI")
+        if os.path.isdir(self.path):
+            raise DatabaseConnectionError(
+                f"embedded database file {self.path} is a folder: give the path of a file in MONGO_URI / "
+                f"DRS_MONGO_URI (embedded://var/drs_embedded_db.bson as shipped)")
         if not self.create and not os.path.exists(self.path):
             raise self._missing()
 

@@ -274,3 +274,13 @@ def test_a_data_file_removed_while_a_run_waits_for_the_lock_is_missing_not_creat
         with session:
             pass
     assert not path.exists() and not session._lock.is_locked
+
+
+@pytest.mark.parametrize("script_name, arguments", [("main.py", []), ("database_update.py", []),
+                                                    ("batch_monitor.py", ["status"])])
+def test_a_folder_given_as_the_embedded_data_file_is_named_a_folder(script, tmp_path, script_name, arguments):
+    (tmp_path / "var").mkdir()
+    result = script(script_name, *arguments, env={"DRS_MONGO_URI": f"embedded://{tmp_path / 'var'}"})
+    assert result.returncode == 2
+    assert f"embedded database file {tmp_path / 'var'} is a folder: give the path of a file" in result.stderr
+    assert list((tmp_path / "var").iterdir()) == []
