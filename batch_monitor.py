@@ -416,14 +416,27 @@ def run_command(args: argparse.Namespace, now: datetime) -> tuple[Settings, str,
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace | int:
-    """The parsed arguments, or the exit code of a usage error of check: UNKNOWN (3) for a monitoring
-    system, not CRITICAL (2). Any other usage error ends as argparse ends it."""
+    """The parsed arguments, or the exit code of a usage error of check: UNKNOWN (3) with an UNKNOWN status
+    line on stdout, for a monitoring system, not CRITICAL (2) and an empty status. Any other usage error ends
+    as argparse ends it."""
     try:
         return build_parser().parse_args(argv)
     except SystemExit as exit_:
-        if exit_.code == ExitStatus.SETUP_ERROR and "check" in argv:
+        if exit_.code == ExitStatus.SETUP_ERROR and command_named(argv) == "check":
+            print("DRS-AMEND UNKNOWN - command-line error of check (see batch_monitor.py check --help)")
             return UNKNOWN
         raise
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command of the arguments: the first word that is neither an option nor --config-dir's value."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config-dir":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def deliver(args: argparse.Namespace, settings: Settings, output: str) -> int:

@@ -301,3 +301,13 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path, script):
     monitor.wait(timeout=60)
     monitor.stderr.close()
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_a_usage_error_of_check_prints_an_unknown_status_line_and_no_other_command_does(script):
+    check = script("batch_monitor.py", "check", "--bogus")
+    assert (check.returncode, check.stdout) == (
+        3, "DRS-AMEND UNKNOWN - command-line error of check (see batch_monitor.py check --help)\n")
+    named_check = script("batch_monitor.py", "task", "cancel", "x", "--reason", "check")
+    assert named_check.returncode == 2 and named_check.stdout == ""  # a reason that says check is no check
+    config_dir = script("batch_monitor.py", "--config-dir", "check", "check", "--bogus")
+    assert config_dir.returncode == 3
