@@ -11,6 +11,11 @@ operator's recorded actions on one amend task, and the settings in effect.
     python batch_monitor.py config [--json]
 """
 
+if __name__ == "__main__":  # before the other imports, which take a while: a signal meanwhile is one line
+    from utils.starting import stop_quietly_while_starting
+    stop_quietly_while_starting("batch_monitor")
+
+
 import argparse
 import dataclasses
 import os

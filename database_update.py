@@ -2,6 +2,11 @@
 create the indexes the job relies on; or, instead, bring the indexes up to date on a database in
 use (--indexes), or back up (--backup FILE) and restore (--restore FILE) the embedded data file."""
 
+if __name__ == "__main__":  # before the other imports, which take a while: a signal meanwhile is one line
+    from utils.starting import stop_quietly_while_starting
+    stop_quietly_while_starting("database_update")
+
+
 import argparse
 import os
 import signal

@@ -1,5 +1,10 @@
 """DRS Amend: the cron entry point that executes "Case Amend Planning among DRC" tasks."""
 
+if __name__ == "__main__":  # before the other imports, which take a while: a signal meanwhile is one line
+    from utils.starting import stop_quietly_while_starting
+    stop_quietly_while_starting("drs-amend")
+
+
 import argparse
 import logging
 import signal

@@ -3,10 +3,12 @@ offset), plain values in an argument error, an empty output name refused as it i
 says nothing was changed when the script had not started its work (database_update.py at its question, main.py
 while it waits for the lock or loads the file)."""
 
+import ast
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +21,7 @@ import main as main_script
 from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from embedded.data_file import save_database
 from ops.monitoring import export, log_rows
-from tests.support import FIXED_NOW, TASK_005, Clock, history_of, load, one_line
+from tests.support import FIXED_NOW, PROJECT_ROOT, TASK_005, Clock, history_of, load, one_line
 from utils import secrets
 from utils.cli import NOTHING_CHANGED, StoppedBeforeWork, consequence_of, run_script
 from utils.reports import text_table, timestamp, to_json
@@ -292,3 +294,23 @@ def test_an_empty_folder_or_file_name_is_refused_as_the_option_is_read(script, t
     assert result.returncode in (2, 3)
     assert re.search(r"the name is empty( \(only spaces\))?; give the name of a", one_line(result.stderr))
     assert not (tmp_path / "db.bson").exists() and not list(Path.cwd().glob("drs_amend*.log"))
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_script_starts_is_one_line_and_no_traceback(number):
+    code = ("from utils.starting import stop_quietly_while_starting\nstop_quietly_while_starting('drs-amend')\n"
+            f"import os, time\nos.kill(os.getpid(), {int(number)})\ntime.sleep(30)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stderr) == (
+        128 + number, f"drs-amend: stopped by {signal.Signals(number).name} while starting; nothing was changed\n")
+
+
+@pytest.mark.parametrize("script_name", ["main.py", "batch_monitor.py", "database_update.py"])
+def test_each_script_stops_quietly_while_starting_before_any_other_import(script_name):
+    """Run as the program, a script's first statement after its docstring installs utils/starting.py's handlers:
+    everything it imports after that (pymongo first) may take a while."""
+    body = ast.parse((PROJECT_ROOT / script_name).read_text(encoding="utf-8")).body
+    first = body[1]
+    assert isinstance(first, ast.If) and ast.unparse(first.test) == "__name__ == '__main__'"
+    assert "stop_quietly_while_starting(" in ast.unparse(first)
