@@ -101,7 +101,7 @@ from utils.connectDB import database_session
 from utils.Custom_Exceptions import ConfigurationError, TaskProcessingError, TaskValidationError
 from utils.documents import BatchId, Document
 from utils.one_line import one_line
-from utils.reports import text_table, to_json
+from utils.reports import text_table, timestamp, to_json
 from utils.secrets import scrub
 
 # --- the shell ---------------------------------------------------------------------------
@@ -148,8 +148,8 @@ def reason_text(text: str) -> str:
 def require_ordered_period(since: datetime | None, until: datetime | None) -> None:
     """[since, until) must hold time: --since at or after --until is a mistake, not an empty answer."""
     if since is not None and until is not None and since >= until:
-        raise TaskValidationError(f"--since ({since:%Y-%m-%d %H:%M}) must come before --until "
-                                  f"({until:%Y-%m-%d %H:%M})")
+        raise TaskValidationError(f"--since ({timestamp(since)}) must come before --until "
+                                  f"({timestamp(until)})")
 
 
 _READ_ERROR = "configuration, database or command-line error"

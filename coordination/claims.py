@@ -17,6 +17,7 @@ from database_checks import OLDEST_FIRST, amend_tasks_filter
 from history.run_report import RunIdentity
 from utils.Custom_Exceptions import ClaimLostError
 from utils.documents import Document
+from utils.reports import timestamp
 
 CLAIM_FIELDS = {"_id": 1, "Task_Id": 1, "parameters": 1, "claimed_by": 1, "status_changed_dtm": 1,
                 "claim_expires_dtm": 1, "created_dtm": 1}
@@ -128,9 +129,9 @@ def stale_claim_reason(task: Mapping[str, Any], now: datetime, lease: timedelta,
     expires = task.get("claim_expires_dtm")
     if isinstance(expires, datetime):
         if expires < now:
-            return f"its lease expired at {expires:%Y-%m-%d %H:%M:%S} UTC"
+            return f"its lease expired at {timestamp(expires)}"
         if expires > now + lease + clock_skew:
-            return (f"its lease ends {expires:%Y-%m-%d %H:%M:%S} UTC, further ahead than LEASE_MINUTES from now "
+            return (f"its lease ends {timestamp(expires)}, further ahead than LEASE_MINUTES from now "
                     f"(written by a host whose clock is ahead?)")
         return None
     if expires is not None:
@@ -139,9 +140,9 @@ def stale_claim_reason(task: Mapping[str, Any], now: datetime, lease: timedelta,
     if not isinstance(changed, datetime):
         return f"it has no lease and its status_changed_dtm is not a date: {changed!r}"
     if changed < now - lease:
-        return f"it has no lease and has been processing since {changed:%Y-%m-%d %H:%M:%S} UTC"
+        return f"it has no lease and has been processing since {timestamp(changed)}"
     if changed > now + clock_skew:
-        return f"it has no lease and its status_changed_dtm {changed:%Y-%m-%d %H:%M:%S} UTC lies in the future"
+        return f"it has no lease and its status_changed_dtm {timestamp(changed)} lies in the future"
     return None
 
 

@@ -53,6 +53,7 @@ from embedded.mongomock_compat import patch_mongomock, store_documents, stored_c
 from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
 from utils.loggers import permission_refusal, progress_counter
+from utils.reports import timestamp
 from utils.shutdown import check_point, stop_requested, work_in_hand
 
 FILE_FORMAT = "drs-amend-embedded"
@@ -170,7 +171,7 @@ class LockHolder:
 
     def describe(self) -> str:
         return (f"{self.program} pid {self.pid} on host {self.host} since "
-                f"{self.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+                f"{timestamp(self.since)}")
 
     def gone(self) -> bool:
         """Whether it ran on this host and runs no more (it died holding the lock: its file is stale)."""

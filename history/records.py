@@ -16,6 +16,7 @@ from typing import Any
 
 from history.run_report import Outcome
 from utils.documents import Document
+from utils.reports import timestamp
 
 OUTCOMES = frozenset(Outcome)
 COUNTS = ("completed", "errored", "deferred", "skipped", "not_started", "cases_moved", "batch_cases")
@@ -114,8 +115,8 @@ def parse_run(document: Document) -> RunRecord:
         raise MalformedRecord(f"{where}: its run_id is {run_id!r}, not a text")
     started, ended = _date(document, "started_dtm", where), _date(document, "ended_dtm", where)
     if ended < started:
-        raise MalformedRecord(f"{where}: it ends ({ended:%Y-%m-%d %H:%M:%S}) before it starts "
-                              f"({started:%Y-%m-%d %H:%M:%S})")
+        raise MalformedRecord(f"{where}: it ends ({timestamp(ended)}) before it starts "
+                              f"({timestamp(started)})")
     exit_code = document.get("exit_code")
     if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not 0 <= exit_code <= 255:
         raise MalformedRecord(f"{where}: its exit_code is {exit_code!r}, not an exit code")

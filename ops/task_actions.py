@@ -35,7 +35,7 @@ from task_processor import task_label
 from utils.config import JobSettings
 from utils.Custom_Exceptions import ConfigurationError, DatabaseUpdateError, TaskValidationError
 from utils.documents import Document
-from utils.reports import text_table
+from utils.reports import text_table, timestamp
 from utils.shutdown import work_in_hand
 
 REQUEUE, CANCEL, RELEASE = "requeue", "cancel", "release"
@@ -155,7 +155,8 @@ def live_claim(task: Document) -> TaskValidationError:
            if isinstance(holder, dict) else repr(holder))
     return TaskValidationError(
         f"{task_label(task)} is processing, claimed by {who}, whose lease is live (claim_expires_dtm "
-        f"{task.get('claim_expires_dtm')}): its run may still be working on it; wait until the lease ends (the "
+        f"{_shown_time(task.get('claim_expires_dtm'))}): its run may still be working on it; wait until the lease "
+        f"ends (the "
         f"next run then recovers the task), or release it with --force (that run can then no longer end the task; "
         f"the next run finishes its journal)")
 
@@ -202,6 +203,10 @@ def perform(store: AmendStore, request: ActionRequest, job: JobSettings) -> str:
     require_status(task, request.action)
     work_in_hand()
     return PERFORMERS[request.action](store, task, request, job)
+
+
+def _shown_time(value: object) -> str:
+    return timestamp(value) if isinstance(value, datetime) else repr(value)
 
 
 def _shortened(text: object) -> object:

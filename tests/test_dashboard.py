@@ -166,7 +166,7 @@ def test_the_report_command_writes_the_page_and_nothing_else(history_file, scrip
         str(in_the_week) and 80 < in_the_week < 90
     backwards = script("batch_monitor.py", "report", "--html", str(tmp_path / "x.html"), "--since", "2026-11-20",
                        "--until", "2026-11-10", env=env)
-    assert backwards.returncode == 2 and "--since (2026-11-20 00:00) must come before --until" in one_line(
+    assert backwards.returncode == 2 and "--since (2026-11-20T00:00:00+00:00) must come before --until" in one_line(
         backwards.stderr)
     unwritable = script("batch_monitor.py", "report", "--html", str(tmp_path / "missing" / "x.html"), env=env)
     assert unwritable.returncode == 2 and "cannot write" in one_line(unwritable.stderr)

@@ -33,7 +33,7 @@ from utils.Custom_Exceptions import ConfigurationError, DatabaseConnectionError
 from utils.loggers import setup_logging
 
 DB_NAME = "drs_case_distribution_db"
-SINCE = r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+SINCE = r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
 HOLDER_SCRIPT = f"""\
 import sys, time
 from pathlib import Path
@@ -99,7 +99,7 @@ def assert_the_wait_is_reported(stderr, path, holder):
     """The holder named once, then the time waited (at least twice), then the lock taken."""
     waiting = [line for line in stderr.splitlines() if "waiting for the lock" in line]
     assert re.search(f"INFO waiting for the lock of {re.escape(str(path))}, {re.escape(holder.described())}"
-                     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(for up to 300 s, LOCK_TIMEOUT_SECONDS\)$", waiting[0])
+                     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 \(for up to 300 s, LOCK_TIMEOUT_SECONDS\)$", waiting[0])
     assert sum("INFO waiting for the lock of" in line for line in waiting) == 1
     progress = waiting[1:]
     assert len(progress) >= 2, stderr
@@ -148,7 +148,7 @@ def test_the_timeout_names_the_holder_in_one_line_and_exits_2(path, tmp_path, sc
     (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert re.search(f"embedded database file {re.escape(str(path))} stayed locked by another process for 1 s "
                      f"\\(LOCK_TIMEOUT_SECONDS\\), {re.escape(holder.described())}"
-                     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: let it finish, or stop it if it hangs$", line)
+                     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00: let it finish, or stop it if it hangs$", line)
     assert str(error.value).startswith(f"embedded database file {path} stayed locked by another process for 0 s "
                                        f"(LOCK_TIMEOUT_SECONDS), {holder.described()}")
     assert path.read_bytes() == before
@@ -164,7 +164,8 @@ def test_the_holder_file_names_the_holder_while_it_holds_and_is_removed_at_relea
             "program": program_name(), "pid": os.getpid(), "host": socket.gethostname(),
             "since": "2026-11-25T10:30:00+00:00"}
         assert data_file.lock_holder(f"{path}.lock") == (
-            f"held by {program_name()} pid {os.getpid()} on host {socket.gethostname()} since 2026-11-25 10:30:00 UTC")
+            f"held by {program_name()} pid {os.getpid()} on host {socket.gethostname()} "
+            f"since 2026-11-25T10:30:00+00:00")
         assert session.lock_wait_seconds == 0 and data_file.held_lock_wait(path) == 0
         session.__exit__(*((RuntimeError, RuntimeError("failed"), None) if failed else (None, None, None)))
         assert sorted(entry.name for entry in path.parent.iterdir()) == ["db.bson", "db.bson.lock"]
@@ -202,7 +203,7 @@ def dead_pid():
     (b'{"pid": 0, "host": "h", "program": "main.py", "since": "2026-01-01T00:00:00"}',
      r"is unreadable \(it does not hold a program, a pid, a host and a time\)"),
     (b"x" * 5000, r"is not a holder file \(over 4096 bytes\)"),
-    ("stale", r"names main\.py pid \d+ on host .* since 2026-01-01 00:00:00 UTC, which runs no more \(a stale file"),
+    ("stale", r"names main\.py pid \d+ on host .* since 2026-01-01T00:00:00\+00:00, which runs no more \(a stale file"),
 ], ids=["missing", "not-json", "no-holder", "too-large", "stale"])
 def test_a_holder_that_cannot_be_told_is_said_so_when_the_wait_times_out(path, content, says):
     holder_path = path.parent / "db.bson.lock.holder"

@@ -314,3 +314,14 @@ def test_each_script_stops_quietly_while_starting_before_any_other_import(script
     first = body[1]
     assert isinstance(first, ast.If) and ast.unparse(first.test) == "__name__ == '__main__'"
     assert "stop_quietly_while_starting(" in ast.unparse(first)
+
+
+def test_log_lines_carry_the_one_timestamp_format_on_the_console_and_in_the_files(script, tmp_path):
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    assert script("database_update.py", env=env).returncode == 0
+    run = script("main.py", "--log-dir", str(tmp_path / "logs"), env=env)
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 "
+    console = run.stderr.splitlines()
+    assert console and all(re.match(iso + r"(INFO|WARNING|ERROR|CRITICAL) ", line) for line in console)
+    logged = (tmp_path / "logs" / "drs_amend.log").read_text().splitlines()
+    assert logged and all(re.match(iso + r"[A-Z]+ \[\d+\] drs_amend", line) for line in logged)

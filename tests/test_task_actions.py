@@ -201,7 +201,7 @@ def test_release_of_a_stale_claim_takes_the_journal_over_and_the_next_run_comple
     holder = task(db)["claimed_by"]
     message = act(db, "release", now=LATER, reason="its run was killed")
     assert message == (f"amend task 101 ({TASK_101}): processing -> open (its claim was stale: its lease expired at "
-                       f"{FIXED_NOW + SETTINGS.lease:%Y-%m-%d %H:%M:%S} UTC); the next run finishes its journal of "
+                       f"{timestamp(FIXED_NOW + SETTINGS.lease)}); the next run finishes its journal of "
                        f"batch 005 (phase writing) first")
     released = task(db)
     assert released["task_status"] == "open" and not {"claimed_by", "claim_expires_dtm"} & set(released)
@@ -221,7 +221,7 @@ def test_release_of_a_claim_set_by_hand_without_a_journal():
     db = fresh_db()
     set_status(db, "processing")  # no lease: it held for one lease after status_changed_dtm, an hour ago
     assert act(db, "release").endswith("(its claim was stale: it has no lease and has been processing since "
-                                       f"{FIXED_NOW - timedelta(hours=1):%Y-%m-%d %H:%M:%S} UTC); the next run "
+                                       f"{timestamp(FIXED_NOW - timedelta(hours=1))}); the next run "
                                        "processes it")
     assert task(db)["task_status"] == "open"
 

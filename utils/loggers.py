@@ -8,6 +8,7 @@ import os
 import pwd
 import sys
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -16,10 +17,20 @@ from tqdm import tqdm
 from utils.config import DEFAULT_CONFIG_DIR, DEFAULT_LOG_DIR, LOGGING_CONFIG_FILE
 from utils.Custom_Exceptions import ConfigurationError
 from utils.one_line import OneLineFilter
+from utils.reports import timestamp
 from utils.secrets import SecretFilter, scrub
 
 LOGGER_NAME = "drs_amend"
 Item = TypeVar("Item")
+
+
+class IsoTimeFormatter(logging.Formatter):
+    """Every log line's time as every output of the job writes it: ISO 8601 in UTC with its offset, to the
+    second (utils/reports.timestamp), whatever the host's time zone. loggers.ini names it as its formatters'
+    class."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # the name logging gives it
+        return timestamp(datetime.fromtimestamp(record.created, UTC))
 
 
 def account_name(uid: int) -> str:
@@ -150,7 +161,7 @@ def log_to_console(stream: TextIO | None = None, quiet: bool = False) -> None:
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
     if quiet:
         handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(IsoTimeFormatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(SecretFilter())
     handler.addFilter(OneLineFilter(scrub))
     logger.addHandler(handler)
