@@ -67,9 +67,11 @@ class LoggingState:
             logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """Logging as it was before the test (a script's set-up attaches handlers to capture streams and files)."""
+    """Logging as it was before the test, after every test (a script's set-up attaches handlers to capture
+    streams and files; one left behind would swallow a later test's lines: log_to_console keeps a handler it
+    finds)."""
     state = LoggingState()
     yield state
     state.restore()

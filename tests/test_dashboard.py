@@ -196,6 +196,7 @@ needs_a_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on th
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 @needs_a_browser
 def test_a_broken_script_would_be_seen(tmp_path):
     page = tmp_path / "broken.html"
@@ -207,6 +208,7 @@ def test_a_broken_script_would_be_seen(tmp_path):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 @needs_a_browser
 def test_the_dashboard_renders_in_a_real_browser_without_script_errors(history_file, script):
     tmp_path, env = history_file

@@ -348,6 +348,7 @@ def test_the_page_at_300_runs():
     assert [x_labels[-1] for _, x_labels in axes(page)] == ["2026-11-26"] * 3
 
 
+@pytest.mark.slow  # 50,000 runs generated, then drawn
 def test_the_page_at_50000_runs_renders_in_a_few_seconds(fifty_thousand):
     started = time.perf_counter()
     page = page_of_records(fifty_thousand, since=NOW - timedelta(days=350), backlog=WAITING)
@@ -372,6 +373,7 @@ def screenshot_pages(fifty_thousand):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 @needs_a_browser
 def test_the_dashboard_at_1_60_300_and_50000_runs_in_a_real_browser(tmp_path, fifty_thousand):
     ARTEFACTS.mkdir(parents=True, exist_ok=True)

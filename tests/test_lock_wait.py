@@ -108,6 +108,7 @@ def assert_the_wait_is_reported(stderr, path, holder):
     assert f"took the lock of {path} after waiting " in stderr
 
 
+@pytest.mark.slow  # a real wait of seconds for another process
 def test_a_waiting_run_names_the_holder_logs_its_progress_and_records_the_wait(path, tmp_path, script, quick_slices):
     holder = Holder(tmp_path, path, 2.5)
     try:
