@@ -52,6 +52,7 @@ from ops.output_files import DASHBOARD_MARKER, write_atomically
 from utils.config import Thresholds
 from utils.documents import Document
 from utils.one_line import one_line
+from utils.reports import timestamp
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_DAYS = 28
@@ -447,7 +448,7 @@ def _last_success(health: Health) -> tuple[str, str]:
     if health.success is None:
         return "none recorded", "no run in the history ended without an error"
     hours = max((health.now - health.success.ended).total_seconds() / 3600, 0.0)
-    return f"{hours:.1f} h ago", f"ended {health.success.ended:%Y-%m-%d %H:%M} UTC on {health.success.host}"
+    return f"{hours:.1f} h ago", f"ended {timestamp(health.success.ended)} on {health.success.host}"
 
 
 def _failure_rate(health: Health) -> tuple[str, str]:
@@ -476,8 +477,8 @@ def _backlog(health: Health) -> tuple[str, str]:
     hours = backlog.oldest_open_hours(health.now)
     if not backlog.open_tasks:
         return "no open task", "nothing waits for a run"
-    waited = ("no creation date to say how long they waited" if hours is None else
-              f"the oldest waiting {hours:.1f} h (since {backlog.oldest_open:%Y-%m-%d %H:%M})")
+    waited = ("no creation date to say how long they waited" if hours is None or backlog.oldest_open is None else
+              f"the oldest waiting {hours:.1f} h (since {timestamp(backlog.oldest_open)})")
     undated = f"; {backlog.undated} without a created_dtm date" if backlog.undated and hours is not None else ""
     return _plural(backlog.open_tasks, "open task"), waited + undated
 
@@ -505,8 +506,8 @@ def card(figure: HealthFigure, health: Health) -> dict[str, Any]:
 
 # --- the page --------------------------------------------------------------------------------------
 
-def _minute(value: Any) -> Any:
-    return f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime) else value
+def _moment(value: Any) -> Any:
+    return timestamp(value) if isinstance(value, datetime) else value
 
 
 def _state(code: State) -> str:
@@ -523,7 +524,7 @@ def _totals(runs: Sequence[RunRecord]) -> dict[str, Any]:
 
 def _latest(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
     newest = sorted(runs, key=lambda run: run.started, reverse=True)
-    return [{"started": f"{run.started:%Y-%m-%d %H:%M:%S}", "run_id": run.run_id[:12], "host": run.host,
+    return [{"started": timestamp(run.started), "run_id": run.run_id[:12], "host": run.host,
              "duration": run.duration_seconds, "lock_wait": run.lock_wait_seconds, "exit_code": run.exit_code,
              "moved": run.cases_moved, "per_thousand": seconds_per_thousand_cases(run),
              "stop_reason": run.stop_reason, "tasks": run.tasks} for run in newest[:LATEST_RUNS]]
@@ -542,7 +543,7 @@ def report_context(period: History, window: History, success: RunRecord | None,
     cards = [card(figure, health) for figure in figures]
     grouping, slots = period_slots(runs, since, until)
     return {
-        "now": f"{now:%Y-%m-%d %H:%M} UTC", "since": f"{since:%Y-%m-%d %H:%M}", "until": f"{until:%Y-%m-%d %H:%M} UTC",
+        "now": timestamp(now), "since": timestamp(since), "until": timestamp(until),
         "state": _state(state), "verdict": STATE_NAMES[state],
         "not_ok": [f"{item['name']}: {item['value']}" for item, figure in zip(cards, figures, strict=True)
                    if figure.state != OK],
@@ -557,10 +558,10 @@ def report_context(period: History, window: History, success: RunRecord | None,
                      "plot_height": PLOT_HEIGHT, "bottom": TOP + PLOT_HEIGHT, "right": LEFT + PLOT_WIDTH},
         "patterns": reason_groups(log_rows(runs, status=Outcome.ERROR))[:PERIOD_PATTERNS],
         "stuck": [{"task_id": task.get("Task_Id"), "object_id": str(task.get("_id")), "batch": batch_of(task),
-                   "since": _minute(task.get("status_changed_dtm")), "claimed_by": claim_host(task)}
+                   "since": _moment(task.get("status_changed_dtm")), "claimed_by": claim_host(task)}
                   for task in stuck],
         "latest": _latest(runs),
-        "actions": [{"time": _minute(entry.get("action_dtm")), "action": entry.get("action"),
+        "actions": [{"time": _moment(entry.get("action_dtm")), "action": entry.get("action"),
                      "task_id": row.get("Task_Id"), "was": entry.get("previous_status"),
                      "by": f"{entry.get('user')}@{entry.get('host')}", "reason": entry.get("reason")}
                     for row in actions for entry in (row["action"],)],

@@ -304,10 +304,11 @@ def test_no_health_card_repeats_its_title_in_its_value():
 
 def test_the_backlog_card_says_how_many_tasks_wait_and_how_long_the_oldest_has():
     assert {key: cards(Backlog(2, NOW - 2 * HOUR))[0]["Backlog"][key] for key in ("value", "detail", "state")} == {
-        "value": "2 open tasks", "detail": "the oldest waiting 2.0 h (since 2026-11-26 10:00)", "state": "warning"}
+        "value": "2 open tasks", "detail": "the oldest waiting 2.0 h (since 2026-11-26T10:00:00+00:00)",
+        "state": "warning"}
     assert cards(Backlog(1, NOW - HOUR / 2, undated=1))[0]["Backlog"]["value"] == "1 open task"
     assert cards(Backlog(2, NOW - HOUR / 2, undated=1))[0]["Backlog"]["detail"] == (
-        "the oldest waiting 0.5 h (since 2026-11-26 11:30); 1 without a created_dtm date")
+        "the oldest waiting 0.5 h (since 2026-11-26T11:30:00+00:00); 1 without a created_dtm date")
     assert cards(Backlog(3, None, undated=3))[0]["Backlog"]["detail"] == "no creation date to say how long they waited"
     none = cards(NO_BACKLOG)[0]["Backlog"]
     assert (none["value"], none["state"]) == ("no open task", "ok")

@@ -522,7 +522,7 @@ def test_the_dashboard_lists_the_recent_operator_actions(embedded, script, tmp_p
                   clock=Clock(when)).returncode == 0
     html = page.read_text()
     assert "<h2>Recent operator actions</h2>" in html
-    assert (f"<td>{when:%Y-%m-%d %H:%M}</td><td>cancel</td><td>101</td><td>open</td>" in html
+    assert (f"<td>{timestamp(when)}</td><td>cancel</td><td>101</td><td>open</td>" in html
             and "withdrawn &lt;by&gt; the DRC" in html)
 
 
