@@ -85,6 +85,7 @@ from utils.cli import (
     bounded_int,
     exit_code_lines,
     named_path,
+    print_whole,
     run_script,
     stopped_codes,
 )
@@ -449,7 +450,7 @@ def deliver(args: argparse.Namespace, settings: Settings, output: str) -> int:
     print it; OK, or SETUP_ERROR saying why it could not be written."""
     destination = args.html if args.command == "report" else args.out if args.command == "logs" else None
     if destination is None:
-        sys.stdout.write(output)
+        print_whole(output)
         return OK
     option = "--html" if args.command == "report" else "--out"
     database_file = settings.database.embedded_path if settings.database.is_embedded else None

@@ -311,3 +311,19 @@ def test_a_usage_error_of_check_prints_an_unknown_status_line_and_no_other_comma
     assert named_check.returncode == 2 and named_check.stdout == ""  # a reason that says check is no check
     config_dir = script("batch_monitor.py", "--config-dir", "check", "check", "--bogus")
     assert config_dir.returncode == 3
+
+
+def test_a_reader_that_leaves_midway_through_a_large_output_gets_exit_code_141(tmp_path, script):
+    """Python's own write of a text larger than the pipe ends with the part written and no error when the reader
+    leaves meanwhile: the script exited 0, its output cut (an operator's trial of issue 17)."""
+    env = {"DRS_MONGO_URI": f"embedded://{tmp_path / 'db.bson'}"}
+    assert script("database_update.py", "--generate-history", "600", env=env).returncode == 0
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DRS_")} | env
+    monitor = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "batch_monitor.py"), "logs"],
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first_line = monitor.stdout.readline()
+    monitor.stdout.close()  # as `| head -1` does, while the monitor still writes
+    stderr = monitor.stderr.read().decode()
+    assert monitor.wait(timeout=60) == 141 and first_line.startswith(b"run_id")
+    monitor.stderr.close()
+    assert stderr == ""

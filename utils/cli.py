@@ -152,6 +152,22 @@ def _exit_code(main: Callable[[], int], name: str, consequence: Consequence, sig
     return code
 
 
+def print_whole(text: str) -> None:
+    """`text` on stdout, to its last byte or a BrokenPipeError (run_script: exit 141). Python's own write of a
+    large text into a pipe whose reader leaves midway ends with the part written and no error (the write is
+    cut short by the SIGPIPE it ignores), so a script would end 0 with its output cut; each byte is written
+    here, by os.write until done. A stdout that is no file (a test's capture) is written as it is."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    data = memoryview(text.encode(sys.stdout.encoding or "utf-8", errors="replace"))
+    while data:
+        data = data[os.write(descriptor, data):]
+
+
 def _stdout_to_devnull() -> None:
     """What Python still holds for stdout goes to /dev/null when it flushes it at exit: never to a reader that
     went away, nor to one that stopped reading (a write that would block). Nothing to do when stdout is not a
