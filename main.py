@@ -35,7 +35,6 @@ from utils.cli import (
     bounded_int,
     exit_code_lines,
     named_path,
-    print_whole,
     run_script,
     stopped_after_work,
     stopped_codes,
@@ -351,8 +350,7 @@ class JobRun:
 
     def print_dry_run(self) -> int:
         results = self.results
-        print_whole((to_json([result.document() for result in results]) if self.args.json else dry_run_text(results))
-                    + "\n")
+        print(to_json([result.document() for result in results]) if self.args.json else dry_run_text(results))
         return ExitStatus.TASK_ERROR if any(result.refusal for result in results) else ExitStatus.OK
 
     def after_the_save(self) -> int:
@@ -371,7 +369,7 @@ class JobRun:
             alert_on_errors(self.settings.alerts, report, log)
             signals.check()
             if self.args.json:
-                print_whole(to_json(self.recorded) + "\n")
+                print(to_json(self.recorded))
         except Interrupted as interruption:
             signals.stopped()
             return stopped_after_work(PROGRAM, interruption.signal_number, code, "the run was recorded",

@@ -156,7 +156,8 @@ def print_whole(text: str) -> None:
     """`text` on stdout, to its last byte or a BrokenPipeError (run_script: exit 141). Python's own write of a
     large text into a pipe whose reader leaves midway ends with the part written and no error (the write is
     cut short by the SIGPIPE it ignores), so a script would end 0 with its output cut; each byte is written
-    here, by os.write until done. A stdout that is no file (a test's capture) is written as it is."""
+    here, by os.write until done. batch_monitor.py's outputs, which grow with the history, go through it;
+    main.py's one record is printed as usual. A stdout that is no file (a test's capture) is written as it is."""
     try:
         descriptor = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
