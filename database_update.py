@@ -35,7 +35,7 @@ from amend_store import (
 )
 from database_checks import MAX_DISTRIBUTIONS
 from fixture_generator import MIN_CASES, BatchShape, amend_distributions, generate_batch, generate_history
-from history.store import RETENTION_INDEX, add_runs, keep_history_within
+from history.store import RETENTION_INDEX, RETENTION_KEYS, add_runs, keep_history_within
 from ops.output_files import refuse_a_file_of_the_database
 from update_databases import reset_collections
 from utils.cli import (
@@ -325,8 +325,6 @@ def reset(parser: OneLineArgumentParser, args: argparse.Namespace, settings: Set
 
 # --- --indexes ------------------------------------------------------------------------------------
 
-# The keys of the run history's TTL index (history/store.py keep_history_within creates it).
-RETENTION_KEYS = [("ended_dtm", 1)]
 # What an index's description holds besides its options: its keys, its format version, the namespace older
 # servers add, and `background`, which servers ignore since 4.2.
 NOT_OPTIONS = frozenset({"key", "v", "ns", "background"})

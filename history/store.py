@@ -52,6 +52,7 @@ def add_runs(store: AmendStore, runs: Sequence[Document]) -> None:
 
 
 RETENTION_INDEX = "run_retention"
+RETENTION_KEYS = [("ended_dtm", 1)]  # its keys: a run expires by when it ended
 
 
 def keep_history_within(store: AmendStore, days: int | None, now: datetime, ttl_index: bool) -> int:
@@ -73,5 +74,5 @@ def keep_history_within(store: AmendStore, days: int | None, now: datetime, ttl_
         store.write("dropping the run history's retention index", lambda: history.drop_index(RETENTION_INDEX))
     if seconds is not None and (index is None or index.get("expireAfterSeconds") != seconds):
         store.write("creating the run history's retention index", lambda: history.create_index(
-            [("ended_dtm", 1)], name=RETENTION_INDEX, expireAfterSeconds=seconds))
+            RETENTION_KEYS, name=RETENTION_INDEX, expireAfterSeconds=seconds))
     return 0

@@ -85,20 +85,29 @@ class ScriptResult:
 
 
 @pytest.fixture
-def script(capsys, monkeypatch, restore_logging):
-    """Run a script's main(argv, clock) in this process, as `python SCRIPT ARGS` would run it: its exit code
-    and what it printed. DRS_* environment variables come from `env` only; `clock` is the real one unless
-    given (a test that builds dates gives the clock it built them from); registered secrets are forgotten
-    afterwards."""
+def new_process(capsys, monkeypatch, restore_logging):
+    """start(env): what a script then sees is what it would see as a new process: no logging handler of
+    another, DRS_* environment variables from `env` only, nothing captured yet; registered secrets are
+    forgotten afterwards."""
     monkeypatch.setattr(secrets, "_secrets", set())
 
-    def run(name, *args, env=None, clock=utc_now):
-        restore_logging.restore()  # each script starts as a new process would, with no handler of another
+    def start(env=None):
+        restore_logging.restore()
         for variable in [variable for variable in os.environ if variable.startswith("DRS_")]:
             monkeypatch.delenv(variable)
         for variable, value in (env or {}).items():
             monkeypatch.setenv(variable, value)
         capsys.readouterr()
+    return start
+
+
+@pytest.fixture
+def script(capsys, new_process):
+    """Run a script's main(argv, clock) in this process, as `python SCRIPT ARGS` would run it: its exit code
+    and what it printed. DRS_* environment variables come from `env` only; `clock` is the real one unless
+    given (a test that builds dates gives the clock it built them from)."""
+    def run(name, *args, env=None, clock=utc_now):
+        new_process(env)
         try:
             code = SCRIPTS[name].main(list(args), clock=clock)
         except SystemExit as exit_:

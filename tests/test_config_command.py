@@ -55,7 +55,7 @@ def test_the_environment_overrides_and_the_password_is_hidden(script):
     assert result.returncode == 0 and result.stderr == ""
     assert PASSWORD not in result.stdout
     lines = {" ".join(line.split()[:2]): line.split(None, 3)[2:] for line in result.stdout.splitlines()[1:]}
-    assert lines["[DATABASE] MONGO_URI"] == [f"mongodb://drs:***@{NOWHERE}", "environment DRS_MONGO_URI"]
+    assert lines["[DATABASE] MONGO_URI"] == [uri_with_password("drs", "***", NOWHERE), "environment DRS_MONGO_URI"]
     assert lines["[DATABASE] DB_NAME"] == ["other_db", "environment DRS_DB_NAME"]
     assert result.stdout.splitlines()[0].split() == ["setting", "value", "from"]
 

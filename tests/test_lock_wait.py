@@ -310,6 +310,18 @@ def test_a_save_in_a_folder_of_another_account_names_the_folder_and_its_owner(pa
     assert not (path.parent / "db.bson.lock.holder").exists()
 
 
+def refuse_to_open(monkeypatch, refused):
+    """open() fails with EACCES for the names `refused` picks, as for a file of another account (the tests run
+    as root, which may open anything)."""
+    real_open = open
+
+    def refusing(name, *args, **kwargs):
+        if refused(str(name)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, *args, **kwargs)
+    monkeypatch.setattr("builtins.open", refusing)
+
+
 def test_a_log_file_of_another_account_is_named_with_its_owner_not_blamed_on_loggers_ini(tmp_path, monkeypatch,
                                                                                         script):
     logs = tmp_path / "logs"
@@ -318,13 +330,7 @@ def test_a_log_file_of_another_account_is_named_with_its_owner_not_blamed_on_log
     log_file.touch()
     uid = unknown_uid()
     os.chown(log_file, uid, uid)
-    real_open = open
-
-    def refusing(name, *args, **kwargs):
-        if str(name).endswith("drs_amend.log"):
-            raise PermissionError(errno.EACCES, "Permission denied", str(name))
-        return real_open(name, *args, **kwargs)
-    monkeypatch.setattr("builtins.open", refusing)
+    refuse_to_open(monkeypatch, lambda name: name.endswith("drs_amend.log"))
     expected = f"log file {log_file} belongs to uid {uid} and cannot be written by {ME}: remove it or chown it"
     with pytest.raises(ConfigurationError) as error:
         setup_logging(PROJECT_ROOT / "config", logs)
@@ -338,13 +344,7 @@ def test_a_log_folder_of_another_account_is_named_with_its_owner(tmp_path, monke
     logs.mkdir()
     uid = unknown_uid()
     os.chown(logs, uid, uid)
-    real_open = open
-
-    def refusing(name, *args, **kwargs):
-        if str(name).startswith(str(logs)):
-            raise PermissionError(errno.EACCES, "Permission denied", str(name))
-        return real_open(name, *args, **kwargs)
-    monkeypatch.setattr("builtins.open", refusing)
+    refuse_to_open(monkeypatch, lambda name: name.startswith(str(logs)))
     with pytest.raises(ConfigurationError, match=f"^log file {re.escape(str(logs))}/drs_amend.*\\.log cannot be "
                                                  f"created: its folder {re.escape(str(logs))} belongs to uid {uid} "
                                                  f"and cannot be written by {ME}: chown it, or give the job another "

@@ -22,7 +22,6 @@ from amend_store import RUN_HISTORY_COLLECTION, TASKS_COLLECTION
 from embedded.data_file import save_database
 from ops.monitoring import export, log_rows
 from tests.support import FIXED_NOW, PROJECT_ROOT, TASK_005, Clock, history_of, load, one_line
-from utils import secrets
 from utils.cli import NOTHING_CHANGED, StoppedBeforeWork, consequence_of, run_script
 from utils.reports import text_table, timestamp, to_json
 from utils.shutdown import Phase, check_point, recording_signals
@@ -163,19 +162,13 @@ def test_the_consequence_of_a_stop_depends_on_the_phase_it_came_in():
 
 
 @pytest.fixture
-def program(capsys, monkeypatch, restore_logging):
+def program(capsys, new_process):
     """run_script(main, name, consequence) as `python SCRIPT` runs it, in this process: (exit code, stdout,
     stderr). DRS_* environment variables come from `env` only."""
-    monkeypatch.setattr(secrets, "_secrets", set())
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
 
     def run(main, name, consequence, env=None):
-        restore_logging.restore()
-        for variable in [variable for variable in os.environ if variable.startswith("DRS_")]:
-            monkeypatch.delenv(variable)
-        for variable, value in (env or {}).items():
-            monkeypatch.setenv(variable, value)
-        capsys.readouterr()
+        new_process(env)
         try:
             with pytest.raises(SystemExit) as exit_:
                 run_script(main, name, consequence)
