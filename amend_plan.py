@@ -1,14 +1,15 @@
 """Pure planning around balance_resources: from validated inputs to the exact writes of a task."""
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from amounts import AmountKind, cell_total, without
-from balance_resources import Cell, Holdings, apply_moves, plan_transfer
+from amounts import AmountKind, CellSum, amounts_total, without
+from balance_resources import Cell, Holdings, LowestCases, Move, apply_moves, plan_transfer
 from utils.Custom_Exceptions import ResourceBalanceError
 from utils.documents import BatchId
 
@@ -53,16 +54,17 @@ class SummaryCell:
 
 @dataclass(frozen=True)
 class BatchCases:
-    """A batch's cases as read, in the shapes planning needs (see database_checks.build_case_maps).
+    """A batch's cases as read, in the shapes planning needs: every case (database_checks.build_case_maps),
+    or only the cases that can move and each cell's count and sum (database_checks.fetch_batch_cells).
 
     assignment: Case_Id -> (current DRC, RTOM); arrears: Case_Id -> amount (int, float or
-    decimal.Decimal); holdings: (DRC, RTOM) -> [Case_Id]; amounts: (DRC, RTOM) -> [amount];
-    amount_kind: how the totals are summed.
+    decimal.Decimal); holdings: (DRC, RTOM) -> [Case_Id], or its LowestCases; amounts: (DRC, RTOM) ->
+    [amount], or its CellSum; amount_kind: how the totals are summed.
     """
     assignment: dict[int, Cell]
     arrears: dict[int, Any]
     holdings: Holdings
-    amounts: dict[Cell, list[Any]]
+    amounts: Mapping[Cell, list[Any] | CellSum]
     amount_kind: AmountKind
 
 
@@ -75,14 +77,10 @@ class AmendPlan:
     description: str
 
 
-def apply_distributions(holdings: Holdings, distributions: Sequence[Distribution],
-                        min_share_kept: Fraction) -> tuple[Holdings, dict[int, Cell]]:
-    """Apply each distribution to the result of the previous one (SPEC step 7).
-
-    Returns the final index {(drc, rtom): [Case_Id]} and {Case_Id: final cell} of every case
-    a distribution moved.
-    """
-    moved: dict[int, Cell] = {}
+def _each_distribution(holdings: Holdings, distributions: Sequence[Distribution],
+                       min_share_kept: Fraction) -> Iterator[tuple[Holdings, list[Move]]]:
+    """(the index after it, its moves) of each distribution applied to the result of the previous one
+    (SPEC step 7)."""
     for number, entry in enumerate(distributions, start=1):
         try:
             moves = plan_transfer(holdings, entry.receiver_drc_id, entry.donor_drc_id, entry.rtom,
@@ -92,8 +90,45 @@ def apply_distributions(holdings: Holdings, distributions: Sequence[Distribution
                 raise
             raise ResourceBalanceError(f"distribution {number} of {len(distributions)}: {exc}") from exc
         holdings = apply_moves(holdings, moves)
+        yield holdings, moves
+
+
+def apply_distributions(holdings: Holdings, distributions: Sequence[Distribution],
+                        min_share_kept: Fraction) -> tuple[Holdings, dict[int, Cell]]:
+    """Apply each distribution to the result of the previous one (SPEC step 7).
+
+    Returns the final index {(drc, rtom): [Case_Id]} and {Case_Id: final cell} of every case
+    a distribution moved.
+    """
+    moved: dict[int, Cell] = {}
+    result = holdings
+    for result, moves in _each_distribution(holdings, distributions, min_share_kept):  # noqa: B007 - the last
         moved.update((case_id, to_cell) for case_id, _, to_cell in moves)
-    return holdings, moved
+    return result, moved
+
+
+def cases_taken(counts: Mapping[Cell, int], distributions: Sequence[Distribution],
+                min_share_kept: Fraction) -> dict[Cell, int]:
+    """{cell: how many cases the request takes out of it, over all its distributions}: the most of a cell's
+    lowest Case_Ids a plan can need (the push-down read fetches no more), or the ResourceBalanceError
+    the plan gives.
+
+    How many cases leave each cell depends on the counts alone, never on the Case_Ids (the rule takes a
+    cell's lowest ones, and visits cells in an order of counts and codes), so the rule runs here on
+    stand-in Case_Ids: each cell lists as many as the whole request could take from it.
+    """
+    wanted = sum(entry.transfer_count for entry in distributions)
+    holdings: dict[Cell, LowestCases] = {}
+    start = 0
+    for cell, count in counts.items():
+        listed = min(count, wanted)
+        holdings[cell] = LowestCases(count, range(start, start + listed),
+                                     math.inf if listed == count else start + listed - 1)
+        start += listed
+    taken: Counter[Cell] = Counter()
+    for _, moves in _each_distribution(holdings, distributions, min_share_kept):
+        taken.update(from_cell for _, from_cell, _ in moves)
+    return dict(taken)
 
 
 def case_changes(initial: Mapping[int, Cell], moved: Mapping[int, Cell]) -> tuple[CaseChange, ...]:
@@ -119,11 +154,12 @@ def summary_cells(cases: BatchCases, changes: Sequence[CaseChange],
     cells = []
     for cell in sorted(set(cases.amounts) | {Cell(*cell) for cell in existing_cells} | set(arriving)):
         amounts = cases.amounts.get(cell, [])
-        if cell in leaving:
-            amounts = without(amounts, leaving[cell])
-        amounts = amounts + arriving.get(cell, [])
-        total = cell_total(amounts, cases.amount_kind, f"DRC {cell[0]} RTOM {cell[1]}")
-        cells.append(SummaryCell(cell[0], cell[1], len(amounts), total))
+        if isinstance(amounts, CellSum):
+            amounts = amounts.moved(leaving.get(cell, []), arriving.get(cell, []), cases.amount_kind)
+        else:
+            amounts = (without(amounts, leaving[cell]) if cell in leaving else amounts) + arriving.get(cell, [])
+        count, total = amounts_total(amounts, cases.amount_kind, f"DRC {cell[0]} RTOM {cell[1]}")
+        cells.append(SummaryCell(cell[0], cell[1], count, total))
     return tuple(cells)
 
 

@@ -54,6 +54,12 @@ INDEXES = (
     (TEMPLATES_COLLECTION, [("Template_Task_Id", 1), ("task_type", 1)], "template_id_type"),
     (TRANSACTIONS_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("summery_status", 1)], "batch_status"),
     (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("Case_Id", 1)], "batch_case"),
+    # The push-down read's cell reads (database_checks.fetch_batch_cells): a cell's lowest Case_Ids, in order,
+    # among its amended cases and among its cases never amended.
+    (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("RTOM", 1), ("NEW_DRC_ID", 1), ("Case_Id", 1)],
+     "batch_cell_amended"),
+    (CASES_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("RTOM", 1), ("DRC_Id", 1), ("NEW_DRC_ID", 1),
+                        ("Case_Id", 1)], "batch_cell_original"),
     (SUMMARY_COLLECTION, [("Case_Distribution_Batch_ID", 1), ("DRC_Id", 1), ("RTOM", 1)], "batch_drc_rtom"),
     (JOURNAL_COLLECTION, [("task_object_id", 1)], "journal_task"),
     (RUN_HISTORY_COLLECTION, [("started_dtm", -1)], "run_started"),
@@ -83,6 +89,13 @@ class SeqStatus(enum.StrEnum):
     CLOSE = "close"
 
 
+class BatchRead(enum.StrEnum):
+    """How a task reads its batch (docs/scale.md): every case, or on the server's side (each cell's count
+    and sum, then only the cases that can move; the whole batch when that cannot vouch for the plan)."""
+    FULL = "full"
+    PUSH_DOWN = "push-down"
+
+
 class JournalPhase(enum.StrEnum):
     """Where a task's writes stand (DRS_Amend.Task_Journal.phase)."""
     PLANNING = "planning"
@@ -110,8 +123,10 @@ class AmendStore:
     JOURNAL_LIMIT_BYTES = 16 * 2**20 - 64 * 2**10
 
     def __init__(self, database: Any, retry: RetryPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep, journal_limit_bytes: int = JOURNAL_LIMIT_BYTES):
+                 sleep: Callable[[float], None] = time.sleep, journal_limit_bytes: int = JOURNAL_LIMIT_BYTES,
+                 batch_read: BatchRead = BatchRead.FULL):
         self.database = database
+        self.batch_read = batch_read
         self.retry_policy = retry or RetryPolicy()
         self.journal_limit_bytes = journal_limit_bytes
         self._sleep = sleep
@@ -157,8 +172,9 @@ class StoppingStore(AmendStore):
     of a retry's pause): a second signal stops the run between two commands, as a crash would, and a
     later run finishes or undoes the task in hand (see docs/design.md, "Crash recovery")."""
 
-    def __init__(self, database: Any, retry: RetryPolicy | None, stop: StopRequest):
-        super().__init__(database, retry, sleep=stop.pause)
+    def __init__(self, database: Any, retry: RetryPolicy | None, stop: StopRequest,
+                 batch_read: BatchRead = BatchRead.FULL):
+        super().__init__(database, retry, sleep=stop.pause, batch_read=batch_read)
         self._stop = stop
 
     def read(self, what: str, operation: Callable[[], Result]) -> Result:

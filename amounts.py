@@ -11,12 +11,14 @@ import enum
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from bson.decimal128 import Decimal128
 
-from utils.Custom_Exceptions import TaskValidationError
+from utils.Custom_Exceptions import FullReadNeeded, TaskValidationError
 from utils.documents import INT64_MAX
 
 Amount = int | float | Decimal
@@ -71,9 +73,63 @@ def cell_total(amounts: Sequence[Any], kind: AmountKind, where: str) -> Any:
             raise TaskValidationError(f"{where}: Tot_Arrease cannot be summed exactly in the 34 digits of a "
                                       "Decimal128") from None
     try:
-        return round(math.fsum(float(amount) for amount in amounts), 2)
+        # + 0.0: a total of zero is 0.0, whatever the signs of the zeros summed (fsum of -0.0 alone is -0.0).
+        return round(math.fsum(float(amount) for amount in amounts), 2) + 0.0
     except OverflowError:
         raise TaskValidationError(f"{where}: Tot_Arrease exceeds the largest float") from None
+
+
+# A float total is vouched for while the amounts' distance from their cents, and the rounding of their sum,
+# stay this far below half a cent: rounding to cents then gives the cents' own sum.
+_CENTS_MARGIN = 0.004
+# Cents summed as doubles (a server's $sum) stay exact integers below 2**53.
+_EXACT_DOUBLE_INTEGERS = 2**53
+
+
+def cents_of(amount: Amount) -> int:
+    """An amount in cents, exactly (an amount that is no whole number of cents is refused by CellSum)."""
+    return round(Fraction(amount) * 100)
+
+
+@dataclass(frozen=True)
+class CellSum:
+    """A cell's amounts known by their number and exact sum only, as a server's $group gives them (the
+    push-down read), not one by one.
+
+    `units`: the exact sum, of the integers (AmountKind.INTEGER), or of the amounts in cents
+    (AmountKind.FLOAT, every amount being the double nearest a whole number of cents); `largest`: the
+    largest magnitude of an amount, which bounds how far the doubles lie from their cents.
+    """
+    count: int
+    units: int
+    largest: float
+
+    def moved(self, leaving: Sequence[Amount], arriving: Sequence[Amount], kind: AmountKind) -> "CellSum":
+        """The cell after cases left and arrived, their amounts known one by one."""
+        units_of = (lambda amount: int(amount)) if kind is AmountKind.INTEGER else cents_of
+        largest = max([self.largest, *(abs(float(amount)) for amount in arriving)])
+        return CellSum(self.count - len(leaving) + len(arriving),
+                       self.units - sum(map(units_of, leaving)) + sum(map(units_of, arriving)), largest)
+
+    def total(self, kind: AmountKind) -> int | float:
+        """What cell_total gives for the cell's amounts, or FullReadNeeded when that cannot be vouched for."""
+        if kind is AmountKind.INTEGER:
+            return self.units
+        if kind is not AmountKind.FLOAT:
+            raise FullReadNeeded("decimal amounts are summed exactly only one by one")
+        # fsum returns the double nearest the exact sum, which lies within count half-ulps of the cents' sum.
+        drift = self.count * math.ulp(self.largest) / 2
+        if abs(self.units) >= _EXACT_DOUBLE_INTEGERS or \
+                drift + math.ulp(abs(self.units) / 100 + drift + 1) >= _CENTS_MARGIN:
+            raise FullReadNeeded("the amounts are too large to round their sum to cents from the server's figures")
+        return float(Fraction(self.units, 100))
+
+
+def amounts_total(amounts: "Sequence[Any] | CellSum", kind: AmountKind, where: str) -> tuple[int, Any]:
+    """(number of amounts, Tot_Arrease) of a cell's amounts, listed or summed (CellSum)."""
+    if isinstance(amounts, CellSum):
+        return amounts.count, amounts.total(kind)
+    return len(amounts), cell_total(amounts, kind, where)
 
 
 def without(amounts: Iterable[Any], removed: Iterable[Any]) -> list[Any]:

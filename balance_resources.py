@@ -9,13 +9,15 @@ of its mapping's donor and receiver cells (the only cells `plan_transfer` reads)
 the rule, change `plan_transfer`.
 """
 
+import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from itertools import compress
 from typing import NamedTuple
 
-from utils.Custom_Exceptions import ResourceBalanceError
+from utils.Custom_Exceptions import FullReadNeeded, ResourceBalanceError
 
 DEFAULT_MIN_SHARE_KEPT = Fraction(1, 5)
 
@@ -26,8 +28,48 @@ class Cell(NamedTuple):
     rtom: str
 
 
-Holdings = Mapping[Cell, Sequence[int]]
+@dataclass(frozen=True)
+class LowestCases:
+    """A cell's cases known by their number and their lowest Case_Ids only (the push-down read: the rule
+    only ever takes a cell's lowest Case_Ids, so a plan needs no more of a cell than it takes from it).
+
+    `lowest` holds, sorted, every Case_Id of the cell up to `known_up_to` (math.inf: all of them;
+    -math.inf: none was read). Moving cases in and out keeps that true: the cases taken are the lowest,
+    and an arriving Case_Id above `known_up_to` is counted, not listed.
+    """
+    count: int
+    lowest: Sequence[int]
+    known_up_to: float
+
+    def __len__(self) -> int:
+        return self.count
+
+    def first(self, wanted: int) -> Iterator[int]:
+        """Up to `wanted` lowest Case_Ids, in order; FullReadNeeded on taking one that was not read (the
+        push-down read asked too little: never seen, a guard)."""
+        yield from self.lowest[:wanted]
+        if wanted > len(self.lowest) and self.known_up_to != math.inf:
+            raise FullReadNeeded(f"more than the {len(self.lowest)} lowest Case_Id(s) read of a cell of "
+                                 f"{self.count} taken")
+
+    def moved(self, departing: Collection[int], arriving: Iterable[int]) -> "LowestCases":
+        arriving = list(arriving)
+        listed = [case_id for case_id in arriving if case_id <= self.known_up_to]
+        lowest = sorted([case_id for case_id in self.lowest if case_id not in departing] + listed)
+        return LowestCases(self.count - len(departing) + len(arriving), lowest, self.known_up_to)
+
+
+CellCases = Sequence[int] | LowestCases
+Holdings = Mapping[Cell, CellCases]
 Move = tuple[int, Cell, Cell]
+
+
+def lowest_case_ids(case_ids: CellCases, wanted: int) -> Iterator[int]:
+    """The `wanted` lowest Case_Ids of a cell (all of them when it holds fewer), lowest first: the round robin
+    takes only as many as it needs."""
+    if isinstance(case_ids, LowestCases):
+        return case_ids.first(wanted)
+    return iter(sorted(case_ids)[:wanted])
 
 
 def is_transfer_count(value: object) -> bool:
@@ -116,7 +158,7 @@ def _give_backs(holdings: Holdings, receiver_drc: str, donor_drc: str, shared_rt
     """The receiver's `transfer_value` give-back moves, round robin over its pool's RTOMs (the fullest
     first, then by name), each RTOM giving its lowest Case_Ids first."""
     visit_order = sorted(shared_rtoms, key=lambda r: (-receiver_counts[r], r))
-    candidates = {r: iter(sorted(holdings[Cell(receiver_drc, r)])[:transfer_value]) for r in visit_order}
+    candidates = {r: lowest_case_ids(holdings[Cell(receiver_drc, r)], transfer_value) for r in visit_order}
     moves: list[Move] = []
     given_back = 0
     while given_back < transfer_value:
@@ -155,24 +197,28 @@ def plan_transfer(holdings: Holdings, receiver_drc: str, donor_drc: str, rtom: s
                                     share)
 
     moves = [(case_id, donor_cell, Cell(receiver_drc, rtom))
-             for case_id in sorted(holdings[donor_cell])[:transfer_value]]
+             for case_id in lowest_case_ids(holdings[donor_cell], transfer_value)]
     moves.extend(_give_backs(holdings, receiver_drc, donor_drc, shared_rtoms, receiver_counts, transfer_value))
     return moves
 
 
-def apply_moves(holdings: Holdings, moves: Iterable[Move]) -> dict[Cell, Sequence[int]]:
+def apply_moves(holdings: Holdings, moves: Iterable[Move]) -> dict[Cell, CellCases]:
     """A new index with `moves` applied; only the cells they touch are copied."""
     leaving: dict[Cell, set[int]] = {}
     arriving: dict[Cell, list[int]] = {}
     for case_id, from_cell, to_cell in moves:
         leaving.setdefault(from_cell, set()).add(case_id)
         arriving.setdefault(to_cell, []).append(case_id)
-    result: dict[Cell, Sequence[int]] = dict(holdings)
-    for cell, departing in leaving.items():
-        result[cell] = [case_id for case_id in result[cell] if case_id not in departing]
-    for cell, incoming in arriving.items():
-        result[cell] = list(result.get(cell, [])) + incoming
+    result: dict[Cell, CellCases] = dict(holdings)
+    for cell in [*leaving, *(cell for cell in arriving if cell not in leaving)]:
+        result[cell] = _moved(result.get(cell, []), leaving.get(cell, set()), arriving.get(cell, []))
     return result
+
+
+def _moved(case_ids: CellCases, departing: set[int], incoming: list[int]) -> CellCases:
+    if isinstance(case_ids, LowestCases):
+        return case_ids.moved(departing, incoming)
+    return [case_id for case_id in case_ids if case_id not in departing] + incoming
 
 
 def balance_resources(drcs: Mapping[int, tuple[str, str]], receiver_drc: str, donor_drc: str, rtom: str,

@@ -8,12 +8,13 @@ the document and the field to fix.
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, TypeVar
 
-from amend_plan import AmendRequest, BatchCases, Distribution
+from amend_plan import AmendRequest, BatchCases, Distribution, cases_taken
 from amend_store import (
     AMEND_FIELDS,
     AMEND_TASK_TYPE,
@@ -28,10 +29,10 @@ from amend_store import (
     SeqStatus,
     TaskStatus,
 )
-from amounts import Amount, kind_of, read_arrears
-from balance_resources import Cell, distribution_error, is_transfer_count
+from amounts import Amount, AmountKind, CellSum, kind_of, read_arrears
+from balance_resources import Cell, LowestCases, distribution_error, is_transfer_count
 from utils.cli import INT64_MAX
-from utils.Custom_Exceptions import TaskValidationError
+from utils.Custom_Exceptions import FullReadNeeded, TaskValidationError
 from utils.documents import BatchId, Document
 
 Result = TypeVar("Result")
@@ -410,6 +411,139 @@ def fetch_cases_for_batch(store: AmendStore, batch_id: BatchId,
     if not cases.assignment:
         raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
     return cases
+
+
+# --- the push-down read: each cell's count and sum from the server, then only the cases that can move ---
+
+# A case's current DRC, as read_case takes it: NEW_DRC_ID unless absent, null or empty, then DRC_Id.
+_CURRENT_DRC = {"$cond": [{"$in": [{"$ifNull": ["$NEW_DRC_ID", ""]}, [""]]}, "$DRC_Id", "$NEW_DRC_ID"]}
+_AMOUNT = {"$ifNull": ["$Arrease", 0]}
+# An amount in cents, rounded: for the double nearest a whole number of cents, that number (exactly, also
+# when a server sums them as doubles, below 2**53).
+_CENTS = {"$floor": {"$add": [{"$multiply": [_AMOUNT, 100]}, 0.5]}}
+_CELL_GROUP = {"$group": {
+    "_id": {"drc": _CURRENT_DRC, "rtom": "$RTOM", "original": "$DRC_Id"},
+    "count": {"$sum": 1},
+    "total": {"$sum": "$Arrease"},
+    "cents": {"$sum": _CENTS},
+    "not_cents": {"$sum": {"$cond": [{"$eq": [_AMOUNT, {"$divide": [_CENTS, 100]}]}, 0, 1]}},
+    "largest": {"$max": {"$abs": _AMOUNT}},
+}}
+_LARGEST_DOUBLE = 1.7976931348623157e308
+
+
+def _of_none_of(field: str, *types: str) -> Document:
+    return {"$nor": [{field: {"$type": kind}} for kind in types]}
+
+
+def _unplain_case_filter(batch_id: BatchId) -> Document:
+    """The cases of the batch that build_case_maps would refuse, or whose amounts only it sums exactly (a
+    decimal, a non-finite double): any of them sends the batch to the full read, which decides."""
+    batch_types = ("string",) if isinstance(batch_id, str) else ("int", "long")
+    return {"Case_Distribution_Batch_ID": batch_id, "$or": [
+        *({field: {"$type": "array"}} for field in ("Case_Distribution_Batch_ID", "Case_Id", "DRC_Id", "RTOM",
+                                                    "NEW_DRC_ID", "Arrease")),
+        _of_none_of("Case_Distribution_Batch_ID", *batch_types),
+        _of_none_of("Case_Id", "int", "long"),
+        _of_none_of("DRC_Id", "string"),
+        _of_none_of("RTOM", "string"),
+        {"$and": [{"NEW_DRC_ID": {"$ne": None}}, _of_none_of("NEW_DRC_ID", "string")]},
+        {"$and": [{"Arrease": {"$ne": None}}, _of_none_of("Arrease", "int", "long", "double")]},
+        {"Arrease": {"$type": "double", "$not": {"$gte": -_LARGEST_DOUBLE, "$lte": _LARGEST_DOUBLE}}},
+    ]}
+
+
+def _cell_filter(batch_id: BatchId, cell: Cell) -> Document:
+    """The cases of the batch whose current DRC and RTOM are the cell's."""
+    return {"Case_Distribution_Batch_ID": batch_id, "RTOM": cell.rtom,
+            "$or": [{"NEW_DRC_ID": cell.drc}, {"NEW_DRC_ID": {"$in": [None, ""]}, "DRC_Id": cell.drc}]}
+
+
+def _cell_sums(groups: Iterable[Document], kind: AmountKind) -> dict[Cell, CellSum]:
+    """{cell: CellSum} of the $group rows (one per cell and original DRC), their codes checked as read_case
+    checks them; FullReadNeeded when a code or a sum is not what the full read would take as is."""
+    sums: dict[Cell, CellSum] = {}
+    for group in groups:
+        key = group["_id"]
+        try:
+            cell = Cell(require_code(key.get("drc"), "DRC"), require_code(key.get("rtom"), "RTOM"))
+            require_code(key.get("original"), "DRC_Id")
+        except TaskValidationError as exc:
+            raise FullReadNeeded(f"a case has a malformed code ({exc})") from None
+        units = _units(group, kind)
+        known = sums.get(cell, CellSum(0, 0, 0.0))
+        sums[cell] = CellSum(known.count + group["count"], known.units + units,
+                             max(known.largest, float(group["largest"])))
+    return sums
+
+
+def _units(group: Document, kind: AmountKind) -> int:
+    """A $group row's exact sum: of its integers, or of its amounts in cents."""
+    if kind is AmountKind.INTEGER:
+        total = group["total"]
+        if type(total) is not int:
+            raise FullReadNeeded(f"the server's integer total is a {_kind(total)} (beyond Int64)")
+        return total
+    if group["not_cents"]:
+        raise FullReadNeeded(f"{group['not_cents']} amount(s) of DRC {group['_id'].get('drc')} RTOM "
+                             f"{group['_id'].get('rtom')} are no whole number of cents")
+    cents = group["cents"]
+    if not (isinstance(cents, int) or (isinstance(cents, float) and cents.is_integer())):
+        raise FullReadNeeded(f"the server's sum of cents is {cents!r}")
+    return int(cents)
+
+
+def _read_cell_figures(store: AmendStore, batch_id: BatchId) -> tuple[dict[Cell, CellSum], AmountKind]:
+    """Each cell's count and exact sum, and the batch's AmountKind, from the server: the batch read in
+    four commands whatever its size, or FullReadNeeded when a case is one the full read must judge."""
+    cases = store[CASES_COLLECTION]
+    unplain = store.read(f"looking for malformed cases of batch {batch_id}", lambda: cases.find_one(
+        _unplain_case_filter(batch_id), CASE_FIELDS))
+    if unplain is not None:
+        raise FullReadNeeded(f"case _id {unplain.get('_id')} is one the server's sums cannot vouch for")
+    duplicate = store.read(f"looking for a duplicated Case_Id in batch {batch_id}", lambda: list(cases.aggregate([
+        {"$match": {"Case_Distribution_Batch_ID": batch_id}}, {"$group": {"_id": "$Case_Id", "n": {"$sum": 1}}},
+        {"$match": {"n": {"$gt": 1}}}, {"$limit": 1}], allowDiskUse=True)))
+    if duplicate:
+        raise FullReadNeeded(f"Case_Id {duplicate[0]['_id']} appears more than once")
+    has_float = store.read(f"looking for a float amount in batch {batch_id}", lambda: cases.find_one(
+        {"Case_Distribution_Batch_ID": batch_id, "Arrease": {"$type": "double"}}, {"_id": 1})) is not None
+    kind = kind_of(has_float, False)
+    groups = store.read(f"counting the cases of batch {batch_id} by cell", lambda: list(cases.aggregate(
+        [{"$match": {"Case_Distribution_Batch_ID": batch_id}}, _CELL_GROUP], allowDiskUse=True)))
+    if not groups:
+        raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
+    return _cell_sums(groups, kind), kind
+
+
+def _fetch_lowest_cases(store: AmendStore, batch_id: BatchId, cell: Cell, wanted: int) -> list[Document]:
+    """The `wanted` lowest cases (by Case_Id) of a cell: an index batch_cell gives them without a sort."""
+    return store.read(f"reading the {wanted} lowest cases of DRC {cell.drc} RTOM {cell.rtom} of batch {batch_id}",
+                      lambda: list(store[CASES_COLLECTION].find(_cell_filter(batch_id, cell), CASE_FIELDS)
+                                   .sort("Case_Id", 1).limit(wanted)))
+
+
+def fetch_batch_cells(store: AmendStore, batch_id: BatchId, distributions: Sequence[Distribution],
+                      min_share_kept: Fraction) -> BatchCases:
+    """The batch as planning needs it, read on the server's side: each cell's count and exact sum, then
+    per cell the lowest Case_Ids the request can take from it (amend_plan.cases_taken, from the counts
+    alone), one indexed find each. The plan on it is the plan on the full read (tests prove it);
+    FullReadNeeded when that cannot be vouched for (a malformed or duplicated case, decimal amounts, sums
+    a server cannot give exactly): the caller then reads the batch whole."""
+    sums, kind = _read_cell_figures(store, batch_id)
+    counts = {cell: figures.count for cell, figures in sums.items()}
+    taken = cases_taken(counts, distributions, min_share_kept)
+    assignment: dict[int, Cell] = {}
+    arrears: dict[int, Amount] = {}
+    holdings: dict[Cell, LowestCases] = {cell: LowestCases(count, (), -math.inf) for cell, count in counts.items()}
+    for cell, wanted in sorted(taken.items()):
+        documents = _fetch_lowest_cases(store, batch_id, cell, wanted)
+        for document in documents:
+            case_id, _, _, amount = read_case(document, batch_id)
+            assignment[case_id], arrears[case_id] = cell, amount
+        lowest = [document["Case_Id"] for document in documents]
+        holdings[cell] = LowestCases(counts[cell], lowest, math.inf if len(lowest) == counts[cell] else lowest[-1])
+    return BatchCases(assignment=assignment, arrears=arrears, holdings=holdings, amounts=sums, amount_kind=kind)
 
 
 def fetch_case_count(store: AmendStore, batch_id: BatchId) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from amend_store import RUN_HISTORY_COLLECTION, AmendStore, Clock, StoppingStore, utc_now
+from amend_store import RUN_HISTORY_COLLECTION, AmendStore, BatchRead, Clock, StoppingStore, utc_now
 from coordination.claims import fetch_expired_claims
 from database_checks import fetch_amend_task_statuses, holds_the_job
 from dry_run import dry_run, dry_run_text
@@ -283,7 +283,10 @@ class JobRun:
         settings, log = self.settings, self.logger
         if not self.args.dry_run:
             self.stop.start_working()
-        store = StoppingStore(database, settings.job.retry, self.stop)
+        # On a server a task reads only what can move; the embedded engine reads the whole batch faster from
+        # its own store than it runs the push-down read's aggregations (docs/scale.md).
+        store = StoppingStore(database, settings.job.retry, self.stop,
+                              BatchRead.FULL if settings.database.is_embedded else BatchRead.PUSH_DOWN)
         if not holds_the_job(store):
             raise DatabaseConnectionError(
                 f"database {settings.database.db_name} on {settings.database.redacted_uri} holds no System_tasks and "

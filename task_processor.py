@@ -11,8 +11,8 @@ from functools import partial
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
-from amend_plan import AmendPlan, BatchCases, PlannedWrites, plan_amend
-from amend_store import COUNTERS_COLLECTION, AmendStore, Clock, JournalPhase, TaskStatus, utc_now
+from amend_plan import AmendPlan, AmendRequest, BatchCases, PlannedWrites, plan_amend
+from amend_store import COUNTERS_COLLECTION, AmendStore, BatchRead, Clock, JournalPhase, TaskStatus, utc_now
 from balance_resources import Cell
 from coordination.claims import (
     claim_task,
@@ -36,6 +36,7 @@ from database_checks import (
     batch_of,
     fetch_amend_task_statuses,
     fetch_and_validate_template_task,
+    fetch_batch_cells,
     fetch_case_count,
     fetch_case_prior_values,
     fetch_cases_for_batch,
@@ -55,7 +56,13 @@ from update_databases import (
 )
 from utils.collector import collector_paused
 from utils.config import JobSettings
-from utils.Custom_Exceptions import BatchBusyError, ClaimLostError, DatabaseUpdateError, TaskProcessingError
+from utils.Custom_Exceptions import (
+    BatchBusyError,
+    ClaimLostError,
+    DatabaseUpdateError,
+    FullReadNeeded,
+    TaskProcessingError,
+)
 from utils.documents import BatchId, Document
 from utils.loggers import get_logger, progress_bar, progress_shown
 from utils.secrets import scrub
@@ -188,25 +195,60 @@ def plan_batch(store: AmendStore, batch_id: BatchId, settings: JobSettings,
                label: str) -> tuple[BatchCases, list[Document], AmendPlan]:
     """Read a batch's amend request, cases and summary, and plan the request: (cases, summary rows, plan).
 
-    Logs one line per phase with its counts and duration, never one per case.
+    The cases are read as the store says (AmendStore.batch_read): all of them, or on the server's side,
+    then all of them when that cannot vouch for the plan (logged with the reason). Logs one line per
+    phase with its counts and duration, never one per case.
     """
-    started = time.monotonic()
     request = fetch_transaction_details(store, batch_id)
-    # The bar shows the share read and the time left; the count it needs is only asked for when it is shown.
-    total = fetch_case_count(store, batch_id) if progress_shown() else None
-    with collector_paused():
-        cases = fetch_cases_for_batch(store, batch_id, lambda cursor: progress_bar(
-            cursor, f"reading batch {batch_id}", "case", total=total))
+    push_down = store.batch_read is BatchRead.PUSH_DOWN
+    try:
+        cases = _read_cases(store, batch_id, request, settings, label, push_down)
+    except FullReadNeeded as reason:
+        cases, push_down = _read_whole_batch(store, batch_id, request, settings, label, reason), False
     summary_rows = fetch_summary_rows(store, batch_id)
-    log.info("%s: read %d case(s) in %d cell(s) of batch %s in %.2f s", label, len(cases.assignment),
-             len(cases.holdings), batch_id, time.monotonic() - started)
+    existing_cells = summary_cell_keys(summary_rows, batch_id)
+    try:
+        plan = _plan(batch_id, request, cases, existing_cells, settings, label)
+    except FullReadNeeded as reason:
+        if not push_down:
+            raise
+        cases = _read_whole_batch(store, batch_id, request, settings, label, reason)
+        plan = _plan(batch_id, request, cases, existing_cells, settings, label)
+    return cases, summary_rows, plan
+
+
+def _read_whole_batch(store: AmendStore, batch_id: BatchId, request: AmendRequest, settings: JobSettings,
+                      label: str, reason: FullReadNeeded) -> BatchCases:
+    log.info("%s: reading the whole batch %s: %s", label, batch_id, reason)
+    return _read_cases(store, batch_id, request, settings, label, push_down=False)
+
+
+def _read_cases(store: AmendStore, batch_id: BatchId, request: AmendRequest, settings: JobSettings, label: str,
+                push_down: bool) -> BatchCases:
     started = time.monotonic()
     with collector_paused():
-        plan = plan_amend(batch_id, request, cases, summary_cell_keys(summary_rows, batch_id),
-                          settings.min_share_kept)
+        if push_down:
+            cases = fetch_batch_cells(store, batch_id, request.distributions, settings.min_share_kept)
+        else:
+            # The bar shows the share read and the time left; the count it needs is only asked for when shown.
+            total = fetch_case_count(store, batch_id) if progress_shown() else None
+            cases = fetch_cases_for_batch(store, batch_id, lambda cursor: progress_bar(
+                cursor, f"reading batch {batch_id}", "case", total=total))
+    batch_size = sum(map(len, cases.holdings.values()))
+    log.info("%s: read %s case(s) in %d cell(s) of batch %s in %.2f s", label,
+             f"{len(cases.assignment)} of the {batch_size}" if push_down else batch_size, len(cases.holdings),
+             batch_id, time.monotonic() - started)
+    return cases
+
+
+def _plan(batch_id: BatchId, request: AmendRequest, cases: BatchCases, existing_cells: set[Cell],
+          settings: JobSettings, label: str) -> AmendPlan:
+    started = time.monotonic()
+    with collector_paused():
+        plan = plan_amend(batch_id, request, cases, existing_cells, settings.min_share_kept)
     log.info("%s: planned %d distribution(s): %d case(s) to reassign, %d summary cell(s) in %.2f s", label,
              len(request.distributions), len(plan.changes), len(plan.summary), time.monotonic() - started)
-    return cases, summary_rows, plan
+    return plan
 
 
 def read_and_plan(attempt: TaskAttempt, batch_id: BatchId) -> PlannedWrites:

@@ -26,6 +26,7 @@ from amend_store import (
     TRANSACTIONS_COLLECTION,
     WRITE_COMMANDS,
     AmendStore,
+    BatchRead,
 )
 from database_update import read_fixtures
 from history.records import History, parse_run
@@ -77,8 +78,13 @@ def new_database() -> mongomock.Database:
     return mongomock.MongoClient()["drs_case_distribution_db"]
 
 
+# How the suite's stores read a batch: the full read unless DRS_TEST_BATCH_READ=push-down (one of CI's passes runs
+# the whole suite so, which proves the push-down read gives every outcome the full read gives).
+BATCH_READ = BatchRead(os.environ.get("DRS_TEST_BATCH_READ", BatchRead.FULL))
+
+
 def store_of(database, sleep=no_sleep, settings=SETTINGS, **options) -> AmendStore:
-    return AmendStore(database, settings.retry, sleep, **options)
+    return AmendStore(database, settings.retry, sleep, **{"batch_read": BATCH_READ, **options})
 
 
 def fresh_db() -> mongomock.Database:

@@ -11,6 +11,7 @@ from amend_store import (
     TASKS_COLLECTION,
     TRANSACTIONS_COLLECTION,
     WRITE_COMMANDS,
+    BatchRead,
 )
 from fixture_generator import BatchShape, generate_batch
 from tests.instruments import CommandLog
@@ -20,11 +21,11 @@ from update_databases import reset_collections
 DATA_COLLECTIONS = (CASES_COLLECTION, SUMMARY_COLLECTION, TRANSACTIONS_COLLECTION)
 
 
-def run_counted(shape):
+def run_counted(shape, batch_read=BatchRead.FULL):
     db = new_database()
     reset_collections(store_of(db), generate_batch(shape))
     counting = CommandLog()
-    report = run_job(disturbed(db, counting))
+    report = run_job(disturbed(db, counting), batch_read=batch_read)
     assert [o.status for o in report.outcomes] == ["completed"], report.outcomes
     return counting, report.cases_moved, db
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from amend_store import BatchRead
 from balance_resources import DEFAULT_MIN_SHARE_KEPT
 from tests.support import PROJECT_ROOT, FakeStream, run_job, uri_with_password
 from utils.config import CONFIG_FILES, DEFAULT_LEASE, load_config, load_database_settings, load_job_settings
@@ -161,11 +162,13 @@ def test_the_progress_bar_shows_only_on_a_terminal():
         assert ("batch 005" in stream.text) is terminal
 
 
-def test_a_run_logs_one_line_per_phase(db, settings, caplog):
+@pytest.mark.parametrize("batch_read, read", [(BatchRead.FULL, "read 31 case(s)"),
+                                               (BatchRead.PUSH_DOWN, "read 4 of the 31 case(s)")])
+def test_a_run_logs_one_line_per_phase(db, settings, caplog, batch_read, read):
     with caplog.at_level(logging.INFO, logger="drs_amend"):
-        run_job(db, settings=settings)
+        run_job(db, settings=settings, batch_read=batch_read)
     messages = [record.getMessage() for record in caplog.records]
-    assert any("read 31 case(s) in 6 cell(s) of batch 005 in" in m for m in messages)
+    assert any(f"{read} in 6 cell(s) of batch 005 in" in m for m in messages), messages
     assert any("planned 1 distribution(s): 4 case(s) to reassign, 6 summary cell(s) in" in m for m in messages)
     assert any("wrote 4 case(s) and 6 summary row(s), closed seq 2 in" in m for m in messages)
     assert len(messages) < 20

@@ -31,3 +31,9 @@ class BatchBusyError(TaskProcessingError):
 
 class ClaimLostError(TaskProcessingError):
     """The task's claim expired and another run took it over; this run must not touch it again."""
+
+
+class FullReadNeeded(Exception):  # noqa: N818 - a signal to read the batch whole, not an error anybody sees
+    """The push-down read cannot vouch for a batch's plan (a case the job would refuse, amounts the server
+    cannot sum exactly, a duplicated Case_Id...): the batch is read whole instead, and that read decides.
+    Caught where the batch is read; never a task's outcome."""

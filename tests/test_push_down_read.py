@@ -1,0 +1,288 @@
+"""The push-down read (database_checks.fetch_batch_cells, BatchRead.PUSH_DOWN) plans exactly what the full read
+plans: the same cases moved, the same refusals and errors, the same summary to the bit, on random batches
+(hypothesis), on every fixture and on generated batches; and it reads only the cases that can move, in a number
+of commands that does not grow with the batch."""
+
+import math
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from bson.decimal128 import Decimal128
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amend_plan import Distribution, apply_distributions, cases_taken
+from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION, BatchRead
+from amounts import AmountKind, CellSum, cell_total
+from balance_resources import Cell, LowestCases, index_by_cell, lowest_case_ids
+from fixture_generator import BatchShape, generate_batch
+from task_processor import plan_batch
+from tests.instruments import CommandLog
+from tests.support import (
+    SETTINGS,
+    add_batch,
+    add_template,
+    copy_of,
+    disturbed,
+    fresh_db,
+    new_database,
+    run_job,
+    store_of,
+)
+from update_databases import reset_collections
+from utils.Custom_Exceptions import FullReadNeeded, TaskProcessingError
+
+DRCS = ("D1", "D2", "D3")
+RTOMS = ("CW", "AG", "KT")
+
+
+def planned(db, batch_read, batch_id="B"):
+    """What plan_batch gives with `batch_read`: the plan, with every summary total's type and exact value, or the
+    error it raised."""
+    try:
+        _, _, plan = plan_batch(store_of(db, batch_read=batch_read), batch_id, SETTINGS, "test")
+    except TaskProcessingError as exc:
+        return type(exc).__name__, str(exc)
+    totals = [(cell.drc, cell.rtom, cell.count, type(cell.total_arrears), repr(cell.total_arrears))
+              for cell in plan.summary]
+    return plan.changes, plan.description, totals
+
+
+def whole_reads(monkeypatch):
+    """The number of full reads of a batch, counted as they happen."""
+    import task_processor
+
+    calls = []
+    real = task_processor.fetch_cases_for_batch
+    monkeypatch.setattr(task_processor, "fetch_cases_for_batch", lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+# --- random batches ---------------------------------------------------------------------------------------------
+
+CENTS = st.integers(-10**6, 10**9).map(lambda cents: cents / 100)
+AMOUNTS = {
+    "cents": CENTS,
+    "integers": st.integers(-10**6, 10**9),
+    "cents and integers": st.one_of(CENTS, st.integers(-10**6, 10**6), st.none()),
+    "any float": st.floats(-1e12, 1e12, allow_nan=False),
+    "huge": st.one_of(CENTS, st.sampled_from([2**62, 2**63 - 1, 1e300, 9.99e15])),
+    "decimals": st.one_of(CENTS, st.decimals(-10**6, 10**6, places=3).map(Decimal128)),
+}
+# A document the full read refuses, or whose amount only the full read sums: any of them is read whole.
+HOSTILE = {
+    "Case_Id as text": {"Case_Id": "7"}, "Case_Id a float": {"Case_Id": 7.0}, "Case_Id a bool": {"Case_Id": True},
+    "no RTOM": {"RTOM": None}, "RTOM padded": {"RTOM": " CW"}, "DRC_Id empty": {"DRC_Id": ""},
+    "DRC_Id a number": {"DRC_Id": 4}, "NEW_DRC_ID a number": {"NEW_DRC_ID": 5},
+    "NEW_DRC_ID a list": {"NEW_DRC_ID": ["D1"]}, "NEW_DRC_ID blank": {"NEW_DRC_ID": "  "},
+    "Arrease text": {"Arrease": "12"}, "Arrease NaN": {"Arrease": math.nan}, "Arrease infinite": {"Arrease": -math.inf},
+    "Arrease a bool": {"Arrease": True}, "batch in a list": {"batch": ["B"]}, "Arrease a list": {"Arrease": [1]},
+    "Arrease a decimal": {"Arrease": Decimal128("1.5")},
+}
+
+
+@st.composite
+def batches(draw):
+    """(case documents, distributions) of a batch "B" with 1 to 80 cases over 3 DRCs and 3 RTOMs."""
+    size = draw(st.integers(1, 80))
+    case_ids = draw(st.lists(st.integers(1, 10**6), min_size=size, max_size=size, unique=True))
+    amounts = AMOUNTS[draw(st.sampled_from(sorted(AMOUNTS)))]
+    cases = []
+    for case_id in case_ids:
+        case = {"Case_Id": case_id, "Case_Distribution_Batch_ID": "B", "DRC_Id": draw(st.sampled_from(DRCS)),
+                "RTOM": draw(st.sampled_from(RTOMS))}
+        amended = draw(st.sampled_from(["absent", None, "", *DRCS]))
+        if amended != "absent":
+            case["NEW_DRC_ID"] = amended
+        amount = draw(amounts)
+        if amount is not None:
+            case["Arrease"] = amount
+        cases.append(case)
+    if draw(st.integers(0, 9)) == 0:
+        hostile = dict(HOSTILE[draw(st.sampled_from(sorted(HOSTILE)))])
+        if "batch" in hostile:
+            hostile["Case_Distribution_Batch_ID"] = hostile.pop("batch")
+        cases[draw(st.integers(0, size - 1))].update(hostile)
+    if draw(st.integers(0, 19)) == 0:
+        cases.append(dict(draw(st.sampled_from(cases)), DRC_Id=draw(st.sampled_from(DRCS))))  # a duplicated Case_Id
+    distributions = []
+    for _ in range(draw(st.integers(1, 3))):
+        donor = draw(st.sampled_from(DRCS))
+        receiver = draw(st.sampled_from([drc for drc in DRCS if drc != donor] if draw(st.integers(0, 19)) else DRCS))
+        distributions.append({"rtom": draw(st.sampled_from(RTOMS)), "donor_drc_id": donor,
+                              "receiver_drc_id": receiver, "transfer_count": draw(st.integers(1, 4))})
+    return cases, distributions
+
+
+def batch_database(cases, distributions):
+    db = new_database()
+    add_template(db)
+    add_batch(db, "B", {}, distributions)
+    db[CASES_COLLECTION].insert_many([dict(case) for case in cases])
+    return db
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_both_reads_plan_the_same_on_random_batches(batch):
+    db = batch_database(*batch)
+    assert planned(db, BatchRead.PUSH_DOWN) == planned(db, BatchRead.FULL)
+
+
+# --- whole runs, fixtures and generated batches --------------------------------------------------------------------
+
+def outcome_of_a_run(db, batch_read):
+    """What a run leaves in the data collections, the fields a run chooses afresh (its identity, new rows' _ids,
+    its claim) left out."""
+    db = copy_of(db)
+    run_job(db, batch_read=batch_read)
+    return {
+        CASES_COLLECTION: sorted(db[CASES_COLLECTION].find({}, {"_id": 0}), key=repr),
+        SUMMARY_COLLECTION: sorted(db[SUMMARY_COLLECTION].find({}, {"_id": 0}), key=repr),
+        TRANSACTIONS_COLLECTION: list(db[TRANSACTIONS_COLLECTION].find()),
+        TASKS_COLLECTION: [(task["_id"], task["task_status"], task.get("status_description"))
+                           for task in db[TASKS_COLLECTION].find()],
+    }
+
+
+def test_both_reads_leave_the_fixtures_the_same(monkeypatch):
+    db = fresh_db()
+    full = outcome_of_a_run(db, BatchRead.FULL)
+    reads = whole_reads(monkeypatch)
+    assert outcome_of_a_run(db, BatchRead.PUSH_DOWN) == full
+    assert reads == []
+    # both open amend tasks completed, beside the one completed before; the other type's task stays open
+    assert sorted(task[1] for task in full[TASKS_COLLECTION]) == ["completed"] * 3 + ["open"]
+
+
+@pytest.mark.parametrize("shape", [
+    BatchShape(3_000, drcs=4, rtoms=4, distributions=3, seed=1),
+    BatchShape(3_000, drcs=2, rtoms=3, distributions=3, transfer_share=0.3, seed=2),
+    BatchShape(2_000, drcs=10, rtoms=16, distributions=3, seed=3),
+], ids=["few-moves", "a-third-moves", "many-cells"])
+def test_both_reads_leave_a_generated_batch_the_same(shape, monkeypatch):
+    db = new_database()
+    reset_collections(store_of(db), generate_batch(shape))
+    full = outcome_of_a_run(db, BatchRead.FULL)
+    reads = whole_reads(monkeypatch)
+    assert outcome_of_a_run(db, BatchRead.PUSH_DOWN) == full
+    assert reads == []
+    assert full[TASKS_COLLECTION][0][1] == "completed"
+
+
+# --- what it reads ----------------------------------------------------------------------------------------------
+
+def documents_read(counting_commands, db, shape, batch_read):
+    """(commands of the task, case documents the reads returned) of one run."""
+    returned = []
+
+    def hook(collection, command, call, args):
+        result = counting_commands(collection, command, call, args)
+        if collection != CASES_COLLECTION or command not in ("find", "aggregate", "find_one"):
+            return result
+        if command == "find_one":
+            returned.append(0 if result is None else 1)
+            return result
+        return _Counted(result, returned)
+
+    reset_collections(store_of(db), generate_batch(shape))
+    report = run_job(disturbed(db, hook), batch_read=batch_read)
+    assert [outcome.status for outcome in report.outcomes] == ["completed"]
+    return counting_commands.commands_of_first_task(), sum(returned), report.cases_moved
+
+
+class _Counted:
+    """A cursor whose documents are counted as they are taken (sort and limit pass through)."""
+
+    def __init__(self, cursor, returned):
+        self._cursor, self._returned = cursor, returned
+
+    def sort(self, *args):
+        return _Counted(self._cursor.sort(*args), self._returned)
+
+    def limit(self, count):
+        return _Counted(self._cursor.limit(count), self._returned)
+
+    def __iter__(self):
+        for document in self._cursor:
+            self._returned.append(1)
+            yield document
+
+
+def test_a_task_reads_only_the_cases_that_can_move_in_few_commands():
+    shape = BatchShape(5_000, distributions=3, seed=4)
+    commands, read, moved = documents_read(CommandLog(), new_database(), shape, BatchRead.PUSH_DOWN)
+    full_commands, full_read, full_moved = documents_read(CommandLog(), new_database(), shape, BatchRead.FULL)
+    assert moved == full_moved and full_read > 5_000
+    # one $group row per cell (10 DRCs x 8 RTOMs, none amended yet); the cases the three distributions take, some
+    # of them twice (a case given and given back), then the prior values of the changed ones
+    assert read <= 10 * 8 + 4 * moved, (read, moved)
+    assert len(commands) <= 40, commands
+    assert len(full_commands) < len(commands)
+
+
+# --- the parts ----------------------------------------------------------------------------------------------------
+
+def test_cases_taken_counts_what_the_rule_takes_from_each_cell():
+    holdings = index_by_cell({case_id: (DRCS[case_id % 3], RTOMS[case_id // 3 % 3]) for case_id in range(90)})
+    distributions = (Distribution("CW", "D2", "D1", 3), Distribution("AG", "D1", "D3", 2),
+                     Distribution("CW", "D1", "D2", 1))
+    _, moved = apply_distributions(holdings, distributions, Fraction(1, 5))
+    taken = cases_taken({cell: len(ids) for cell, ids in holdings.items()}, distributions, Fraction(1, 5))
+    assert sum(taken.values()) == 2 * (3 + 2 + 1)
+    assert {cell for cell in taken} >= {Cell("D2", "CW"), Cell("D1", "AG")}
+    assert len(moved) <= sum(taken.values())
+
+
+def test_lowest_cases_gives_what_was_read_and_refuses_more():
+    cell = LowestCases(10, [3, 5, 8], known_up_to=8)
+    assert list(lowest_case_ids(cell, 2)) == [3, 5]
+    with pytest.raises(FullReadNeeded):
+        list(lowest_case_ids(cell, 4))
+    assert list(lowest_case_ids(LowestCases(3, [3, 5, 8], known_up_to=math.inf), 4)) == [3, 5, 8]
+    moved = cell.moved({3}, [4, 20])
+    assert (moved.count, list(moved.lowest)) == (11, [4, 5, 8])  # 20 is above what was read: counted only
+
+
+@pytest.mark.parametrize("amounts", [[0.1, 0.2, 12.34], [1e9 / 100, -5.55, 7], [19.99] * 1000, [3], [-0.0], [0.5, -0.5]])
+def test_a_cell_sum_gives_cell_totals_float_total(amounts):
+    cents = sum(round(Fraction(amount) * 100) for amount in amounts)
+    figures = CellSum(len(amounts), cents, max(abs(amount) for amount in amounts))
+    assert repr(figures.total(AmountKind.FLOAT)) == repr(cell_total(amounts, AmountKind.FLOAT, "cell"))
+
+
+def test_a_cell_sum_refuses_what_it_cannot_vouch_for():
+    with pytest.raises(FullReadNeeded, match="too large"):
+        CellSum(10**6, 10**16, 1e14).total(AmountKind.FLOAT)
+    with pytest.raises(FullReadNeeded, match="decimal"):
+        CellSum(1, 5, 5.0).total(AmountKind.DECIMAL)
+    assert CellSum(2, 2**70, 2.0**69).total(AmountKind.INTEGER) == 2**70
+    assert CellSum(0, 0, 0.0).total(AmountKind.FLOAT) == 0.0
+
+
+@pytest.mark.parametrize("hostile, reason", [
+    ({"Arrease": Decimal128("1.25")}, "cannot vouch"), ({"Arrease": 0.3000000001}, "no whole number of cents"),
+    ({"Case_Id": 2}, "appears more than once"), ({"DRC_Id": " D1"}, "malformed code"), ({"RTOM": 5}, "cannot vouch"),
+])
+def test_a_batch_the_push_down_read_cannot_vouch_for_is_read_whole_and_says_why(hostile, reason, caplog, monkeypatch):
+    db = new_database()
+    add_template(db)
+    add_batch(db, "B", {"D1": {"CW": 5, "AG": 5}, "D2": {"CW": 5, "AG": 5}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
+    db[CASES_COLLECTION].update_one({"Case_Id": 1}, {"$set": hostile})
+    reads = whole_reads(monkeypatch)
+    with caplog.at_level("INFO", logger="drs_amend"):
+        pushed = planned(db, BatchRead.PUSH_DOWN)
+    assert len(reads) == 1
+    assert pushed == planned(db, BatchRead.FULL)
+    assert any("reading the whole batch B: " in message and reason in message for message in caplog.messages)
+
+
+def test_an_amend_of_a_batch_of_decimals_is_exact_either_way():
+    db = new_database()
+    add_template(db)
+    add_batch(db, "B", {"D1": {"CW": 3, "AG": 3}, "D2": {"CW": 3, "AG": 3}},
+              [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
+    db[CASES_COLLECTION].update_many({}, {"$set": {"Arrease": Decimal128(Decimal("0.1"))}})
+    assert planned(db, BatchRead.PUSH_DOWN) == planned(db, BatchRead.FULL)
