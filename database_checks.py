@@ -430,6 +430,11 @@ _CELL_GROUP = {"$group": {
     "largest": {"$max": {"$abs": _AMOUNT}},
 }}
 _LARGEST_DOUBLE = 1.7976931348623157e308
+# A request taking from more cells than this reads their lowest cases in one aggregation, not one find each, so
+# that a task's commands stay under 40 whatever the number of RTOMs; unless it takes more cases than this in
+# all, which one answer (16 MB at most) could not hold.
+MAX_CELL_FINDS = 12
+MAX_CASES_AGGREGATED = 50_000
 
 
 def _of_none_of(field: str, *types: str) -> Document:
@@ -453,9 +458,9 @@ def _unplain_case_filter(batch_id: BatchId) -> Document:
     ]}
 
 
-def _cell_filter(batch_id: BatchId, cell: Cell) -> Document:
-    """The cases of the batch whose current DRC and RTOM are the cell's."""
-    return {"Case_Distribution_Batch_ID": batch_id, "RTOM": cell.rtom,
+def _cell_condition(cell: Cell) -> Document:
+    """The cases whose current DRC and RTOM are the cell's."""
+    return {"RTOM": cell.rtom,
             "$or": [{"NEW_DRC_ID": cell.drc}, {"NEW_DRC_ID": {"$in": [None, ""]}, "DRC_Id": cell.drc}]}
 
 
@@ -494,21 +499,22 @@ def _units(group: Document, kind: AmountKind) -> int:
 
 
 def _read_cell_figures(store: AmendStore, batch_id: BatchId) -> tuple[dict[Cell, CellSum], AmountKind]:
-    """Each cell's count and exact sum, and the batch's AmountKind, from the server: the batch read in
-    four commands whatever its size, or FullReadNeeded when a case is one the full read must judge."""
+    """Each cell's count and exact sum, and the batch's AmountKind, from the server in two commands whatever
+    the batch's size: FullReadNeeded when a case is one the full read must judge (found first, so that the
+    sums only ever meet plain numbers)."""
     cases = store[CASES_COLLECTION]
-    unplain = store.read(f"looking for malformed cases of batch {batch_id}", lambda: cases.find_one(
-        _unplain_case_filter(batch_id), CASE_FIELDS))
-    if unplain is not None:
-        raise FullReadNeeded(f"case _id {unplain.get('_id')} is one the server's sums cannot vouch for")
-    duplicate = store.read(f"looking for a duplicated Case_Id in batch {batch_id}", lambda: list(cases.aggregate([
-        {"$match": {"Case_Distribution_Batch_ID": batch_id}}, {"$group": {"_id": "$Case_Id", "n": {"$sum": 1}}},
-        {"$match": {"n": {"$gt": 1}}}, {"$limit": 1}], allowDiskUse=True)))
-    if duplicate:
-        raise FullReadNeeded(f"Case_Id {duplicate[0]['_id']} appears more than once")
-    has_float = store.read(f"looking for a float amount in batch {batch_id}", lambda: cases.find_one(
-        {"Case_Distribution_Batch_ID": batch_id, "Arrease": {"$type": "double"}}, {"_id": 1})) is not None
-    kind = kind_of(has_float, False)
+    (found,) = store.read(f"looking for cases of batch {batch_id} only the full read judges", lambda: list(
+        cases.aggregate([{"$match": {"Case_Distribution_Batch_ID": batch_id}}, {"$facet": {
+            "unplain": [{"$match": _unplain_case_filter(batch_id)}, {"$limit": 1}, {"$project": {"_id": 1}}],
+            "duplicated": [{"$group": {"_id": "$Case_Id", "n": {"$sum": 1}}}, {"$match": {"n": {"$gt": 1}}},
+                           {"$limit": 1}],
+            "float": [{"$match": {"Arrease": {"$type": "double"}}}, {"$limit": 1}, {"$project": {"_id": 1}}]}}],
+            allowDiskUse=True)))
+    if found["unplain"]:
+        raise FullReadNeeded(f"case _id {found['unplain'][0]['_id']} is one the server's sums cannot vouch for")
+    if found["duplicated"]:
+        raise FullReadNeeded(f"Case_Id {found['duplicated'][0]['_id']} appears more than once")
+    kind = kind_of(bool(found["float"]), False)
     groups = store.read(f"counting the cases of batch {batch_id} by cell", lambda: list(cases.aggregate(
         [{"$match": {"Case_Distribution_Batch_ID": batch_id}}, _CELL_GROUP], allowDiskUse=True)))
     if not groups:
@@ -516,28 +522,43 @@ def _read_cell_figures(store: AmendStore, batch_id: BatchId) -> tuple[dict[Cell,
     return _cell_sums(groups, kind), kind
 
 
-def _fetch_lowest_cases(store: AmendStore, batch_id: BatchId, cell: Cell, wanted: int) -> list[Document]:
-    """The `wanted` lowest cases (by Case_Id) of a cell: an index batch_cell gives them without a sort."""
-    return store.read(f"reading the {wanted} lowest cases of DRC {cell.drc} RTOM {cell.rtom} of batch {batch_id}",
-                      lambda: list(store[CASES_COLLECTION].find(_cell_filter(batch_id, cell), CASE_FIELDS)
-                                   .sort("Case_Id", 1).limit(wanted)))
+def _fetch_lowest_cases_of_cell(store: AmendStore, batch_id: BatchId, cell: Cell, count: int) -> list[Document]:
+    return store.read(f"reading the {count} lowest cases of DRC {cell.drc} RTOM {cell.rtom} of batch {batch_id}",
+                      lambda: list(store[CASES_COLLECTION].find(
+                          {"Case_Distribution_Batch_ID": batch_id, **_cell_condition(cell)}, CASE_FIELDS)
+                          .sort("Case_Id", 1).limit(count)))
+
+
+def _fetch_lowest_cases(store: AmendStore, batch_id: BatchId, wanted: Mapping[Cell, int]) -> dict[Cell, list[Document]]:
+    """{cell: its `wanted` lowest cases by Case_Id}: one indexed find per cell (indexes batch_cell_*), or, for
+    more cells than MAX_CELL_FINDS, one aggregation that reads them all (the batch's cases of those cells in
+    Case_Id order, each cell taking its first ones) while its answer stays far under the 16 MB limit."""
+    cells = sorted(wanted)
+    if len(cells) <= MAX_CELL_FINDS or sum(wanted.values()) > MAX_CASES_AGGREGATED:
+        return {cell: _fetch_lowest_cases_of_cell(store, batch_id, cell, wanted[cell]) for cell in cells}
+    facets = {f"cell{number}": [{"$match": _cell_condition(cell)}, {"$limit": wanted[cell]}]
+              for number, cell in enumerate(cells)}
+    (found,) = store.read(f"reading the lowest cases of {len(cells)} cells of batch {batch_id}", lambda: list(
+        store[CASES_COLLECTION].aggregate([
+            {"$match": {"Case_Distribution_Batch_ID": batch_id, "$or": [_cell_condition(cell) for cell in cells]}},
+            {"$project": CASE_FIELDS}, {"$sort": {"Case_Id": 1}}, {"$facet": facets}], allowDiskUse=True)))
+    return {cell: found[f"cell{number}"] for number, cell in enumerate(cells)}
 
 
 def fetch_batch_cells(store: AmendStore, batch_id: BatchId, distributions: Sequence[Distribution],
                       min_share_kept: Fraction) -> BatchCases:
     """The batch as planning needs it, read on the server's side: each cell's count and exact sum, then
     per cell the lowest Case_Ids the request can take from it (amend_plan.cases_taken, from the counts
-    alone), one indexed find each. The plan on it is the plan on the full read (tests prove it);
-    FullReadNeeded when that cannot be vouched for (a malformed or duplicated case, decimal amounts, sums
-    a server cannot give exactly): the caller then reads the batch whole."""
+    alone). The plan on it is the plan on the full read (tests prove it); FullReadNeeded when that cannot
+    be vouched for (a malformed or duplicated case, decimal amounts, sums a server cannot give exactly):
+    the caller then reads the batch whole."""
     sums, kind = _read_cell_figures(store, batch_id)
     counts = {cell: figures.count for cell, figures in sums.items()}
-    taken = cases_taken(counts, distributions, min_share_kept)
     assignment: dict[int, Cell] = {}
     arrears: dict[int, Amount] = {}
     holdings: dict[Cell, LowestCases] = {cell: LowestCases(count, (), -math.inf) for cell, count in counts.items()}
-    for cell, wanted in sorted(taken.items()):
-        documents = _fetch_lowest_cases(store, batch_id, cell, wanted)
+    read = _fetch_lowest_cases(store, batch_id, cases_taken(counts, distributions, min_share_kept))
+    for cell, documents in read.items():
         for document in documents:
             case_id, _, _, amount = read_case(document, batch_id)
             assignment[case_id], arrears[case_id] = cell, amount

@@ -103,6 +103,45 @@ def measure_commands(size: int) -> dict[str, Any]:
             "documents_written": counting.documents_written_by_first_task()}
 
 
+def measure_server_path(size: int, batch_read: str) -> dict[str, Any]:
+    """One task on the server path with `batch_read` (full or push-down), on mongomock standing in for the server
+    through the instrumented database: the commands, documents and BSON bytes its commands returned, and a
+    digest of what it left (the task's description, the summary, the cases' DRCs) to compare the two reads."""
+    import hashlib
+
+    import mongomock
+    from bson import ObjectId
+
+    from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, AmendStore, BatchRead
+    from embedded.mongomock_compat import patch_mongomock, store_documents
+    from fixture_generator import BatchShape, generate_batch
+    from task_processor import amend_task_processing
+    from tests.instruments import CommandLog, InstrumentedDatabase
+    from update_databases import reset_collections
+    from utils.config import JobSettings
+
+    patch_mongomock()
+    documents = generate_batch(BatchShape(size))
+    db: Any = mongomock.MongoClient()["drs"]
+    # filled directly: a million inserts through mongomock would take longer than the task
+    store_documents(db[CASES_COLLECTION], (dict(case, _id=ObjectId()) for case in documents.pop(CASES_COLLECTION)))
+    reset_collections(AmendStore(db), documents)
+    counting = CommandLog()
+    started = time.perf_counter()
+    report = amend_task_processing(AmendStore(InstrumentedDatabase(db, counting), batch_read=BatchRead(batch_read)),
+                                   JobSettings(template_task_id=3))
+    seconds = time.perf_counter() - started
+    (outcome,) = report.outcomes
+    returned, returned_bytes = counting.documents_returned_to_first_task()
+    left = [db[TASKS_COLLECTION].find_one({}, {"_id": 0, "status_description": 1}),
+            sorted(db[SUMMARY_COLLECTION].find({}, {"_id": 0}), key=repr),
+            sorted((case["Case_Id"], case.get("NEW_DRC_ID")) for case in db[CASES_COLLECTION].find(
+                {"NEW_DRC_ID": {"$nin": [None, ""]}}, {"Case_Id": 1, "NEW_DRC_ID": 1}))]
+    return {"commands": len(counting.commands_of_first_task()), "status": outcome.status, "seconds": seconds,
+            "documents": returned, "bytes": returned_bytes, "moved": outcome.cases_moved,
+            "digest": hashlib.sha256(repr(left).encode()).hexdigest()}
+
+
 def embedded_environment(folder: Path) -> dict[str, str]:
     return dict(os.environ, DRS_MONGO_URI=f"embedded://{folder / 'db.bson'}")
 
@@ -342,13 +381,28 @@ def measure_request_validation() -> tuple[int, float, float]:
 
 
 MEASUREMENTS = {"planning": measure_planning, "commands": measure_commands, "balance": measure_balance,
-                "embedded": measure_embedded}
+                "embedded": measure_embedded, "server-full": lambda size: measure_server_path(size, "full"),
+                "server-push-down": lambda size: measure_server_path(size, "push-down")}
 
 
 def in_subprocess(kind: str, size: int) -> dict[str, Any]:
     result = subprocess.run([sys.executable, __file__, "--measure", kind, str(size)], check=True,
                             capture_output=True, text=True)
     return json.loads(result.stdout.splitlines()[-1])
+
+
+def print_server_path(sizes: list[int]) -> None:
+    print("\none task on the server path (mongomock standing in for the server, every command counted through "
+          "tests/instruments.py), the full read beside the push-down read:\n")
+    print("| cases | read | commands | documents returned | MB returned | cases moved | same outcome | seconds |")
+    print("|---:|---|---:|---:|---:|---:|---|---:|")
+    for size in sizes:
+        full, pushed = in_subprocess("server-full", size), in_subprocess("server-push-down", size)
+        for name, figures in (("full", full), ("push-down", pushed)):
+            same = "yes" if figures["digest"] == full["digest"] else "NO"
+            print(f"| {size:,} | {name} | {figures['commands']} | {figures['documents']:,} "
+                  f"| {figures['bytes'] / 1e6:.2f} | {figures['moved']:,} | {same} | {figures['seconds']:.1f} |",
+                  flush=True)
 
 
 def machine() -> str:
@@ -363,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES)
     parser.add_argument("--embedded-max", type=int, default=100_000,
                         help="largest batch run end to end on the embedded engine (default 100,000)")
+    parser.add_argument("--server-sizes", type=int, nargs="*", default=[1_000, 100_000, 1_000_000],
+                        help="batch sizes of the server path's table (default 1,000, 100,000 and 1,000,000; none "
+                             "leaves the table out)")
     parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
                         help="another checkout of the project (an earlier commit): its main.py is timed on the "
                              "embedded default too, beside this one's")
@@ -389,6 +446,8 @@ def main() -> None:
         print(f"| {size:,} | {planning['read_seconds']:.2f} | {planning['plan_seconds']:.2f} "
               f"| {planning['peak_mb']:.0f} | {planning['changed']:,} | {commands['commands']} "
               f"| {commands['documents_written']:,} | {commands['job_seconds']:.1f} |", flush=True)
+    if args.server_sizes:
+        print_server_path(args.server_sizes)
     print("\nbalance_resources (one distribution: 5% of the donor's cases of one RTOM) beside a straightforward "
           "implementation of the same rule, best of both interleaved:\n")
     print("| cases | balance_resources s | reference s | ratio | cases moved |")

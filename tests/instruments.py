@@ -2,11 +2,14 @@
 
 InstrumentedDatabase passes every command the store sends (amend_store.READ_COMMANDS and
 WRITE_COMMANDS) through one hook, which may count it, delay it, fail it or run something
-else first; CommandLog is the hook that counts. Only pymongo's public API is used.
+else first; CommandLog is the hook that counts: commands, the documents they wrote, and the
+documents and BSON bytes they returned. Only pymongo's public API is used.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import bson
 
 from amend_store import READ_COMMANDS, WRITE_COMMANDS
 
@@ -59,19 +62,56 @@ def documents_touched(command: str, result: Any) -> int:
     return 0 if result is None else 1
 
 
+class CountedCursor:
+    """A cursor whose documents are counted as they are taken, into one command's slot of a CommandLog
+    (sort and limit pass through, as the job chains them)."""
+
+    def __init__(self, cursor: Any, log: "CommandLog", slot: int):
+        self._cursor, self._log, self._slot = cursor, log, slot
+
+    def sort(self, *args: Any, **kwargs: Any) -> "CountedCursor":
+        return CountedCursor(self._cursor.sort(*args, **kwargs), self._log, self._slot)
+
+    def limit(self, count: int) -> "CountedCursor":
+        return CountedCursor(self._cursor.limit(count), self._log, self._slot)
+
+    def __iter__(self) -> Iterator[Any]:
+        for document in self._cursor:
+            self._log.count_returned(self._slot, document)
+            yield document
+
+
 class CommandLog:
     """The hook that counts: one (collection, command) per command sent (a cursor's getMore batches are
-    not commands of their own) and the documents each wrote."""
+    not commands of their own), the documents each wrote, and the documents and BSON bytes each returned."""
 
     def __init__(self) -> None:
         self.commands: list[tuple[str, str]] = []
         self.written: list[int] = []
+        self.returned: list[int] = []
+        self.returned_bytes: list[int] = []
 
     def __call__(self, collection: str, command: str, call: Callable[[], Any], args: tuple[Any, ...] = ()) -> Any:
+        slot = len(self.commands)
         self.commands.append((collection, command))
+        self.returned.append(0)
+        self.returned_bytes.append(0)
         result = call()
         self.written.append(documents_touched(command, result) if command in WRITE_COMMANDS else 0)
+        if command in ("find", "aggregate"):
+            return CountedCursor(result, self, slot)
+        if isinstance(result, dict):  # find_one, find_one_and_update
+            self.count_returned(slot, result)
         return result
+
+    def count_returned(self, slot: int, document: Any) -> None:
+        self.returned[slot] += 1
+        self.returned_bytes[slot] += len(bson.encode(document))
+
+    def documents_returned_to_first_task(self) -> tuple[int, int]:
+        """(documents, BSON bytes) the commands from the first claim to the end of the run returned."""
+        first = self._first_claim()
+        return sum(self.returned[first:]), sum(self.returned_bytes[first:])
 
     def _first_claim(self) -> int:
         return self.commands.index(("System_tasks", "find_one_and_update"))

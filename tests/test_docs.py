@@ -230,6 +230,7 @@ def test_the_readme_test_command_is_what_ci_runs():
     ci = (PROJECT_ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci == tests
     assert "faketime -f '+400d'" in tests and "DRS_MONGOMOCK_SPEEDUPS=0" in tests and "--cov" in tests
+    assert "DRS_TEST_BATCH_READ=push-down" in tests
     assert install_and_run.endswith(".venv/bin/python database_update.py && .venv/bin/python main.py")
 
 
