@@ -22,6 +22,7 @@ from fixture_generator import BatchShape, generate_batch
 from task_processor import plan_batch
 from tests.instruments import CommandLog
 from tests.support import (
+    FIXTURES,
     SETTINGS,
     add_batch,
     add_template,
@@ -267,3 +268,21 @@ def test_an_amend_of_a_batch_of_decimals_is_exact_either_way():
               [{"rtom": "CW", "donor_drc_id": "D2", "receiver_drc_id": "D1", "transfer_count": 1}])
     db[CASES_COLLECTION].update_many({}, {"$set": {"Arrease": Decimal128(Decimal("0.1"))}})
     assert planned(db, BatchRead.PUSH_DOWN) == planned(db, BatchRead.FULL)
+
+
+def test_main_reads_batches_on_a_server_with_the_push_down_read(script, monkeypatch, tmp_path):
+    """main.py against a mongodb:// URI (mongomock standing in for pymongo's client): each task reads only the
+    cases it moves, and the run completes both fixture tasks as the embedded default does."""
+    import mongomock
+
+    import utils.connectDB
+
+    client = mongomock.MongoClient()
+    reset_collections(store_of(client["drs_case_distribution_db"]), FIXTURES)
+    monkeypatch.setattr(utils.connectDB, "MongoClient", lambda uri, **options: client)
+    result = script("main.py", "--log-dir", str(tmp_path), env={"DRS_MONGO_URI": "mongodb://db.example.org/"})
+    assert result.returncode == 0, result.stderr
+    log = "\n".join(path.read_text() for path in tmp_path.glob("*.log"))
+    assert "read 4 of the 31 case(s) in 6 cell(s) of batch 005" in log
+    assert "read 6 of the 49 case(s) in 10 cell(s) of batch 006" in log
+    assert "reading the whole batch" not in log
