@@ -418,23 +418,35 @@ def fetch_cases_for_batch(store: AmendStore, batch_id: BatchId,
 # A case's current DRC, as read_case takes it: NEW_DRC_ID unless absent, null or empty, then DRC_Id.
 _CURRENT_DRC = {"$cond": [{"$in": [{"$ifNull": ["$NEW_DRC_ID", ""]}, [""]]}, "$DRC_Id", "$NEW_DRC_ID"]}
 _AMOUNT = {"$ifNull": ["$Arrease", 0]}
-# An amount in cents, rounded: for the double nearest a whole number of cents, that number (exactly, also
-# when a server sums them as doubles, below 2**53).
+# An amount in cents, rounded: for the double nearest a whole number of cents, that number, exactly while the
+# amount stays under 2**53 cents (a server's $floor gives a double); summed as Int64, exactly (a server's $sum of
+# doubles rounds once they pass 2**53, its $sum of Int64 becomes a double on overflow, which is refused).
 _CENTS = {"$floor": {"$add": [{"$multiply": [_AMOUNT, 100]}, 0.5]}}
+_CENTS_LIMIT = 2**53 / 100
+_IN_CENTS_LIMIT = {"$and": [{"$gt": [_AMOUNT, -_CENTS_LIMIT]}, {"$lt": [_AMOUNT, _CENTS_LIMIT]}]}
 _CELL_GROUP = {"$group": {
     "_id": {"drc": _CURRENT_DRC, "rtom": "$RTOM", "original": "$DRC_Id"},
     "count": {"$sum": 1},
     "total": {"$sum": "$Arrease"},
-    "cents": {"$sum": _CENTS},
+    "cents": {"$sum": {"$cond": [_IN_CENTS_LIMIT, {"$toLong": _CENTS}, 0]}},
+    "beyond_cents": {"$sum": {"$cond": [_IN_CENTS_LIMIT, 0, 1]}},
     "not_cents": {"$sum": {"$cond": [{"$eq": [_AMOUNT, {"$divide": [_CENTS, 100]}]}, 0, 1]}},
-    "largest": {"$max": {"$abs": _AMOUNT}},
+    # not $abs, which a server refuses for the smallest Int64
+    "highest": {"$max": _AMOUNT},
+    "lowest": {"$min": _AMOUNT},
 }}
 _LARGEST_DOUBLE = 1.7976931348623157e308
+# Codes compared byte for byte, as Python compares them, whatever default collation the collection was given
+# ("D1" and "d1" are two DRCs).
+SIMPLE_COLLATION = {"locale": "simple"}
 # A request taking from more cells than this reads their lowest cases in one aggregation, not one find each, so
-# that a task's commands stay under 40 whatever the number of RTOMs; unless it takes more cases than this in
-# all, which one answer (16 MB at most) could not hold.
+# that a task's commands stay under 40 whatever the number of RTOMs; unless the cases it takes would make that
+# aggregation's one answer larger than this (a server refuses one over 16 MB).
 MAX_CELL_FINDS = 12
-MAX_CASES_AGGREGATED = 50_000
+MAX_AGGREGATED_BYTES = 8 * 2**20
+# What a case read for the cells weighs in BSON beyond its batch id and its three codes (its _id, Case_Id,
+# Arrease, the field names, a Decimal128 at most), rounded up.
+_CASE_BYTES_BEYOND_TEXT = 160
 
 
 def _of_none_of(field: str, *types: str) -> Document:
@@ -478,30 +490,34 @@ def _cell_sums(groups: Iterable[Document], kind: AmountKind) -> dict[Cell, CellS
         units = _units(group, kind)
         known = sums.get(cell, CellSum(0, 0, 0.0))
         sums[cell] = CellSum(known.count + group["count"], known.units + units,
-                             max(known.largest, float(group["largest"])))
+                             max(known.largest, abs(float(group["highest"])), abs(float(group["lowest"]))))
     return sums
+
+
+def _is_integer(value: object) -> bool:
+    """An integer as the server returns one: int, or bson's Int64 (a BSON long)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _units(group: Document, kind: AmountKind) -> int:
     """A $group row's exact sum: of its integers, or of its amounts in cents."""
+    where = f"DRC {group['_id'].get('drc')} RTOM {group['_id'].get('rtom')}"
     if kind is AmountKind.INTEGER:
-        total = group["total"]
-        if type(total) is not int:
-            raise FullReadNeeded(f"the server's integer total is a {_kind(total)} (beyond Int64)")
-        return total
-    if group["not_cents"]:
-        raise FullReadNeeded(f"{group['not_cents']} amount(s) of DRC {group['_id'].get('drc')} RTOM "
-                             f"{group['_id'].get('rtom')} are no whole number of cents")
-    cents = group["cents"]
-    if not (isinstance(cents, int) or (isinstance(cents, float) and cents.is_integer())):
-        raise FullReadNeeded(f"the server's sum of cents is {cents!r}")
-    return int(cents)
+        if not _is_integer(group["total"]):
+            raise FullReadNeeded(f"the server's integer total of {where} is a {_kind(group['total'])} (beyond Int64)")
+        return int(group["total"])
+    if group["not_cents"] or group["beyond_cents"]:
+        raise FullReadNeeded(f"{group['not_cents'] or group['beyond_cents']} amount(s) of {where} are no whole "
+                             f"number of cents a double holds exactly")
+    if not _is_integer(group["cents"]):
+        raise FullReadNeeded(f"the server's sum of cents of {where} is a {_kind(group['cents'])} (beyond Int64)")
+    return int(group["cents"])
 
 
-def _read_cell_figures(store: AmendStore, batch_id: BatchId) -> tuple[dict[Cell, CellSum], AmountKind]:
-    """Each cell's count and exact sum, and the batch's AmountKind, from the server in two commands whatever
-    the batch's size: FullReadNeeded when a case is one the full read must judge (found first, so that the
-    sums only ever meet plain numbers)."""
+def _read_cell_figures(store: AmendStore, batch_id: BatchId) -> tuple[dict[Cell, CellSum], AmountKind, int]:
+    """Each cell's count and exact sum, the batch's AmountKind, and the most a case it reads weighs in BSON, from
+    the server in two commands whatever the batch's size: FullReadNeeded when a case is one the full read must
+    judge (found first, so that the sums only ever meet plain numbers)."""
     cases = store[CASES_COLLECTION]
     (found,) = store.read(f"looking for cases of batch {batch_id} only the full read judges", lambda: list(
         cases.aggregate([{"$match": {"Case_Distribution_Batch_ID": batch_id}}, {"$facet": {
@@ -509,39 +525,45 @@ def _read_cell_figures(store: AmendStore, batch_id: BatchId) -> tuple[dict[Cell,
             "duplicated": [{"$group": {"_id": "$Case_Id", "n": {"$sum": 1}}}, {"$match": {"n": {"$gt": 1}}},
                            {"$limit": 1}],
             "float": [{"$match": {"Arrease": {"$type": "double"}}}, {"$limit": 1}, {"$project": {"_id": 1}}]}}],
-            allowDiskUse=True)))
+            allowDiskUse=True, collation=SIMPLE_COLLATION)))
     if found["unplain"]:
         raise FullReadNeeded(f"case _id {found['unplain'][0]['_id']} is one the server's sums cannot vouch for")
     if found["duplicated"]:
         raise FullReadNeeded(f"Case_Id {found['duplicated'][0]['_id']} appears more than once")
     kind = kind_of(bool(found["float"]), False)
     groups = store.read(f"counting the cases of batch {batch_id} by cell", lambda: list(cases.aggregate(
-        [{"$match": {"Case_Distribution_Batch_ID": batch_id}}, _CELL_GROUP], allowDiskUse=True)))
+        [{"$match": {"Case_Distribution_Batch_ID": batch_id}}, _CELL_GROUP], allowDiskUse=True,
+        collation=SIMPLE_COLLATION)))
     if not groups:
         raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
-    return _cell_sums(groups, kind), kind
+    sums = _cell_sums(groups, kind)
+    longest_code = max(len(str(code).encode()) for group in groups for code in group["_id"].values())
+    return sums, kind, _CASE_BYTES_BEYOND_TEXT + len(str(batch_id).encode()) + 3 * longest_code
 
 
 def _fetch_lowest_cases_of_cell(store: AmendStore, batch_id: BatchId, cell: Cell, count: int) -> list[Document]:
     return store.read(f"reading the {count} lowest cases of DRC {cell.drc} RTOM {cell.rtom} of batch {batch_id}",
                       lambda: list(store[CASES_COLLECTION].find(
-                          {"Case_Distribution_Batch_ID": batch_id, **_cell_condition(cell)}, CASE_FIELDS)
-                          .sort("Case_Id", 1).limit(count)))
+                          {"Case_Distribution_Batch_ID": batch_id, **_cell_condition(cell)}, CASE_FIELDS,
+                          collation=SIMPLE_COLLATION).sort("Case_Id", 1).limit(count)))
 
 
-def _fetch_lowest_cases(store: AmendStore, batch_id: BatchId, wanted: Mapping[Cell, int]) -> dict[Cell, list[Document]]:
+def _fetch_lowest_cases(store: AmendStore, batch_id: BatchId, wanted: Mapping[Cell, int],
+                        case_bytes: int) -> dict[Cell, list[Document]]:
     """{cell: its `wanted` lowest cases by Case_Id}: one indexed find per cell (indexes batch_cell_*), or, for
     more cells than MAX_CELL_FINDS, one aggregation that reads them all (the batch's cases of those cells in
-    Case_Id order, each cell taking its first ones) while its answer stays far under the 16 MB limit."""
+    Case_Id order, each cell taking its first ones) while its one answer, at `case_bytes` a case at most, stays
+    under MAX_AGGREGATED_BYTES."""
     cells = sorted(wanted)
-    if len(cells) <= MAX_CELL_FINDS or sum(wanted.values()) > MAX_CASES_AGGREGATED:
+    if len(cells) <= MAX_CELL_FINDS or sum(wanted.values()) * case_bytes > MAX_AGGREGATED_BYTES:
         return {cell: _fetch_lowest_cases_of_cell(store, batch_id, cell, wanted[cell]) for cell in cells}
     facets = {f"cell{number}": [{"$match": _cell_condition(cell)}, {"$limit": wanted[cell]}]
               for number, cell in enumerate(cells)}
     (found,) = store.read(f"reading the lowest cases of {len(cells)} cells of batch {batch_id}", lambda: list(
         store[CASES_COLLECTION].aggregate([
             {"$match": {"Case_Distribution_Batch_ID": batch_id, "$or": [_cell_condition(cell) for cell in cells]}},
-            {"$project": CASE_FIELDS}, {"$sort": {"Case_Id": 1}}, {"$facet": facets}], allowDiskUse=True)))
+            {"$project": CASE_FIELDS}, {"$sort": {"Case_Id": 1}}, {"$facet": facets}], allowDiskUse=True,
+            collation=SIMPLE_COLLATION)))
     return {cell: found[f"cell{number}"] for number, cell in enumerate(cells)}
 
 
@@ -552,17 +574,23 @@ def fetch_batch_cells(store: AmendStore, batch_id: BatchId, distributions: Seque
     alone). The plan on it is the plan on the full read (tests prove it); FullReadNeeded when that cannot
     be vouched for (a malformed or duplicated case, decimal amounts, sums a server cannot give exactly):
     the caller then reads the batch whole."""
-    sums, kind = _read_cell_figures(store, batch_id)
+    sums, kind, case_bytes = _read_cell_figures(store, batch_id)
     counts = {cell: figures.count for cell, figures in sums.items()}
     assignment: dict[int, Cell] = {}
     arrears: dict[int, Amount] = {}
     holdings: dict[Cell, LowestCases] = {cell: LowestCases(count, (), -math.inf) for cell, count in counts.items()}
-    read = _fetch_lowest_cases(store, batch_id, cases_taken(counts, distributions, min_share_kept))
-    for cell, documents in read.items():
+    wanted = cases_taken(counts, distributions, min_share_kept)
+    for cell, documents in _fetch_lowest_cases(store, batch_id, wanted, case_bytes).items():
+        lowest = []
         for document in documents:
-            case_id, _, _, amount = read_case(document, batch_id)
+            case_id, drc, rtom, amount = read_case(document, batch_id)
+            if (drc, rtom) != cell:
+                raise FullReadNeeded(f"case {case_id} left DRC {cell.drc} RTOM {cell.rtom} while the batch was read")
             assignment[case_id], arrears[case_id] = cell, amount
-        lowest = [document["Case_Id"] for document in documents]
+            lowest.append(case_id)
+        if len(lowest) != wanted[cell]:
+            raise FullReadNeeded(f"DRC {cell.drc} RTOM {cell.rtom} held {len(lowest)} of the {wanted[cell]} cases "
+                                 f"counted a moment before: the batch changed while it was read")
         holdings[cell] = LowestCases(counts[cell], lowest, math.inf if len(lowest) == counts[cell] else lowest[-1])
     return BatchCases(assignment=assignment, arrears=arrears, holdings=holdings, amounts=sums, amount_kind=kind)
 

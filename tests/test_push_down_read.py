@@ -4,20 +4,26 @@ plans: the same cases moved, the same refusals and errors, the same summary to t
 of commands that does not grow with the batch."""
 
 import math
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
 from fractions import Fraction
 from unittest.mock import patch
 
+import bson
 import pytest
 from bson.decimal128 import Decimal128
+from bson.int64 import Int64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mongomock import aggregate as mongomock_aggregate
+from pymongo.errors import OperationFailure
 
 import database_checks
 from amend_plan import Distribution, apply_distributions, cases_taken
 from amend_store import CASES_COLLECTION, SUMMARY_COLLECTION, TASKS_COLLECTION, TRANSACTIONS_COLLECTION, BatchRead
 from amounts import AmountKind, CellSum, cell_total
 from balance_resources import Cell, LowestCases, index_by_cell, lowest_case_ids
+from database_checks import CASE_FIELDS
 from fixture_generator import BatchShape, generate_batch
 from task_processor import plan_batch
 from tests.instruments import CommandLog
@@ -49,7 +55,7 @@ def planned(db, batch_read, batch_id="B"):
         return type(exc).__name__, str(exc)
     totals = [(cell.drc, cell.rtom, cell.count, type(cell.total_arrears), repr(cell.total_arrears))
               for cell in plan.summary]
-    return plan.changes, plan.description, totals
+    return [(type(change.case_id), change) for change in plan.changes], plan.description, totals
 
 
 def whole_reads(monkeypatch):
@@ -62,12 +68,61 @@ def whole_reads(monkeypatch):
     return calls
 
 
+# --- a server's arithmetic -----------------------------------------------------------------------------------------
+
+_PLAIN_ARITHMETIC = mongomock_aggregate._Parser._handle_arithmetic_operator
+_PLAIN_SUM = mongomock_aggregate._GROUPING_OPERATOR_MAP["$sum"]
+
+
+def _arithmetic_as_a_server(parser, operator, values):
+    """$floor and $ceil of a double give a double (mongomock: an exact int); $abs of the smallest Int64 fails."""
+    number = parser.parse(values) if operator in ("$floor", "$ceil", "$abs") else None
+    if operator == "$abs" and isinstance(number, int) and number == -2**63:
+        raise OperationFailure("can't take $abs of long long min", code=28680)
+    result = _PLAIN_ARITHMETIC(parser, operator, values)
+    return float(result) if isinstance(number, float) and operator != "$abs" else result
+
+
+def _sum_as_a_server(values):
+    """A double as soon as one input is one (correctly rounded, as mongod's double-double summation); of integers,
+    an Int64 (as pymongo decodes a BSON long) beyond an int32 or from an Int64 input, a double beyond an Int64."""
+    numbers = [value for value in values if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    if any(isinstance(value, float) for value in numbers):
+        return math.fsum(numbers)
+    total = sum(numbers)
+    if not -2**63 <= total < 2**63:
+        return float(total)
+    return Int64(total) if any(isinstance(value, Int64) for value in numbers) or not -2**31 <= total < 2**31 \
+        else total
+
+
+@contextmanager
+def server_arithmetic():
+    """mongomock answering $floor, $ceil, $abs and $sum as a MongoDB server does, where it answers otherwise."""
+    with patch.object(mongomock_aggregate._Parser, "_handle_arithmetic_operator", _arithmetic_as_a_server), \
+            patch.dict(mongomock_aggregate._GROUPING_OPERATOR_MAP, {"$sum": _sum_as_a_server}):
+        yield
+
+
+def test_the_server_arithmetic_stand_in_answers_as_a_server():
+    db = new_database()
+    db["numbers"].insert_many([{"x": 2.5}, {"x": Int64(3)}, {"x": 2**40}])
+    with server_arithmetic():
+        (floored,) = db["numbers"].aggregate([{"$match": {"x": 2.5}}, {"$project": {"f": {"$floor": "$x"}}}])
+        (longs,) = db["numbers"].aggregate([{"$match": {"x": {"$gt": 2.5}}},
+                                            {"$group": {"_id": 0, "t": {"$sum": "$x"}}}])
+    assert type(floored["f"]) is float and type(longs["t"]) is Int64
+    assert (_PLAIN_ARITHMETIC, _PLAIN_SUM) == (mongomock_aggregate._Parser._handle_arithmetic_operator,
+                                              mongomock_aggregate._GROUPING_OPERATOR_MAP["$sum"])
+
+
 # --- random batches ---------------------------------------------------------------------------------------------
 
 CENTS = st.integers(-10**6, 10**9).map(lambda cents: cents / 100)
 AMOUNTS = {
     "cents": CENTS,
     "integers": st.integers(-10**6, 10**9),
+    "long integers": st.one_of(st.integers(-2**63, 2**63 - 1).map(Int64), st.integers(2**31, 2**40)),
     "cents and integers": st.one_of(CENTS, st.integers(-10**6, 10**6), st.none()),
     "any float": st.floats(-1e12, 1e12, allow_nan=False),
     "huge": st.one_of(CENTS, st.sampled_from([2**62, 2**63 - 1, 1e300, 9.99e15])),
@@ -90,6 +145,8 @@ def batches(draw):
     """(case documents, distributions) of a batch "B" with 1 to 80 cases over 3 DRCs and 3 RTOMs."""
     size = draw(st.integers(1, 80))
     case_ids = draw(st.lists(st.integers(1, 10**6), min_size=size, max_size=size, unique=True))
+    if draw(st.booleans()):
+        case_ids = [Int64(case_id) for case_id in case_ids]  # as a BSON long decodes
     amounts = AMOUNTS[draw(st.sampled_from(sorted(AMOUNTS)))]
     cases = []
     for case_id in case_ids:
@@ -127,11 +184,13 @@ def batch_database(cases, distributions):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches(), st.sampled_from([database_checks.MAX_CELL_FINDS, 0]))
-def test_both_reads_plan_the_same_on_random_batches(batch, cell_finds):
-    """With the cells' lowest cases read by one find each, and by one aggregation (no find allowed)."""
+@given(batches(), st.sampled_from([database_checks.MAX_CELL_FINDS, 0]), st.booleans())
+def test_both_reads_plan_the_same_on_random_batches(batch, cell_finds, as_a_server):
+    """With the cells' lowest cases read by one find each, and by one aggregation (no find allowed); with
+    mongomock's arithmetic, and with a server's."""
     db = batch_database(*batch)
-    with patch.object(database_checks, "MAX_CELL_FINDS", cell_finds):
+    with patch.object(database_checks, "MAX_CELL_FINDS", cell_finds), \
+            server_arithmetic() if as_a_server else nullcontext():
         pushed = planned(db, BatchRead.PUSH_DOWN)
     assert pushed == planned(db, BatchRead.FULL)
 
@@ -286,3 +345,96 @@ def test_main_reads_batches_on_a_server_with_the_push_down_read(script, monkeypa
     assert "read 4 of the 31 case(s) in 6 cell(s) of batch 005" in log
     assert "read 6 of the 49 case(s) in 10 cell(s) of batch 006" in log
     assert "reading the whole batch" not in log
+
+
+# --- what a hostile review found ----------------------------------------------------------------------------------
+
+def reviewed_batch(cases, distributions):
+    db = new_database()
+    add_template(db)
+    add_batch(db, "B", {}, distributions)
+    db[CASES_COLLECTION].insert_many([{"Case_Distribution_Batch_ID": "B", **case} for case in cases])
+    return db
+
+
+def test_cents_summed_beyond_two_to_the_53_on_a_server_stay_exact():
+    """Six amounts near 1.76e13 leave a cell one by one: a server summing their cents as doubles was a cent off."""
+    large = 17592186044409.99
+    cases = [{"Case_Id": n + 1, "DRC_Id": "D1", "RTOM": "CW", "Arrease": amount}
+             for n, amount in enumerate([large] * 5 + [17592186044409.98])]
+    cases += [{"Case_Id": 100, "DRC_Id": "D1", "RTOM": "CW", "Arrease": 0.02},
+              {"Case_Id": 101, "DRC_Id": "D1", "RTOM": "AG", "Arrease": 1.0}]
+    case_id = 200
+    for receiver in range(2, 8):
+        for rtom, count in (("CW", 1), ("AG", 2)):
+            for _ in range(count):
+                cases.append({"Case_Id": case_id, "DRC_Id": f"D{receiver}", "RTOM": rtom, "Arrease": 0.0})
+                case_id += 1
+    db = reviewed_batch(cases, [{"rtom": "CW", "donor_drc_id": "D1", "receiver_drc_id": f"D{receiver}",
+                                 "transfer_count": 1} for receiver in range(2, 8)])
+    with server_arithmetic():
+        assert planned(db, BatchRead.PUSH_DOWN) == planned(db, BatchRead.FULL)
+
+
+def test_integer_totals_a_server_returns_as_int64_are_read_on_the_server(monkeypatch):
+    cases = [{"Case_Id": n, "DRC_Id": f"D{n % 2 + 1}", "RTOM": ("CW", "AG")[n // 2 % 2], "Arrease": Int64(2**40)}
+             for n in range(40)]
+    db = reviewed_batch(cases, [{"rtom": "CW", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1}])
+    reads = whole_reads(monkeypatch)
+    with server_arithmetic():
+        pushed = planned(db, BatchRead.PUSH_DOWN)
+    assert reads == []
+    assert pushed == planned(db, BatchRead.FULL)
+
+
+def test_the_smallest_int64_amount_does_not_fail_the_read_on_a_server():
+    cases = [{"Case_Id": n, "DRC_Id": f"D{n % 2 + 1}", "RTOM": ("CW", "AG")[n // 2 % 2], "Arrease": 5}
+             for n in range(40)]
+    cases[7]["Arrease"] = Int64(-2**63)
+    db = reviewed_batch(cases, [{"rtom": "CW", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1}])
+    with server_arithmetic():
+        assert planned(db, BatchRead.PUSH_DOWN) == planned(db, BatchRead.FULL)
+
+
+@pytest.mark.parametrize("emptied", ["D1", "D3"])
+def test_a_write_between_the_reads_sends_the_task_to_the_full_read(emptied, monkeypatch):
+    """Another process amends the donor's cases between the count and the cell's read: the full read decides on
+    what is there then (the donor's cell emptied failed with an IndexError). A write to a cell the plan does not
+    read goes unseen, as a write behind the full read's cursor would (docs/scale.md: neither is a snapshot)."""
+    cases = [{"Case_Id": n, "DRC_Id": f"D{n % 2 + 1}", "RTOM": ("CW", "AG")[n // 2 % 2], "Arrease": 10}
+             for n in range(1, 41)]
+    db = reviewed_batch(cases, [{"rtom": "CW", "donor_drc_id": "D1", "receiver_drc_id": "D2", "transfer_count": 1}])
+    real = database_checks.cases_taken
+
+    def taken_then_a_write(*args):
+        taken = real(*args)
+        db[CASES_COLLECTION].update_many({"DRC_Id": emptied, "RTOM": "CW"}, {"$set": {"NEW_DRC_ID": "D3"}})
+        return taken
+
+    monkeypatch.setattr(database_checks, "cases_taken", taken_then_a_write)
+    reads = whole_reads(monkeypatch)
+    pushed = planned(db, BatchRead.PUSH_DOWN)
+    assert len(reads) == (1 if emptied == "D1" else 0)
+    assert pushed == planned(db, BatchRead.FULL)
+
+
+def test_cells_read_by_one_aggregation_only_while_its_answer_stays_small(monkeypatch):
+    """The weight of a case read, estimated from the batch id and the longest code, bounds its BSON size (long
+    codes included), and the cells are read one find each once the one answer would pass MAX_AGGREGATED_BYTES."""
+    long_code = "D" * 2_000
+    cases = [{"Case_Id": n, "DRC_Id": ("D1", long_code)[n % 2], "RTOM": f"R{n // 2 % 14}", "Arrease": 1.25,
+              "NEW_DRC_ID": long_code if n % 6 == 1 else None} for n in range(1_000)]
+    db = reviewed_batch(cases, [{"rtom": "R0", "donor_drc_id": "D1", "receiver_drc_id": long_code,
+                                 "transfer_count": 13}])
+    _, _, case_bytes = database_checks._read_cell_figures(store_of(db), "B")
+    assert case_bytes >= max(len(bson.encode(case)) for case in db[CASES_COLLECTION].find({}, CASE_FIELDS))
+
+    def cell_reads(limit):
+        monkeypatch.setattr(database_checks, "MAX_AGGREGATED_BYTES", limit)
+        counting = CommandLog()
+        plan_batch(store_of(disturbed(db, counting), batch_read=BatchRead.PUSH_DOWN), "B", SETTINGS, "test")
+        return [command for collection, command in counting.commands if collection == CASES_COLLECTION]
+
+    taken = 26  # the donor's 13, the receiver's 13, one from each of its other RTOMs: 14 cells
+    assert cell_reads(taken * case_bytes) == ["aggregate"] * 3
+    assert cell_reads(taken * case_bytes - 1) == ["aggregate"] * 2 + ["find"] * 14
