@@ -156,10 +156,22 @@ def generate_embedded(checkout: Path, size: int, folder: Path) -> float:
 
 def run_main(checkout: Path, folder: Path) -> float:
     """`main.py` of `checkout` on the embedded file in `folder`, as cron runs it: seconds."""
+    return run_main_measured(checkout, folder)[0]
+
+
+def run_main_measured(checkout: Path, folder: Path) -> tuple[float, float]:
+    """`main.py` of `checkout` on the embedded file in `folder`, as cron runs it: (seconds, peak resident MB of
+    that process alone, from its own resource usage)."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(checkout / "main.py"), "--log-dir", str(folder / "logs")],
-                   env=embedded_environment(folder), check=True, capture_output=True, cwd=checkout)
-    return time.perf_counter() - started
+    process = subprocess.Popen([sys.executable, str(checkout / "main.py"), "--log-dir", str(folder / "logs")],
+                               env=embedded_environment(folder), cwd=checkout, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, process.args)
+    return seconds, usage.ru_maxrss / 1024  # kilobytes on Linux
 
 
 REPEATS = 3
@@ -345,11 +357,28 @@ def measure_balance(size: int) -> dict[str, Any]:
     return {**best, "moved": moved}
 
 
-def measure_other_checkout(checkout: Path, size: int) -> float:
-    """main.py of another checkout (an earlier commit, say) at `size` cases on the embedded default."""
+MAIN_REPEATS = 2
+
+
+def compare_main(checkout: Path, size: int) -> dict[str, tuple[float, float]]:
+    """main.py of another checkout (an earlier commit, say) and of this one at `size` cases on the embedded
+    default, each on the file its own database_update.py generated, run in turns (other, this, other, this):
+    {"other"|"this": (best seconds, peak MB of that run)}."""
+    import shutil
+
+    sides = {"other": checkout, "this": PROJECT_ROOT}
+    best: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as name:
-        generate_embedded(checkout, size, Path(name))
-        return run_main(checkout, Path(name))
+        for side, root in sides.items():
+            (Path(name) / side).mkdir()  # the scripts create no folder (issue 17)
+            generate_embedded(root, size, Path(name) / side)
+            shutil.copyfile(Path(name) / side / "db.bson", Path(name) / f"{side}.bson")
+        for _ in range(MAIN_REPEATS):
+            for side, root in sides.items():
+                shutil.copyfile(Path(name) / f"{side}.bson", Path(name) / side / "db.bson")
+                measured = run_main_measured(root, Path(name) / side)
+                best[side] = min(measured, best.get(side, measured))
+    return best
 
 
 def describe_checkout(checkout: Path) -> str:
@@ -469,13 +498,15 @@ def main() -> None:
               f"| {e['job_seconds']:.2f} | {e['planning_seconds']:.2f} | {job_ratio:.1f} "
               f"| {e['reset_seconds']:.1f} | {e['run_seconds']:.1f} |", flush=True)
         if args.compare_with:
-            comparisons.append((size, measure_other_checkout(args.compare_with, size), e["run_seconds"]))
+            comparisons.append((size, compare_main(args.compare_with, size)))
     if comparisons:
         print(f"\nmain.py on the embedded default, {describe_checkout(args.compare_with)} against this checkout "
-              f"({describe_checkout(PROJECT_ROOT)}):\n")
-        for size, other, this in comparisons:
-            print(f"- {size:,} cases: {other:.1f} s against {this:.1f} s: this checkout takes {this / other:.2f}x "
-                  f"the time")
+              f"({describe_checkout(PROJECT_ROOT)}), run in turns, best of {MAIN_REPEATS} each:\n")
+        print("| cases | other s | this s | ratio | other peak MB | this peak MB |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for size, best in comparisons:
+            (other, other_mb), (this, this_mb) = best["other"], best["this"]
+            print(f"| {size:,} | {other:.1f} | {this:.1f} | {this / other:.2f} | {other_mb:,.0f} | {this_mb:,.0f} |")
     largest, accepted, refused = measure_request_validation()
     print(f"\nvalidating an amend request of {largest:,} distributions: {accepted * 1000:.1f} ms; "
           f"refusing one of 16,000: {refused * 1000:.3f} ms")
