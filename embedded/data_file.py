@@ -4,7 +4,9 @@ The file is a sequence of BSON documents: a header, then per collection one reco
 its name and indexes followed by one record per document, then a trailer of fixed size
 holding the number of records before it and the SHA-256 of their bytes. BSON keeps every
 type (ObjectId, datetime, Int64, Decimal128) exactly; the trailer makes any truncation or
-flipped bit a refusal to load, never a smaller database. The file is loaded under a lock
+flipped bit a refusal to load, never a smaller database. A save writes the records of the documents no write
+changed since the load as they were in the loaded file, whose bytes the database keeps (read-only sessions
+excepted), and encodes the others (embedded/mongomock_compat.as_loaded). The file is loaded under a lock
 that is held until the script ends, and saved through a temporary file and a rename, so a
 reader never sees half a file and two processes never interleave their load and save: before its rename,
 a save checks that the lock path still names the lock file the run holds and that the data file is the one it
@@ -30,6 +32,7 @@ import os
 import re
 import socket
 import stat
+import struct
 import sys
 import tempfile
 import time
@@ -49,7 +52,14 @@ from bson.int64 import Int64
 from pymongo.errors import PyMongoError
 from tqdm import tqdm
 
-from embedded.mongomock_compat import patch_mongomock, store_documents, stored_count, stored_documents
+from embedded.mongomock_compat import (
+    LoadedRun,
+    as_loaded,
+    patch_mongomock,
+    store_documents,
+    stored_count,
+    stored_documents,
+)
 from utils.collector import collector_paused
 from utils.Custom_Exceptions import DatabaseConnectionError
 from utils.loggers import permission_refusal, progress_counter
@@ -61,7 +71,7 @@ FILE_VERSION = 2
 # Version 1 (the first release) had no trailer: still loaded, and rewritten as version 2 by the next save.
 LEGACY_VERSION = 1
 TEMPORARY_SUFFIX = ".tmp"
-# Records written between two check points of a save; the load has one per LOAD_CHUNK documents.
+# Records a save encodes between two check points (and writes together); the load has one per LOAD_CHUNK documents.
 SAVE_CHUNK = 10_000
 # Seconds between two attempts to take the lock, each a check point.
 LOCK_POLL_SECONDS = 0.05
@@ -322,16 +332,17 @@ def _collection_order(database: Any, last: str | None) -> list[str]:
     return [name for name in names if name != last] + ([last] if last else [])
 
 
-def _records_to_save(database: Any, final_write: FinalWrite | None) -> Iterator[dict[str, Any]]:
-    """The records of the data file: its header, then each collection's header and documents."""
+def _records_to_save(database: Any, final_write: FinalWrite | None) -> Iterator[dict[str, Any] | LoadedRun]:
+    """The records of the data file: its header, then each collection's header and documents; runs of documents
+    still as they were loaded come as the bytes of their records in the loaded file (as_loaded)."""
     yield {"format": FILE_FORMAT, "version": FILE_VERSION}
     for name in _collection_order(database, final_write[0] if final_write else None):
         if final_write and name == final_write[0]:
             final_write[1](database)
         collection = database[name]
         yield {"collection": name, "indexes": _index_specs(collection)}
-        for document in stored_documents(collection):
-            yield {"d": document}
+        for item in as_loaded(collection, stored_documents(collection)):
+            yield item if isinstance(item, LoadedRun) else {"d": item}
 
 
 def save_database(database: Any, path: Path | str, final_write: FinalWrite | None = None,
@@ -350,23 +361,8 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
                                          delete=False)
     try:
         with handle:
-            digest = hashlib.sha256()
-            records = 0
-
-            def write(encoded: bytes) -> None:
-                nonlocal records
-                digest.update(encoded)
-                handle.write(encoded)
-                records += 1
-
-            total = 1 + sum(1 + stored_count(database[name]) for name in database.list_collection_names())
-            with progress_counter(f"saving {target.name}", "record", total) as bar:
-                for record in _records_to_save(database, final_write):
-                    write(bson.encode(record))
-                    bar.update()
-                    if records % SAVE_CHUNK == 0:
-                        check_point()
-            handle.write(_trailer(records, digest.hexdigest()))
+            records, digest = _write_records(handle, database, final_write, target)
+            handle.write(_trailer(records, digest))
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             if owner is not None and owner != (os.getuid(), os.getgid()):
@@ -391,24 +387,56 @@ def save_database(database: Any, path: Path | str, final_write: FinalWrite | Non
              time.monotonic() - started)
 
 
-def _verified_body(data: bytes, path: Path) -> tuple[bytes, int | None]:
-    """The records' bytes of a version 2 file, after checking the trailer's checksum; and the number of
+def _write_records(handle: Any, database: Any, final_write: FinalWrite | None, target: Path) -> tuple[int, str]:
+    """Write the records of `database` to `handle`: the number of records and the SHA-256 of their bytes. They
+    are encoded SAVE_CHUNK at a time and written together, and the runs of records kept from the load as they
+    are, a check point after each."""
+    digest, records, encoded = hashlib.sha256(), 0, list[bytes]()
+
+    def write(data: bytes | memoryview, count: int) -> None:
+        nonlocal records
+        digest.update(data)
+        handle.write(data)
+        records += count
+        bar.update(count)
+        check_point()
+
+    total = 1 + sum(1 + stored_count(database[name]) for name in database.list_collection_names())
+    with progress_counter(f"saving {target.name}", "record", total) as bar:
+        for record in _records_to_save(database, final_write):
+            if isinstance(record, LoadedRun):
+                write(b"".join(encoded), len(encoded))
+                encoded.clear()
+                write(record.data, record.documents)
+                continue
+            encoded.append(bson.encode(record))
+            if len(encoded) == SAVE_CHUNK:
+                write(b"".join(encoded), len(encoded))
+                encoded.clear()
+        write(b"".join(encoded), len(encoded))
+    return records, digest.hexdigest()
+
+
+def _verified_body(data: bytes, path: Path) -> tuple[int, int | None]:
+    """The length of the records of a version 2 file, after checking the trailer's checksum; and the number of
     records the trailer announces."""
     if len(data) < TRAILER_SIZE:
         raise DamagedFileError(path, "it ends before its integrity trailer")
-    body, trailer = data[:-TRAILER_SIZE], data[-TRAILER_SIZE:]
+    end = len(data) - TRAILER_SIZE
     try:
-        end = bson.decode(trailer)["end"]
-        expected_records, expected_digest = end["records"], end["sha256"]
+        announced = bson.decode(data[end:])["end"]
+        expected_records, expected_digest = announced["records"], announced["sha256"]
     except (BSONError, KeyError, TypeError, AttributeError):
         raise DamagedFileError(path, "its integrity trailer is missing or unreadable: the file is truncated or "
                                      "was changed") from None
-    if hashlib.sha256(body).hexdigest() != expected_digest:
+    if hashlib.sha256(memoryview(data)[:end]).hexdigest() != expected_digest:
         raise DamagedFileError(path, "its checksum does not match its content")
-    return body, int(expected_records)
+    return end, int(expected_records)
 
 
-def _file_body(path: Path) -> tuple[bytes, int | None]:
+def _file_body(path: Path) -> tuple[bytes, int, int | None]:
+    """The file's bytes, the length of its records (the trailer follows them) and the number of records the
+    trailer announces (None: a file of the first release)."""
     data = path.read_bytes()
     try:
         length = int.from_bytes(data[:4], "little")
@@ -419,46 +447,53 @@ def _file_body(path: Path) -> tuple[bytes, int | None]:
         raise UnreadableFileError(f"embedded database file {path} cannot be read: it is not a DRS Amend data file; it "
                                   f"was left unchanged", "it is not a DRS Amend data file")
     if header.get("version") == FILE_VERSION:
-        return _verified_body(data, path)
+        return data, *_verified_body(data, path)
     if header.get("version") == LEGACY_VERSION:
         log.warning("%s has the first release's format, without integrity check; the next save adds one", path)
-        return data, None
+        return data, len(data), None
     raise DamagedFileError(path, f"its format version is {header.get('version')!r}; this release reads "
                                  f"{LEGACY_VERSION} and {FILE_VERSION}")
 
 
-def _record_spans(body: bytes, path: Path) -> list[tuple[int, int]]:
-    """(start, end) of each BSON record of the body, from their length prefixes."""
-    spans, offset = [], 0
-    while offset < len(body):
-        length = int.from_bytes(body[offset:offset + 4], "little")
-        if length < 5 or offset + length > len(body):
+_LENGTH = struct.Struct("<i")  # the length that begins a BSON document
+
+
+def _record_offsets(data: bytes, end: int, path: Path) -> list[int]:
+    """Where each BSON record of data[:end] begins, from their length prefixes, then `end`."""
+    offsets, offset, length_at = [], 0, _LENGTH.unpack_from
+    while offset < end:
+        (length,) = length_at(data, offset) if end - offset >= 5 else (0,)
+        if length < 5 or offset + length > end:
             raise DamagedFileError(path, f"a record at byte {offset} runs past the end of the file")
-        spans.append((offset, offset + length))
+        offsets.append(offset)
         offset += length
-    return spans
+    offsets.append(end)
+    return offsets
 
 
 _DOCUMENT_RECORD = bytes([0x03]) + b"d\x00"  # {"d": <document>}: an embedded document named "d"
 LOAD_CHUNK = 10_000
 
 
-def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -> None:
+def load_database(database: Any, path: Path | str, skip: Collection[str] = (), for_saving: bool = True) -> None:
     """Fill `database` from `path` (the documents of the collections in `skip` are left out, not even
-    decoded); a missing file is an empty database, a damaged one a DamagedFileError."""
+    decoded); a missing file is an empty database, a damaged one a DamagedFileError. `for_saving`: the file's
+    bytes are kept with the database, so that its save writes the records of the documents no write changed
+    as they are, without encoding them again (embedded/mongomock_compat.as_loaded)."""
     started = time.monotonic()
     path = data_file(path)
     if not path.exists():
         return
     try:
-        body, expected_records = _file_body(path)
-        spans = _record_spans(body, path)
-        if expected_records is not None and len(spans) != expected_records:
-            raise DamagedFileError(path, f"it holds {len(spans)} records where its trailer says {expected_records}")
+        data, end, expected_records = _file_body(path)
+        offsets = _record_offsets(data, end, path)
+        if expected_records is not None and len(offsets) - 1 != expected_records:
+            raise DamagedFileError(path, f"it holds {len(offsets) - 1} records where its trailer says "
+                                         f"{expected_records}")
         check_point()
-        with collector_paused(), progress_counter(f"loading {path.name}", "record", len(spans)) as bar:
+        with collector_paused(), progress_counter(f"loading {path.name}", "record", len(offsets) - 1) as bar:
             bar.update()  # the file's header
-            documents = _fill(database, body, spans[1:], path, skip, bar)
+            documents = _fill(database, data if for_saving else None, data, offsets, path, skip, bar)
     except OSError as exc:
         raise UnreadableFileError(f"embedded database file {path} cannot be read: {exc.strerror}",
                                   f"it cannot be read: {exc.strerror}") from exc
@@ -466,19 +501,19 @@ def load_database(database: Any, path: Path | str, skip: Collection[str] = ()) -
         raise DamagedFileError(path, f"a record cannot be decoded: {exc}") from exc
     except (KeyError, TypeError, ValueError, PyMongoError) as exc:
         raise DamagedFileError(path, f"a record does not have the shape of this format: {exc}") from exc
-    log.info("loaded %d document(s), %.1f MB, from %s in %.2f s", documents, len(body) / 2**20, path,
+    log.info("loaded %d document(s), %.1f MB, from %s in %.2f s", documents, end / 2**20, path,
              time.monotonic() - started)
     check_point()
 
 
-def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, skip: Collection[str],
+def _fill(database: Any, kept: bytes | None, data: bytes, offsets: list[int], path: Path, skip: Collection[str],
           bar: tqdm) -> int:
-    """The collections of the record spans into `database`; the number of documents loaded. The documents
-    are decoded LOAD_CHUNK at a time, as fast as all at once, so that the progress bar moves."""
-    loaded, index = 0, 0
-    while index < len(spans):
-        start, end = spans[index]
-        header = bson.decode(body[start:end])
+    """The collections of the records (after the file's header) into `database`; the number of documents loaded.
+    The documents are decoded LOAD_CHUNK at a time, as fast as all at once, so that the progress bar moves;
+    `kept` (the file's bytes, or None) is where each came from, for the save."""
+    loaded, index, last = 0, 1, len(offsets) - 1
+    while index < last:
+        header = bson.decode(data[offsets[index]:offsets[index + 1]])
         if "collection" not in header:
             raise DamagedFileError(path, "it has a record of unknown shape")
         name = header["collection"]
@@ -487,18 +522,18 @@ def _fill(database: Any, body: bytes, spans: list[tuple[int, int]], path: Path, 
         for spec in header["indexes"]:
             collection.create_index([tuple(pair) for pair in spec["key"]], name=spec["name"], unique=spec["unique"])
         first = index = index + 1
-        while index < len(spans) and body[spans[index][0] + 4:spans[index][0] + 7] == _DOCUMENT_RECORD:
+        while index < last and data.startswith(_DOCUMENT_RECORD, offsets[index] + 4):
             index += 1
         bar.update(1 + (index - first if name in skip else 0))
         if name in skip:
             continue
         for chunk in range(first, index, LOAD_CHUNK):
             check_point()
-            last = min(chunk + LOAD_CHUNK, index) - 1
-            records = bson.decode_all(body[spans[chunk][0]:spans[last][1]])
-            store_documents(collection, (record["d"] for record in records))
-            loaded += len(records)
-            bar.update(len(records))
+            stop = min(chunk + LOAD_CHUNK, index)
+            documents = [record["d"] for record in bson.decode_all(data[offsets[chunk]:offsets[stop]])]
+            store_documents(collection, documents, None if kept is None else (kept, offsets[chunk:stop + 1]))
+            loaded += len(documents)
+            bar.update(len(documents))
     return loaded
 
 
@@ -664,7 +699,7 @@ class EmbeddedDatabaseFile:
         database = new_database(self.db_name)
         if self.read_only:
             self.check_location()
-            load_database(database, self.path, self.skip)
+            load_database(database, self.path, self.skip, for_saving=False)
             self._database = database
             return database
         self._session.enter_context(self._holding_lock())

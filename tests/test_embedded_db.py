@@ -6,7 +6,10 @@ from datetime import datetime
 import mongomock
 import pytest
 from bson import Decimal128, Int64, ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from embedded import mongomock_compat
 from embedded.data_file import EmbeddedDatabaseFile, load_database, save_database
 from tests.support import PROJECT_ROOT, FakeStream, fresh_db
 from utils.config import DatabaseSettings
@@ -323,6 +326,82 @@ def test_loading_and_saving_show_a_progress_bar_with_a_total_on_a_terminal(tmp_p
     assert ("/14" in stream.text) is terminal
 
 
+# --- a save writes the documents no write changed as they were loaded -----------------------------------
+
+
+def saved_with_and_without_the_loaded_bytes(tmp_path, operations):
+    """The file a save writes after `operations` on the loaded fixture: taking the unchanged documents' records
+    from the loaded file, then encoding every document (without the speedups, which note the changes)."""
+    from tests.test_mongomock_compat import answer, speedups
+
+    source = tmp_path / "source.bson"
+    if not source.exists():
+        save_database(fresh_db(), source)
+    with speedups(True):
+        database = mongomock.MongoClient()["drs"]
+        load_database(database, source)
+        for operation in operations:
+            answer(lambda operation=operation: operation(database))
+        save_database(database, tmp_path / "as loaded.bson")
+    with speedups(False):
+        save_database(database, tmp_path / "encoded.bson")
+    return (tmp_path / "as loaded.bson").read_bytes(), (tmp_path / "encoded.bson").read_bytes()
+
+
+CASES = "DRS.Tmp_Case_Distribution_DRC"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_save_after_any_writes_is_the_file_a_save_encoding_every_document_writes(tmp_path, data):
+    from tests.test_mongomock_compat import random_operation
+
+    writes = [random_operation(data) for _ in range(data.draw(st.integers(0, 6)))]
+    operations = [lambda database, write=write: write(database[CASES]) for write in writes]
+    as_loaded, encoded = saved_with_and_without_the_loaded_bytes(tmp_path, operations)
+    assert as_loaded == encoded
+
+
+# Each kind of write, and whether it changes a loaded document in place (the others replace or remove it).
+WRITES = {
+    "update": (lambda db: db[CASES].update_many({}, {"$set": {"NEW_DRC_ID": "D99"}}), True),
+    "pipeline update": (lambda db: db[CASES].update_one({}, [{"$set": {"Arrease": 1}}]), True),
+    "replace": (lambda db: db[CASES].replace_one({}, {"Case_Id": -1}), True),
+    "find_one_and_update": (lambda db: db[CASES].find_one_and_update({}, {"$unset": {"RTOM": ""}}), True),
+    "delete": (lambda db: db[CASES].delete_one({}), False),
+    "insert": (lambda db: db[CASES].insert_one({"_id": 1, "new": True}), False),
+    "drop": (lambda db: (db[CASES].drop(), db[CASES].insert_one({"_id": 1})), False),
+    "fill": (lambda db: mongomock_compat.store_documents(db[CASES], [{"_id": 2, "filled": True}]), False),
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_each_kind_of_write_is_saved_and_a_change_in_place_would_be_lost_unnoted(tmp_path, monkeypatch, write):
+    write_once, in_place = WRITES[write]
+    as_loaded, encoded = saved_with_and_without_the_loaded_bytes(tmp_path, [write_once])
+    assert as_loaded == encoded
+    monkeypatch.setattr(mongomock_compat, "_note_changed", lambda store, document: None)
+    unnoted, encoded = saved_with_and_without_the_loaded_bytes(tmp_path, [write_once])
+    assert (unnoted != encoded) is in_place  # this test sees a change the save would miss
+
+
+def test_an_unchanged_database_is_saved_from_the_loaded_bytes_without_encoding_a_document(tmp_path, monkeypatch):
+    import bson
+
+    import embedded.data_file
+    from tests.test_mongomock_compat import speedups
+
+    path = saved_fixture_file(tmp_path)
+    encoded, encode = [], bson.encode
+    with speedups(True):
+        database = mongomock.MongoClient()["drs"]
+        load_database(database, path)
+        monkeypatch.setattr(embedded.data_file.bson, "encode", lambda record: encoded.append(record) or encode(record))
+        save_database(database, tmp_path / "again.bson")
+    assert (tmp_path / "again.bson").read_bytes() == path.read_bytes()
+    assert encoded and all("d" not in record for record in encoded)  # the file's and collections' headers only
+
+
 # --- mongomock is adapted when the embedded default opens -------------------------------------------
 
 
@@ -345,9 +424,12 @@ def test_importing_the_embedded_engine_patches_nothing():
 
     probe = ("from mongomock import filtering\n"
              "from mongomock.collection import BulkOperationBuilder as B, Collection as C, Cursor\n"
+             "from mongomock.store import CollectionStore as S\n"
              "def state():\n"
              "    return (B.add_update, B.add_replace, Cursor.__next__, Cursor.next, filtering._in_op,\n"
-             "            filtering._filterer_inst._operator_map['$in'], C._iter_documents, C._copy_only_fields)\n"
+             "            filtering._filterer_inst._operator_map['$in'], C._iter_documents, C._copy_only_fields,\n"
+             "            C._get_dataset, C._update, C._apply_update_document, C._apply_update_pipeline,\n"
+             "            S.__setitem__, S.__delitem__, S.drop)\n"
              "before = state()\n"
              "import embedded.data_file, embedded.mongomock_compat, utils.connectDB\n"
              "print(state() == before)\n")

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mongomock import filtering
 from mongomock.collection import BulkOperationBuilder, Collection, Cursor
+from mongomock.store import CollectionStore
 from pymongo import ReplaceOne, UpdateOne
 
 from embedded import mongomock_compat
@@ -203,6 +204,236 @@ def test_patching_again_wraps_nothing_twice():
     assert BulkOperationBuilder.add_update is wrapped
 
 
+# --- speedup 6: the cases' fields indexed, never stale -----------------------------------------------
+
+BATCH, CASE = mongomock_compat.INDEXED_FIELDS
+# Mostly plain values (indexed) from a few, so that documents meet; sometimes values the index leaves to
+# mongomock (True == 1, 1.0 == 1, an array holds 1, a document), or none.
+plain_values = st.sampled_from([0, 1, 2, "1", "A"])
+indexed_values = st.one_of(plain_values, plain_values, plain_values,
+                           st.sampled_from([None, True, 1.0, [1, 2], {"x": 1}]))
+case_documents = st.one_of(
+    st.fixed_dictionaries({BATCH: plain_values, CASE: plain_values}, optional={"x": st.integers(0, 3),
+                                                                               "y": indexed_values}),
+    st.fixed_dictionaries({}, optional={BATCH: indexed_values, CASE: indexed_values, "x": st.integers(0, 3),
+                                        "y": indexed_values}))
+indexed_filters = st.one_of(
+    st.fixed_dictionaries({BATCH: plain_values}), st.fixed_dictionaries({CASE: plain_values}),
+    st.fixed_dictionaries({CASE: st.fixed_dictionaries({"$in": st.lists(plain_values, max_size=4)})}),
+    st.fixed_dictionaries({BATCH: plain_values, CASE: st.fixed_dictionaries({"$in": st.lists(plain_values)})}),
+    st.fixed_dictionaries({BATCH: plain_values, CASE: plain_values, "x": st.just({"$not": {"$gt": 1}})}),
+    st.fixed_dictionaries({"$or": st.just([{"x": 1}, {"x": 2}]), CASE: st.fixed_dictionaries(
+        {"$in": st.lists(plain_values, max_size=4)})}))
+updates = st.one_of(
+    st.builds(lambda field, value: {"$set": {field: value}}, st.sampled_from([BATCH, CASE, "x", "y"]), indexed_values),
+    st.builds(lambda field: {"$unset": {field: ""}}, st.sampled_from([BATCH, CASE, "x"])),
+    st.builds(lambda field: {"$inc": {field: 1}}, st.sampled_from([CASE, "x"])),
+    st.builds(lambda source, target: {"$rename": {source: target}}, st.sampled_from([CASE, "y"]),
+              st.sampled_from([CASE, "y", "z"])),
+    st.builds(lambda value: {"$set": {"x": value}, "$setOnInsert": {"y": 1}}, st.integers(0, 3)))
+
+
+def normalised(answer_or_error):
+    """An answer with the ObjectIds of upserts (new in each run) made equal."""
+    from bson import ObjectId
+
+    if isinstance(answer_or_error, list):
+        return [normalised(item) for item in answer_or_error]
+    if isinstance(answer_or_error, tuple):
+        return tuple(normalised(item) for item in answer_or_error)
+    return "an ObjectId" if isinstance(answer_or_error, ObjectId) else answer_or_error
+
+
+def written(result):
+    return [getattr(result, name, None) for name in ("matched_count", "modified_count", "upserted_id",
+                                                     "deleted_count", "inserted_id", "inserted_ids")]
+
+
+def bulk_requests(data, filter_of):
+    from pymongo import DeleteOne, InsertOne, UpdateMany
+
+    return [data.draw(st.sampled_from([
+        UpdateMany(filter_of(), data.draw(updates), upsert=data.draw(st.booleans())),
+        UpdateOne(filter_of(), data.draw(updates)), ReplaceOne(filter_of(), data.draw(case_documents)),
+        DeleteOne(filter_of()), InsertOne(data.draw(case_documents))])) for _ in range(data.draw(st.integers(1, 3)))]
+
+
+def random_operation(data):
+    """One operation on a collection, drawn (all of it, now): a write of any kind or an indexed query; called with
+    the collection, it returns what a caller sees of it."""
+    from embedded.mongomock_compat import store_documents
+
+    def filter_of():
+        return copy.deepcopy(data.draw(indexed_filters))
+
+    kind = data.draw(st.sampled_from(["find", "count", "find_one", "insert", "update_one", "update_many",
+                                      "replace", "delete", "bulk", "find_one_and_update", "fill", "drop"]))
+    query, update, document = filter_of(), data.draw(updates), data.draw(case_documents)
+    upsert = data.draw(st.booleans())
+    documents = data.draw(st.lists(case_documents, max_size=3))
+    requests = bulk_requests(data, filter_of) if kind == "bulk" else []
+    operations = {
+        "find": lambda c: list(c.find(query)), "count": lambda c: c.count_documents(query),
+        "find_one": lambda c: c.find_one(query, {"_id": 0}),
+        "insert": lambda c: written(c.insert_many(copy.deepcopy(documents or [document]))),
+        "update_one": lambda c: written(c.update_one(query, update, upsert=upsert)),
+        "update_many": lambda c: written(c.update_many(query, update, upsert=upsert)),
+        "replace": lambda c: written(c.replace_one(query, copy.deepcopy(document), upsert=upsert)),
+        "delete": lambda c: written(c.delete_many(query) if upsert else c.delete_one(query)),
+        "bulk": lambda c: c.bulk_write(copy.deepcopy(requests)).bulk_api_result,
+        "find_one_and_update": lambda c: c.find_one_and_update(query, update, upsert=upsert),
+        "fill": lambda c: store_documents(c, [dict(copy.deepcopy(document), _id=f"filled {number}")
+                                              for number, document in enumerate(documents)]),
+        "drop": lambda c: c.drop()}
+    return operations[kind]
+
+
+# Queries made after each operation, so that each write is looked at through an index made before it.
+PROBES = [{CASE: value} for value in (0, 1, 2, "1", "A")] + [{BATCH: value} for value in ("A", 0, "1")] + \
+    [{BATCH: "A", CASE: {"$in": [0, 1]}}]
+
+
+def answers_of(operations, indexes):
+    collection = mongomock.MongoClient()["db"]["c"]
+    for keys, unique in indexes:
+        collection.create_index(keys, unique=unique)
+    return [(normalised(answer(partial(operation, collection))),
+             [normalised(answer(lambda probe=probe: list(collection.find(probe, {"_id": 0})))) for probe in PROBES])
+            for operation in operations]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), unique=st.sampled_from([None, CASE, "x"]))
+def test_indexed_queries_give_the_answers_of_plain_mongomock_through_any_writes(data, unique):
+    """Random writes of every kind (inserts, updates of the indexed fields or of others, upserts, replacements,
+    deletes, bulk writes, direct fills, drops, updates a unique index undoes) interleaved with queries the index
+    answers."""
+    operations = [random_operation(data) for _ in range(data.draw(st.integers(1, 10)))]
+    indexes = [([(unique, 1)], True)] if unique else []
+    with speedups(True):
+        fast = answers_of(operations, indexes)
+    with speedups(False):
+        plain = answers_of(operations, indexes)
+    assert fast == plain
+
+
+def collection_of_cases():
+    collection = mongomock.MongoClient()["db"]["c"]
+    collection.insert_many([{"_id": number, BATCH: "A", CASE: number, "y": 10 + number} for number in range(4)])
+    return collection
+
+
+def kept(index):
+    """A copy of an index as it is now: its positions, over the same documents."""
+    copied = copy.copy(index)
+    copied.in_order, copied.by_value, copied.unindexed = \
+        list(index.in_order), copy.deepcopy(index.by_value), copy.deepcopy(index.unindexed)
+    return copied
+
+
+def restored(collection, index):
+    """An index kept before some writes, put back as if no write had come since."""
+    tracking = mongomock_compat._tracking(collection._store)
+    tracking.index, index.writes = index, tracking.writes
+
+
+def rolled_back_update(collection):
+    """An update mongomock undoes: the second document it sets meets the first on a unique index."""
+    from pymongo.errors import DuplicateKeyError
+
+    collection.create_index("y", unique=True)
+    with pytest.raises(DuplicateKeyError):
+        collection.update_many({}, {"$set": {"y": 0}})
+
+
+# Each kind of write, and a query whose answer a stale index would get wrong.
+WRITES = {
+    "insert": (lambda c: c.insert_one({BATCH: "A", CASE: 7}), {CASE: 7}),
+    "$set of the case id": (lambda c: c.update_one({CASE: 1}, {"$set": {CASE: 7}}), {CASE: 7}),
+    "$set of the batch": (lambda c: c.update_many({CASE: {"$in": [1, 2]}}, {"$set": {BATCH: "B"}}), {BATCH: "A"}),
+    "$unset": (lambda c: c.update_one({CASE: 1}, {"$unset": {CASE: ""}}), {CASE: 1}),
+    "$inc": (lambda c: c.update_one({CASE: 1}, {"$inc": {CASE: 6}}), {CASE: 7}),
+    "$rename away": (lambda c: c.update_one({CASE: 1}, {"$rename": {CASE: "z"}}), {CASE: 1}),
+    "$rename onto": (lambda c: c.update_one({CASE: 1}, {"$rename": {"y": CASE}}), {CASE: 11}),
+    "replace": (lambda c: c.replace_one({CASE: 1}, {BATCH: "A", CASE: 7}), {CASE: 7}),
+    "pipeline update": (lambda c: c.update_one({CASE: 1}, [{"$set": {CASE: 7}}]), {CASE: 7}),
+    "upsert": (lambda c: c.update_one({CASE: 7}, {"$set": {"x": 1}}, upsert=True), {CASE: 7}),
+    "bulk UpdateMany": (lambda c: c.bulk_write([UpdateOne({CASE: 1}, {"$set": {CASE: 7}})]), {CASE: 7}),
+    "find_one_and_update": (lambda c: c.find_one_and_update({CASE: 1}, {"$set": {CASE: 7}}), {CASE: 7}),
+    "rolled back update": (rolled_back_update, {CASE: 1}),
+    "delete": (lambda c: c.delete_one({CASE: 1}), {CASE: 1}),
+    "drop": (lambda c: (c.drop(), c.insert_one({BATCH: "A", CASE: 7})), {BATCH: "A"}),
+    "direct fill": (lambda c: mongomock_compat.store_documents(c, [{"_id": 9, BATCH: "A", CASE: 7}]), {CASE: 7}),
+}
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_the_index_follows_each_kind_of_write_which_a_stale_index_would_get_wrong(write):
+    write_once, query = WRITES[write]
+
+    def found(stale):
+        collection = collection_of_cases()
+        assert list(collection.find({BATCH: "A", CASE: {"$in": [0, 1, 2, 3]}}))  # the index is made
+        index = kept(mongomock_compat._tracking(collection._store).index) if stale else None
+        write_once(collection)
+        if stale:
+            restored(collection, index)
+        return [list(collection.find(query, {"_id": 0})), collection.count_documents(query)]
+
+    with speedups(False):
+        plain = found(stale=False)
+    with speedups(True):
+        assert found(stale=False) == plain
+        assert found(stale=True) != plain  # this test sees an index that missed the write
+
+
+def test_a_document_of_an_in_set_comes_in_the_stores_order_and_the_index_serves_only_the_proven_shapes():
+    with speedups(True):
+        collection = mongomock.MongoClient()["db"]["c"]
+        collection.insert_many([{"_id": number, CASE: 9 - number % 5} for number in range(10)])
+        assert [document["_id"] for document in collection.find({CASE: {"$in": [9, 5, 7]}})] == [0, 2, 4, 5, 7, 9]
+        assert [mongomock_compat._indexed_lookups(query) for query in (
+            {CASE: True}, {CASE: 1.0}, {CASE: None}, {CASE: {"$in": [1, None]}}, {CASE: {"$in": [1, True]}},
+            {"x": 1}, {f"{CASE}.x": 1}, {CASE: {"$in": [1], "$nin": [2]}})] == [[]] * 8
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_an_update_that_moves_case_ids_is_checked_against_a_unique_index_as_mongomock_checks_it(enabled):
+    """During an update that changes Case_Id no index serves: the unique check it makes after each document sees
+    the documents as they are."""
+    from pymongo.errors import DuplicateKeyError
+
+    with speedups(enabled):
+        collection = collection_of_cases()
+        collection.create_index(CASE, unique=True)
+        assert collection.count_documents({CASE: 1}) == 1  # the index is made
+        with pytest.raises(DuplicateKeyError):  # the first document, moved to 1, meets the second
+            collection.update_many({}, {"$inc": {CASE: 1}})
+        assert [document[CASE] for document in collection.find({CASE: {"$in": [0, 1, 2, 3, 4]}})] == [0, 1, 2, 3]
+        assert collection.count_documents({CASE: 1}) == 1
+
+
+@pytest.mark.parametrize("write", ["delete", "drop"])
+def test_a_write_that_stales_the_index_lets_it_go_with_the_documents_it_holds(write):
+    with speedups(True):
+        collection = collection_of_cases()
+        assert collection.count_documents({BATCH: "A"}) == 4
+        WRITES[write][0](collection)
+        assert mongomock_compat._tracking(collection._store).index is None
+
+
+def test_an_update_of_other_fields_keeps_the_index_and_an_insert_extends_it():
+    with speedups(True):
+        collection = collection_of_cases()
+        assert collection.count_documents({BATCH: "A"}) == 4
+        index = mongomock_compat._tracking(collection._store).index
+        collection.update_many({CASE: {"$in": [1, 2]}}, {"$set": {"NEW_DRC_ID": "D02", "Amend_Status": "Completed"},
+                                                          "$unset": {"y": ""}})
+        collection.insert_one({"_id": 4, BATCH: "A", CASE: 4})
+        assert collection.count_documents({BATCH: "A"}) == 5
+        assert mongomock_compat._tracking(collection._store).index is index
+
+
 # --- the patches apply to the proven mongomock version only ---------------------------------------
 
 
@@ -210,7 +441,9 @@ def mongomock_state():
     """Everything patch_mongomock may replace in mongomock, as it is now."""
     return (BulkOperationBuilder.add_update, BulkOperationBuilder.add_replace, Cursor.__next__, Cursor.next,
             filtering._in_op, filtering._filterer_inst._operator_map["$in"], Collection._iter_documents,
-            Collection._copy_only_fields)
+            Collection._copy_only_fields, Collection._get_dataset, Collection._update, CollectionStore.__setitem__,
+            CollectionStore.__delitem__, CollectionStore.drop, Collection._apply_update_document,
+            Collection._apply_update_pipeline)
 
 
 @pytest.fixture
@@ -225,6 +458,13 @@ def plain_mongomock(monkeypatch):
     monkeypatch.setitem(filtering._filterer_inst._operator_map, "$in", mongomock_compat._PLAIN_IN)
     monkeypatch.setattr(Collection, "_iter_documents", mongomock_compat._PLAIN_ITER_DOCUMENTS)
     monkeypatch.setattr(Collection, "_copy_only_fields", mongomock_compat._PLAIN_COPY_ONLY_FIELDS)
+    monkeypatch.setattr(Collection, "_get_dataset", mongomock_compat._PLAIN_GET_DATASET)
+    monkeypatch.setattr(Collection, "_update", mongomock_compat._PLAIN_UPDATE)
+    monkeypatch.setattr(CollectionStore, "__setitem__", mongomock_compat._PLAIN_SETITEM)
+    monkeypatch.setattr(CollectionStore, "__delitem__", mongomock_compat._PLAIN_DELITEM)
+    monkeypatch.setattr(CollectionStore, "drop", mongomock_compat._PLAIN_DROP)
+    monkeypatch.setattr(Collection, "_apply_update_document", mongomock_compat._PLAIN_APPLY_UPDATE_DOCUMENT)
+    monkeypatch.setattr(Collection, "_apply_update_pipeline", mongomock_compat._PLAIN_APPLY_UPDATE_PIPELINE)
     monkeypatch.setattr(mongomock_compat, "_unproven_version_reported", False)
     monkeypatch.delenv(SPEEDUPS_VARIABLE, raising=False)
     plain = mongomock_state()
@@ -264,7 +504,11 @@ def test_the_proven_mongomock_version_is_patched_without_a_warning(plain_mongomo
     assert "sort" in inspect.signature(add_update, follow_wrapped=False).parameters
     patched = [mongomock_compat._next_without_copying, mongomock_compat._next_without_copying,
                mongomock_compat._in_with_a_set, mongomock_compat._in_with_a_set,
-               mongomock_compat._iter_documents_judging_simple_conditions, mongomock_compat._copy_only_included_fields]
+               mongomock_compat._iter_documents_judging_simple_conditions, mongomock_compat._copy_only_included_fields,
+               mongomock_compat._dataset_projected_at_once, mongomock_compat._update_keeping_the_index,
+               mongomock_compat._setitem_keeping_the_index, mongomock_compat._delitem_counted,
+               mongomock_compat._drop_counted, mongomock_compat._apply_update_document_noted,
+               mongomock_compat._apply_update_pipeline_noted]
     assert speedups == (patched if enabled else list(plain_mongomock[2:]))
     assert unproven_version_warnings(caplog) == []
 

@@ -88,9 +88,9 @@ def test_a_signal_a_library_swallows_while_loading_still_stops_the_run(tmp_path,
     before = (tmp_path / "db.bson").read_bytes()
     store_documents = data_file.store_documents
 
-    def storing(collection, documents):
+    def storing(collection, documents, *loaded_from):
         send_swallowed(signal.SIGTERM)
-        return store_documents(collection, documents)
+        return store_documents(collection, documents, *loaded_from)
     monkeypatch.setattr(data_file, "store_documents", storing)
     with pytest.raises(Interrupted):
         script("main.py", *logs(tmp_path), env=env)
