@@ -11,7 +11,7 @@ cannot nest. The store wraps a pymongo Database, or anything that behaves like o
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -112,6 +112,9 @@ def utc_now() -> datetime:
 
 # What every entry point and every function that reads the time takes: a function giving now (utc_now).
 Clock = Callable[[], datetime]
+Document = dict[str, Any]
+# An engine's read of the documents a query matches, as they are (embedded/mongomock_compat.matching_documents).
+InPlaceRead = Callable[[Any, Document], Iterable[Document]]
 
 Result = TypeVar("Result")
 
@@ -124,9 +127,10 @@ class AmendStore:
 
     def __init__(self, database: Any, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] = time.sleep, journal_limit_bytes: int = JOURNAL_LIMIT_BYTES,
-                 batch_read: BatchRead = BatchRead.FULL):
+                 batch_read: BatchRead = BatchRead.FULL, in_place: InPlaceRead | None = None):
         self.database = database
         self.batch_read = batch_read
+        self._in_place = in_place
         self.retry_policy = retry or RetryPolicy()
         self.journal_limit_bytes = journal_limit_bytes
         self._sleep = sleep
@@ -158,6 +162,14 @@ class AmendStore:
         except PyMongoError as exc:
             raise DatabaseUpdateError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
+    def matching(self, name: str, query: Document, projection: Document) -> Iterable[Document]:
+        """The documents of collection `name` that `query` matches, for a caller that only reads them: the
+        engine's own documents, not copied, when the store was given `in_place` (the embedded default, whose
+        documents are in memory), otherwise a find with `projection`."""
+        if self._in_place is not None:
+            return self._in_place(self.database[name], query)
+        return self[name].find(query, projection)
+
     def create_indexes(self) -> None:
         """The indexes of INDEXES (an index that exists already is left as it is)."""
         for collection, keys, name in INDEXES:
@@ -173,8 +185,8 @@ class StoppingStore(AmendStore):
     later run finishes or undoes the task in hand (see docs/design.md, "Crash recovery")."""
 
     def __init__(self, database: Any, retry: RetryPolicy | None, stop: StopRequest,
-                 batch_read: BatchRead = BatchRead.FULL):
-        super().__init__(database, retry, sleep=stop.pause, batch_read=batch_read)
+                 batch_read: BatchRead = BatchRead.FULL, in_place: InPlaceRead | None = None):
+        super().__init__(database, retry, sleep=stop.pause, batch_read=batch_read, in_place=in_place)
         self._stop = stop
 
     def read(self, what: str, operation: Callable[[], Result]) -> Result:

@@ -407,7 +407,7 @@ def fetch_cases_for_batch(store: AmendStore, batch_id: BatchId,
     """The batch's cases as a BatchCases, read with a projection and streamed from the cursor
     (through `progress`, which may show a progress bar); a fault midway reads the batch again."""
     cases = store.read(f"reading the cases of batch {batch_id}", lambda: build_case_maps(
-        progress(store[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)), batch_id))
+        progress(store.matching(CASES_COLLECTION, {"Case_Distribution_Batch_ID": batch_id}, CASE_FIELDS)), batch_id))
     if not cases.assignment:
         raise TaskValidationError(f"batch {batch_id} has no cases in {CASES_COLLECTION}")
     return cases

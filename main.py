@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from amend_store import RUN_HISTORY_COLLECTION, AmendStore, BatchRead, Clock, StoppingStore, utc_now
+from amend_store import RUN_HISTORY_COLLECTION, AmendStore, BatchRead, Clock, InPlaceRead, StoppingStore, utc_now
 from coordination.claims import fetch_expired_claims
 from database_checks import fetch_amend_task_statuses, holds_the_job
 from dry_run import dry_run, dry_run_text
@@ -283,10 +283,7 @@ class JobRun:
         settings, log = self.settings, self.logger
         if not self.args.dry_run:
             self.stop.start_working()
-        # On a server a task reads only what can move; the embedded engine reads the whole batch faster from
-        # its own store than it runs the push-down read's aggregations (docs/scale.md).
-        store = StoppingStore(database, settings.job.retry, self.stop,
-                              BatchRead.FULL if settings.database.is_embedded else BatchRead.PUSH_DOWN)
+        store = StoppingStore(database, settings.job.retry, self.stop, *self.batch_read())
         if not holds_the_job(store):
             raise DatabaseConnectionError(
                 f"database {settings.database.db_name} on {settings.database.redacted_uri} holds no System_tasks and "
@@ -305,6 +302,14 @@ class JobRun:
             keep_history_bounded(store, settings, self.clock(), log)
         with after_the_tasks("reading the figures of the metrics file", log):
             self.health = health_for_metrics(store, settings, self.clock(), log)
+
+    def batch_read(self) -> tuple[BatchRead, InPlaceRead | None]:
+        """On a server a task reads only what can move; the embedded engine reads the whole batch, from its own
+        store, faster than it runs the push-down read's aggregations (docs/scale.md)."""
+        if not self.settings.database.is_embedded:
+            return BatchRead.PUSH_DOWN, None
+        from embedded.mongomock_compat import matching_documents  # loaded already: a run on a server never loads it
+        return BatchRead.FULL, matching_documents
 
     def record_the_run(self, database: Any) -> None:
         """The run's last write (on the embedded default, made while the file is saved): its duration

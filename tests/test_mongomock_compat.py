@@ -528,3 +528,26 @@ def test_the_proven_version_is_the_pinned_one(pins):
     """A new mongomock is taken by raising the pin and PROVEN_MONGOMOCK_VERSION together, never one alone."""
     assert re.findall(r"^mongomock==(\S+)", (PROJECT_ROOT / pins).read_text(), re.MULTILINE) == \
         [PROVEN_MONGOMOCK_VERSION]
+
+
+def test_the_full_read_in_place_builds_the_batch_a_find_builds():
+    """The embedded default reads a batch's documents as mongomock holds them (matching_documents, no copy, no
+    projection): the same cases, cells and amounts as the find the store sends a server, amended cases and
+    another batch's included."""
+    from amend_store import CASES_COLLECTION, AmendStore
+    from database_checks import fetch_cases_for_batch
+    from fixture_generator import BatchShape, generate_batch
+    from tests.support import new_database
+    from update_databases import reset_collections
+
+    db = new_database()
+    reset_collections(AmendStore(db), generate_batch(BatchShape(2_000, seed=7)))
+    db[CASES_COLLECTION].update_many({"Case_Id": {"$in": list(range(0, 2_000, 7))}}, {"$set": {"NEW_DRC_ID": "D03"}})
+    db[CASES_COLLECTION].insert_one({"Case_Id": 1, "Case_Distribution_Batch_ID": "OTHER", "DRC_Id": "D01",
+                                     "RTOM": "CW", "Arrease": 1.0})
+    in_place = fetch_cases_for_batch(AmendStore(db, in_place=mongomock_compat.matching_documents), "GEN")
+    assert in_place == fetch_cases_for_batch(AmendStore(db), "GEN")
+    stored = list(mongomock_compat.matching_documents(db[CASES_COLLECTION], {"Case_Distribution_Batch_ID": "GEN"}))
+    assert [document["_id"] for document in stored] == [
+        document["_id"] for document in db[CASES_COLLECTION].find({"Case_Distribution_Batch_ID": "GEN"}, {"_id": 1})]
+    assert stored[0] is db[CASES_COLLECTION]._store[stored[0]["_id"]]  # the engine's own document, not a copy
