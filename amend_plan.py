@@ -101,10 +101,10 @@ def apply_distributions(holdings: Holdings, distributions: Sequence[Distribution
     a distribution moved.
     """
     moved: dict[int, Cell] = {}
-    result = holdings
-    for result, moves in _each_distribution(holdings, distributions, min_share_kept):  # noqa: B007 - the last
+    for holdings_after, moves in _each_distribution(holdings, distributions, min_share_kept):
         moved.update((case_id, to_cell) for case_id, _, to_cell in moves)
-    return result, moved
+        holdings = holdings_after
+    return holdings, moved
 
 
 def cases_taken(counts: Mapping[Cell, int], distributions: Sequence[Distribution],

@@ -207,7 +207,7 @@ def measure_embedded(size: int) -> dict[str, float]:
     from amend_store import CASES_COLLECTION, AmendStore
     from database_checks import build_case_maps, fetch_transaction_details
     from embedded.data_file import TRAILER_SIZE, load_database, save_database
-    from embedded.mongomock_compat import patch_mongomock
+    from embedded.mongomock_compat import matching_documents, patch_mongomock
     from task_processor import amend_task_processing
     from utils.collector import collector_paused
     from utils.config import JobSettings
@@ -243,7 +243,7 @@ def measure_embedded(size: int) -> dict[str, float]:
                 timed["save_seconds"] = time.perf_counter() - started
             assert (folder / "saved.bson").read_bytes() == generated.read_bytes()
 
-            store = AmendStore(database)
+            store = AmendStore(database, in_place=matching_documents)  # as main.py builds it on the embedded default
             with collector_paused():
                 started = time.perf_counter()
                 plan_amend("GEN", fetch_transaction_details(store, "GEN"), build_case_maps(cases, "GEN"), set(),
