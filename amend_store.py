@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pymongo.errors import PyMongoError
 
 from utils.Custom_Exceptions import DatabaseUpdateError
+from utils.documents import Document
 from utils.retry import RetryPolicy
 from utils.shutdown import StopRequest
 
@@ -112,7 +113,6 @@ def utc_now() -> datetime:
 
 # What every entry point and every function that reads the time takes: a function giving now (utc_now).
 Clock = Callable[[], datetime]
-Document = dict[str, Any]
 # An engine's read of the documents a query matches, as they are (embedded/mongomock_compat.matching_documents).
 InPlaceRead = Callable[[Any, Document], Iterable[Document]]
 

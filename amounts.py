@@ -106,7 +106,7 @@ class CellSum:
 
     def moved(self, leaving: Sequence[Amount], arriving: Sequence[Amount], kind: AmountKind) -> "CellSum":
         """The cell after cases left and arrived, their amounts known one by one."""
-        units_of = (lambda amount: int(amount)) if kind is AmountKind.INTEGER else cents_of
+        units_of = int if kind is AmountKind.INTEGER else cents_of
         largest = max([self.largest, *(abs(float(amount)) for amount in arriving)])
         return CellSum(self.count - len(leaving) + len(arriving),
                        self.units - sum(map(units_of, leaving)) + sum(map(units_of, arriving)), largest)

@@ -8,6 +8,7 @@ the document and the field to fix.
 
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -435,7 +436,7 @@ _CELL_GROUP = {"$group": {
     "highest": {"$max": _AMOUNT},
     "lowest": {"$min": _AMOUNT},
 }}
-_LARGEST_DOUBLE = 1.7976931348623157e308
+_LARGEST_DOUBLE = sys.float_info.max
 # Codes compared byte for byte, as Python compares them, whatever default collation the collection was given
 # ("D1" and "d1" are two DRCs).
 SIMPLE_COLLATION = {"locale": "simple"}
